@@ -1,0 +1,58 @@
+"""The ``gfvc`` command line.
+
+Each area contributes its sub-commands through a module with a
+``register(subparsers)`` function; a sub-command handler takes the parsed
+arguments and returns an exit code. Library code raises typed errors
+(:mod:`gfvc.errors`); only this module turns them into one-line messages.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from gfvc import __version__
+from gfvc.errors import GfvcError
+
+# Modules that add sub-commands (each defines register(subparsers)).
+COMMAND_MODULES: list[str] = [
+    "gfvc.commands",
+    "metrics.cli",
+    "reports.cli",
+    "s2d_model.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gfvc",
+        description="JVET GFVC common-test-condition suite: anchors, generative codecs, metrics, BD-rate reports.",
+    )
+    p.add_argument("--version", action="version", version=f"gfvc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GfvcError as e:
+        print(f"gfvc: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gfvc: interrupted; finished records are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # pragma: no cover - e.g. `gfvc list | head`
+        return 0

