@@ -156,10 +156,17 @@ CODECS: Registry[type[Codec]] = Registry("codec", entry_point_group="gfvc.codecs
 
 
 def load_builtin_codecs() -> None:
-    """Import the suite's own codec modules so their decorators run."""
-    import importlib
+    """Import the suite's codec modules, then those named in $GFVC_PLUGINS.
 
-    for mod in BUILTIN_CODEC_MODULES:
+    ``GFVC_PLUGINS`` is a comma-separated list of importable modules that
+    register codecs by decorator (for quick experiments; packages should use
+    the ``gfvc.codecs`` entry-point group instead).
+    """
+    import importlib
+    import os
+
+    extra = [m.strip() for m in os.environ.get("GFVC_PLUGINS", "").split(",") if m.strip()]
+    for mod in BUILTIN_CODEC_MODULES + extra:
         importlib.import_module(mod)
 
 

@@ -211,7 +211,7 @@ def _build(cls: Any, data: dict[str, Any], file: str, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{file}: unknown key {prefix}{unknown[0]!r} (allowed: {', '.join(sorted(names - {'source'}))})")
+        raise ConfigError(f"{file}: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(names - {'source'}))})")
     kwargs = {k: _type_ok(hints[k], v, file, prefix + k) for k, v in data.items()}
     try:
         obj = cls(**kwargs)

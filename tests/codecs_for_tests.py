@@ -1,0 +1,69 @@
+"""Codecs used only by the runner tests (registered when this module is imported).
+
+They are deliberately simple so that the runner's behaviour (keys, resume,
+executors, failures) is tested independently of the real codecs:
+``test-lossy`` quantises pixel values by a QP-dependent step (so rate and
+quality move with QP), ``test-slow`` adds a delay per job (for kill tests),
+``test-fail`` fails at QP 42.
+"""
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from gfvc.codec import CODECS, Codec, Decoded, EncodeResult, RatePoint, Sequence
+from gfvc.errors import BitstreamError, ExternalToolError
+
+
+class _Quant(Codec):
+    family = "anchor"
+    description = "test only: pixel quantisation + zlib"
+
+    def encode(self, sequence: Sequence, rate_point: RatePoint, workdir: Path) -> EncodeResult:
+        step = max(1, rate_point.qp // 4)
+        q = (sequence.frames // step).astype(np.uint8)
+        hdr = np.array([*q.shape, step], dtype=np.int32).tobytes()
+        out = workdir / "stream.bin"
+        out.write_bytes(hdr + zlib.compress(q.tobytes(), 6))
+        return EncodeResult(out, {"payload": out.stat().st_size * 8})
+
+    def decode(self, bitstream: Path, workdir: Path) -> Decoded:
+        data = bitstream.read_bytes()
+        try:
+            t, h, w, c, step = np.frombuffer(data[:20], dtype=np.int32)
+            q = np.frombuffer(zlib.decompress(data[20:]), dtype=np.uint8).reshape(t, h, w, c)
+        except (ValueError, zlib.error) as e:
+            raise BitstreamError(f"{bitstream}: not a test-lossy stream: {e}") from None
+        rec = np.clip(q.astype(np.int32) * step + step // 2, 0, 255).astype(np.uint8)
+        return Decoded(rec)
+
+    def provenance(self) -> dict:
+        return {"codec": self.name, "family": self.family, "version": 1}
+
+
+@CODECS.register()
+class TestLossy(_Quant):
+    name = "test-lossy"
+
+
+@CODECS.register()
+class TestSlow(_Quant):
+    name = "test-slow"
+
+    def encode(self, sequence, rate_point, workdir):
+        time.sleep(float(os.environ.get("GFVC_TEST_SLOW_S", "1.0")))
+        return super().encode(sequence, rate_point, workdir)
+
+
+@CODECS.register()
+class TestFail(_Quant):
+    name = "test-fail"
+
+    def encode(self, sequence, rate_point, workdir):
+        if rate_point.qp == 42:
+            raise ExternalToolError("test-fail: simulated encoder crash at QP 42")
+        return super().encode(sequence, rate_point, workdir)

@@ -1,0 +1,126 @@
+"""Turn TED-Talk videos into CTC sequences and manifest entries.
+
+Input: MRAA's TED384 layout — a video file (.mp4), a folder of PNG frames,
+or a split folder holding many of either (e.g. TED384/test). Each selected
+video gives NAME_{W}x{H}_{fps}_8bit_444.rgb (planar RGB, the GFVC format)
+and NAME_{W}x{H}_{fps}_8bit_420.yuv (BT.601 limited range, OpenCV-exact),
+of its first N frames, and a manifest entry with the .rgb file's sha256.
+Sequence names of the paper's 30-sequence selection are not public: pass
+``--list names.txt`` to pick yours, or ``--count 30`` for the first 30 in
+name order (recorded in the manifest description).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gfvc.errors import ConfigError, InputError
+from gfvc.sequences import SequenceEntry, load_manifest, write_manifest
+from gfvc.video import CONTAINER_SUFFIXES, read_container, read_png_folder, sha256_file, write_rgb_planar, write_yuv420
+
+
+def add_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="video file(s), PNG frame folder(s), or a split folder of them")
+    p.add_argument("--out", required=True, help="output folder for .rgb/.yuv files")
+    p.add_argument("--manifest", help="manifest to write/extend (default: OUT/manifest.yaml)")
+    p.add_argument("--size", type=int, default=384, help="square frame size (default 384)")
+    p.add_argument("--frames", type=int, default=150, help="first N frames (default 150)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded for rate computation (default 25)")
+    p.add_argument("--count", type=int, help="take the first N videos (name order) of a split folder")
+    p.add_argument("--list", dest="names_file", help="text file with one video name per line to select")
+    p.add_argument("--resize", action="store_true", help="resize (PIL bicubic) inputs that are not SIZExSIZE")
+    p.add_argument("--no-yuv", action="store_true", help="write only the planar RGB file")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _is_video(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in CONTAINER_SUFFIXES
+
+
+def _is_frame_folder(p: Path) -> bool:
+    return p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir())
+
+
+def discover(inputs: list[Path], count: int | None, names: list[str] | None) -> list[Path]:
+    """Expand split folders into their videos / frame folders, in name order."""
+    found: list[Path] = []
+    for p in inputs:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if _is_video(p) or _is_frame_folder(p):
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(q for q in p.iterdir() if _is_video(q) or _is_frame_folder(q)))
+        else:
+            raise InputError(f"{p}: not a video (.mp4/.mkv/...) or a folder of PNG frames")
+    if names is not None:
+        by_name = {q.stem if q.is_file() else q.name: q for q in found}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise InputError(f"{len(missing)} listed video(s) not found, e.g. {missing[0]!r}")
+        found = [by_name[n] for n in names]
+    if count is not None:
+        if count < 1:
+            raise ConfigError(f"--count must be >= 1, got {count}")
+        if len(found) < count:
+            raise InputError(f"only {len(found)} videos found, --count {count} asked")
+        found = found[:count]
+    if not found:
+        raise InputError("no videos or PNG frame folders found in the inputs")
+    return found
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
+
+
+def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
+                write_yuv: bool = True) -> SequenceEntry:
+    name = src.stem if src.is_file() else src.name
+    arr = read_container(src, frames)[0] if src.is_file() else read_png_folder(src, frames)
+    if arr.shape[0] < frames:
+        raise InputError(f"{src}: has {arr.shape[0]} frames, {frames} needed")
+    if arr.shape[1:3] != (size, size):
+        if not resize:
+            raise InputError(f"{src}: frames are {arr.shape[2]}x{arr.shape[1]}, not {size}x{size} (add --resize)")
+        arr = _resize(arr, size)
+    stem = f"{name}_{size}x{size}_{fps:g}_8bit"
+    rgb = out_dir / f"{stem}_444.rgb"
+    write_rgb_planar(rgb, arr)
+    if write_yuv:
+        write_yuv420(out_dir / f"{stem}_420.yuv", arr)
+    return SequenceEntry(name=name, file=rgb.name, sha256=sha256_file(rgb), frames=frames, width=size,
+                         height=size, fps=fps, format="rgb", manifest_dir=str(out_dir))
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Path(args.manifest) if args.manifest else out_dir / "manifest.yaml"
+    names = None
+    if args.names_file:
+        names = [ln.strip() for ln in Path(args.names_file).read_text().splitlines() if ln.strip()]
+    if args.frames < 1 or args.size < 2 or args.size % 2:
+        raise ConfigError("--frames must be >= 1 and --size even and >= 2")
+    sources = discover([Path(p) for p in args.inputs], args.count, names)
+    entries = load_manifest(manifest) if manifest.exists() else []
+    by_name = {e.name: e for e in entries}
+    for i, src in enumerate(sources, 1):
+        e = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
+        # manifest paths are relative to the manifest's folder
+        rel = Path(out_dir.resolve() / e.file)
+        try:
+            rel = rel.relative_to(manifest.resolve().parent)
+        except ValueError:
+            pass
+        by_name[e.name] = SequenceEntry(**{**e.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
+        write_manifest(manifest, list(by_name.values()),
+                       description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps)")
+        print(f"[{i}/{len(sources)}] {e.name}: {e.sha256[:16]}…", file=sys.stderr)
+    print(f"{manifest}: {len(by_name)} sequences")
+    return 0
