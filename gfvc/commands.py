@@ -226,10 +226,10 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    not_computed = sorted({f"{k}: {v.get('reason')}" for r in ok for k, v in r.get("metrics", {}).items()
-                           if v.get("status") != "ok" and v.get("reason")})
-    for line in not_computed:
-        print(f"not computed: {line}")
+    not_computed = sorted({k for r in ok for k, v in r.get("metrics", {}).items() if v.get("status") != "ok"})
+    if not_computed:
+        print(f"n/a = not computed ({', '.join(not_computed)}): the reason is in each record; "
+              f"`gfvc weights status` lists missing weights")
 
 
 def _write_report(run_dir: Path) -> None:
@@ -376,27 +376,22 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def identify_bitstream(path: Path) -> str:
-    """Which codec decodes a bitstream written by the suite."""
-    head = path.read_bytes()[:8]
-    if not head:
-        raise InputError(f"{path}: empty file")
-    try:
-        from gfvc import container
+def identify_bitstream(path: Path) -> tuple[str, float | None]:
+    """Which codec decodes a bitstream written by the suite, and its frame rate if stored.
 
-        hdr = container.peek(path)
-        return hdr.codec_id if hasattr(hdr, "codec_id") else hdr["codec_id"]
-    except (ImportError, AttributeError):  # pragma: no cover
-        pass
-    except Exception as e:  # not our container: maybe a raw VVC stream
-        from gfvc.errors import BitstreamError
+    The suite's container names its codec; a raw VVC elementary stream (anchor
+    output, VTM or VVenC) starts with a start code and is decoded by the native
+    VVC decoder of the ``vvenc`` anchor.
+    """
+    from gfvc import container
 
-        if not isinstance(e, BitstreamError):
-            raise
-        if head.startswith(b"\x00\x00\x00\x01") or head.startswith(b"\x00\x00\x01"):
-            return "vvenc"  # a VVC elementary stream (VTM or VVenC): decoded by the native VVC decoder
-        raise
-    raise InputError(f"{path}: not a bitstream written by this suite")
+    if container.is_container(path):
+        hdr = container.peek(path)  # verifies the whole file (BitstreamError if damaged)
+        return hdr.codec, hdr.fps
+    head = path.read_bytes()[:4]
+    if head.startswith(b"\x00\x00\x00\x01") or head.startswith(b"\x00\x00\x01"):
+        return "vvenc", None
+    raise InputError(f"{path}: not a bitstream written by this suite (neither a gfvc container nor a VVC stream)")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -409,12 +404,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
     bs = Path(args.bitstream)
     if not bs.is_file():
         raise InputError(f"{bs}: no such bitstream file")
-    name = identify_bitstream(bs)
+    name, fps = identify_bitstream(bs)
     codec = make_codec(name, load_condition(args.condition), _env_from_args(args))
     with tempfile.TemporaryDirectory(prefix="gfvc-decode-") as tmp:
         dec = codec.decode(bs, Path(tmp))
     out = Path(args.output)
-    fps = float(getattr(dec, "fps", 0) or 25.0)
+    fps = fps or 25.0
     write_video(out, dec.frames, fps)
     for k, arr in dec.extras.items():
         p = out.with_name(out.stem + f".{k}.npy") if out.suffix else out / f"{k}.npy"
