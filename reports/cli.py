@@ -1,0 +1,165 @@
+"""Sub-commands of the reports area: report, compare, regress, bdrate.
+
+Handlers return exit codes; errors are raised as gfvc.errors types and turned
+into one-line messages by gfvc.cli.main (RegressionDetected -> exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gfvc.errors import RegressionDetected
+
+FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "png", "svg")
+METHODS = ("jvet", "pchip", "cubic", "akima")
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("report", help="BD-rate tables, RD plots and a contribution document for a run",
+                       description="Write the report of RUN_DIR (default into RUN_DIR/report).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--anchor", help="anchor codec (default: the condition's bdrate.anchor)")
+    p.add_argument("--format", dest="formats", action="append", choices=FORMATS,
+                   help="output format; repeat for several (default: all)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
+    p.add_argument("--method", choices=METHODS, help="BD-rate method (default: the condition's bdrate.method)")
+    p.add_argument("--aggregation", choices=("mean-of-sequences", "average-curve"),
+                   help="summary over sequences (default: the condition's bdrate.aggregation)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap resamples over sequences for a 95%% CI of the mean (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
+                       description="Compare runs that used the same test condition (fingerprint).")
+    p.add_argument("run_a", type=Path, metavar="RUN_A")
+    p.add_argument("run_b", type=Path, metavar="RUN_B")
+    p.add_argument("--anchor-run", choices=("A", "B"), default="A", help="run that holds the anchor (default A)")
+    p.add_argument("--test", help="test codec in the other run (default: the one codec not in the anchor run)")
+    p.add_argument("--anchor", help="anchor codec (default: the condition's bdrate.anchor)")
+    p.add_argument("--method", choices=METHODS)
+    p.add_argument("--metric", dest="metrics", action="append", help="metric value name; repeat (default: condition)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("regress", help="CI gate: fail (exit 1) when a BD-rate saving worsens beyond a tolerance")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--baseline", type=Path, required=True, metavar="FILE", help="baseline JSON (docs/reports.md)")
+    p.add_argument("--tolerance", type=float, metavar="PCT",
+                   help="allowed worsening in percentage points (default: the baseline's tolerance_pct, else 0.5)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write the current values to FILE for review instead of checking")
+    p.set_defaults(func=cmd_regress)
+
+    p = sub.add_parser("bdrate", help="BD-rate of your own RD data (CSV)",
+                       description="CSV columns: codec, sequence, rate_kbps and one column per metric.")
+    p.add_argument("csv", type=Path, metavar="CSV")
+    p.add_argument("--anchor", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--metric", required=True, metavar="COL")
+    p.add_argument("--method", choices=METHODS, default="jvet")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lower-is-better", dest="lower", action="store_true", default=None)
+    g.add_argument("--higher-is-better", dest="lower", action="store_false")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_bdrate)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.document import build_report
+
+    paths = build_report(args.run_dir, anchor=args.anchor, formats=tuple(args.formats or FORMATS),
+                         out_dir=args.out, method=args.method, aggregation=args.aggregation,
+                         bootstrap=args.bootstrap, seed=args.seed)
+    for key in sorted(paths):
+        print(f"{key}\t{paths[key]}")
+    return 0
+
+
+def _pair_text(title: str, pair: Any) -> list[str]:
+    lines = [f"{title} (lower is better: {pair.lower_is_better})"]
+    for s, r in pair.per_sequence.items():
+        lines.append(f"  {s:<24} {r.cell(3)}")
+    lines.append(f"  {'mean of sequences':<24} {pair.mean.cell(3)}")
+    lines.append(f"  {'average RD curve':<24} {pair.curve.cell(3)}")
+    return lines
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs
+
+    c = compare_runs(args.run_a, args.run_b, anchor_run=args.anchor_run, test=args.test, anchor=args.anchor,
+                     method=args.method, metrics=args.metrics)
+    if args.json:
+        print(json.dumps(c.to_dict(), indent=1, sort_keys=True))
+        return 0
+    print(f"BD-rate (%) of {c.test} ({c.test_run}) vs {c.anchor} ({c.anchor_run}), method {c.method}")
+    for m, pair in c.pairs.items():
+        print("\n".join(_pair_text(f"Rate-{m}", pair)))
+    for m, why in c.skipped.items():
+        print(f"Rate-{m}: not computed ({why})")
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    from gfvc.records import results_table
+    from reports import regress
+    from reports.model import build_model, load_run
+
+    run = load_run(args.run_dir)
+    df = results_table(args.run_dir)
+    if args.update_baseline:
+        old = None
+        if args.baseline.exists():
+            try:
+                old = regress.load_baseline(args.baseline)
+            except Exception:
+                old = None
+        kw = {k: old.get(k) for k in ("anchor", "method", "aggregation")} if old else {}
+        model = build_model(df, run, run_dir=args.run_dir, **kw)
+        tol = args.tolerance if args.tolerance is not None else (old or {}).get("tolerance_pct")
+        data = regress.baseline_from_model(model, tol)
+        args.baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.baseline.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        print(f"wrote baseline {args.baseline} ({sum(len(v) for v in data['entries'].values())} entries); "
+              "review and commit it")
+        return 0
+    base = regress.load_baseline(args.baseline)
+    model = build_model(df, run, run_dir=args.run_dir, anchor=base.get("anchor"), method=base.get("method"),
+                        aggregation=base.get("aggregation"))
+    tol = args.tolerance if args.tolerance is not None else float(base.get("tolerance_pct", regress.DEFAULT_TOLERANCE))
+    checks = regress.check(model, base, tol)
+    if args.junit:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(regress.junit_xml(checks))
+    for c in checks:
+        print(f"{c.status.upper():<8} {c.codec} {c.metric}: {c.message}")
+    fails = [c for c in checks if c.status == "fail"]
+    if fails:
+        raise RegressionDetected(f"{len(fails)} of {len(checks)} BD-rate checks regressed "
+                                 f"(first: {fails[0].codec} {fails[0].metric}: {fails[0].message})")
+    return 0
+
+
+def cmd_bdrate(args: argparse.Namespace) -> int:
+    from reports.compare import bdrate_from_csv
+
+    pair = bdrate_from_csv(args.csv, anchor=args.anchor, test=args.test, metric=args.metric,
+                           method=args.method, lower=args.lower)
+    flagged = [f"{s}: {r.status}: {r.reason}" for s, r in pair.per_sequence.items() if not r.ok]
+    if args.json:
+        out = {"anchor": args.anchor, "test": args.test, "metric": args.metric, "method": args.method,
+               "lower_is_better": pair.lower_is_better,
+               "per_sequence": {s: r.to_dict() for s, r in pair.per_sequence.items()},
+               "mean": pair.mean.to_dict(False), "average_curve": pair.curve.to_dict(False), "flagged": flagged}
+        print(json.dumps(out, indent=1, sort_keys=True))
+    else:
+        print(f"BD-rate (%) of {args.test} vs {args.anchor}, method {args.method}")
+        print("\n".join(_pair_text(f"Rate-{args.metric}", pair)))
+        for f in flagged:
+            print(f"flagged: {f}", file=sys.stderr)
+    return 0 if pair.mean.value is not None else 1

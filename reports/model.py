@@ -1,0 +1,224 @@
+"""One result model for every report emitter.
+
+The model is built once from a run directory (``run.json`` + the results
+table) and holds the RD data, the BD-rates (per sequence, mean of sequences
+and averaged curve) and the notes on metrics that were not computed. Every
+emitter (CSV, xlsx, Markdown, LaTeX, HTML, JSON, plots) reads this model, so
+all outputs agree by construction.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfvc.errors import ConfigError, InputError
+from reports import bdrate as bd
+
+# Value names the suite's metrics produce, in report order.
+KNOWN_METRICS: tuple[str, ...] = ("psnr", "psnr_y", "ssim", "dists", "lpips", "fvd")
+# The paper's Table 1 / Figure 4 metrics (rows Rate-DISTS, Rate-LPIPS, Rate-FVD).
+PRIMARY_METRICS: tuple[str, ...] = ("dists", "lpips", "fvd")
+LABELS: dict[str, str] = {"psnr": "PSNR", "psnr_y": "PSNR-Y", "ssim": "SSIM", "dists": "DISTS",
+                          "lpips": "LPIPS", "fvd": "FVD"}
+# Quality axis of the paper's plots: (label, transform of the raw value).
+PLOT_AXIS: dict[str, tuple[str, Any]] = {
+    "dists": ("1-DISTS", lambda v: 1.0 - v),
+    "lpips": ("1-LPIPS", lambda v: 1.0 - v),
+    "fvd": ("5000-FVD", lambda v: 5000.0 - v),
+    "psnr": ("PSNR (dB)", lambda v: v),
+    "psnr_y": ("PSNR-Y (dB)", lambda v: v),
+    "ssim": ("SSIM", lambda v: v),
+}
+AGGREGATIONS = ("mean-of-sequences", "average-curve")
+
+
+def metric_label(name: str) -> str:
+    return LABELS.get(name, name.upper())
+
+
+@dataclass
+class MetricNote:
+    """Why a metric has no (or only some) values: shown in every report."""
+
+    metric: str
+    status: str  # "not_computed" (no value at all) or "partial"
+    reason: str
+    missing: int
+    total: int
+
+
+@dataclass
+class Pair:
+    """BD-rates of one test codec against the anchor for one metric."""
+
+    test: str
+    metric: str
+    lower_is_better: bool
+    per_sequence: dict[str, bd.BdResult]
+    mean: bd.Aggregate
+    curve: bd.Aggregate
+
+    def primary(self, aggregation: str) -> bd.Aggregate:
+        return self.mean if aggregation == "mean-of-sequences" else self.curve
+
+
+@dataclass
+class ReportModel:
+    run_dir: Path | None
+    run: dict[str, Any]
+    df: Any  # pandas.DataFrame
+    anchor: str
+    tests: list[str]
+    codecs: list[str]
+    sequences: list[str]
+    metrics: list[str]
+    bd_metrics: list[str]
+    method: str
+    aggregation: str
+    pairs: dict[tuple[str, str], Pair] = field(default_factory=dict)
+    notes: dict[str, MetricNote] = field(default_factory=dict)
+    anchor_note: str = ""
+
+    @property
+    def condition(self) -> dict[str, Any]:
+        return self.run.get("condition") or {}
+
+    @property
+    def condition_name(self) -> str:
+        return str(self.run.get("condition_name") or self.condition.get("name") or "?")
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.run.get("condition_fingerprint") or "")
+
+    @property
+    def computed_bd_metrics(self) -> list[str]:
+        return [m for m in self.bd_metrics if self.computed(m)]
+
+    def computed(self, metric: str) -> bool:
+        n = self.notes.get(metric)
+        return not (n and n.status == "not_computed")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """run.json of a run directory (typed error if missing or unreadable)."""
+    p = Path(run_dir) / "run.json"
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{run_dir}: no run.json; is this a gfvc run directory?") from None
+    except ValueError as e:
+        raise InputError(f"{p}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a JSON object")
+    return data
+
+
+def metric_columns(df: Any) -> list[str]:
+    """Metric value columns of a results table, known names first."""
+    cols = [m for m in KNOWN_METRICS if m in df.columns]
+    extra = sorted(c for c in df.columns if c.endswith("_status") and c not in ("status",)
+                   and c[: -len("_status")] in df.columns and c[: -len("_status")] not in cols)
+    return cols + [c[: -len("_status")] for c in extra]
+
+
+def curve(df: Any, codec: str, sequence: str, metric: str) -> tuple[list[float], list[float]]:
+    """(kbps, metric) of one codec and sequence, ordered from the lowest rate point (highest QP)."""
+    sub = df[(df["codec"] == codec) & (df["sequence"] == sequence)]
+    if "qp" in sub.columns and sub["qp"].notna().all():
+        sub = sub.sort_values("qp", ascending=False, kind="stable")
+    else:
+        sub = sub.sort_values("kbps", kind="stable")
+    return [float(v) for v in sub["kbps"]], [float(v) for v in sub[metric]]
+
+
+def _notes(df: Any, metrics: list[str]) -> dict[str, MetricNote]:
+    out: dict[str, MetricNote] = {}
+    for m in metrics:
+        vals = df[m].astype(float)
+        missing = int(vals.isna().sum())
+        if missing == 0:
+            continue
+        rcol = f"{m}_reason"
+        reasons = sorted({str(r) for r in df.loc[vals.isna(), rcol].dropna()}) if rcol in df.columns else []
+        reason = "; ".join(reasons) if reasons else "no value recorded (no reason given)"
+        status = "not_computed" if missing == len(vals) else "partial"
+        out[m] = MetricNote(m, status, reason, missing, int(len(vals)))
+    return out
+
+
+def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, anchor: str | None = None,
+                method: str | None = None, aggregation: str | None = None, bootstrap: int = 0,
+                seed: int = 0) -> ReportModel:
+    """Compute every BD-rate of a results table (the one place where they are computed)."""
+    cond = run.get("condition") or {}
+    bds = cond.get("bdrate") or {}
+    anchor = anchor or bds.get("anchor") or "vvenc"
+    method = method or bds.get("method") or "jvet"
+    aggregation = aggregation or bds.get("aggregation") or "mean-of-sequences"
+    if method not in bd.METHODS:
+        raise ConfigError(f"unknown BD-rate method {method!r} (known: {', '.join(bd.METHODS)})")
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(f"unknown BD-rate aggregation {aggregation!r} (known: {', '.join(AGGREGATIONS)})")
+    if df is None or df.empty:
+        raise InputError(f"{run_dir or 'run'}: no successful records to report")
+    order = list(cond.get("codecs") or [])
+    present = list(dict.fromkeys(df["codec"]))
+    codecs = [c for c in order if c in present] + sorted(c for c in present if c not in order)
+    tests = [c for c in codecs if c != anchor]
+    sequences = sorted(dict.fromkeys(df["sequence"]))
+    metrics = metric_columns(df)
+    wanted = list(bds.get("metrics") or PRIMARY_METRICS)
+    bd_metrics = [m for m in wanted if m in metrics] + [m for m in metrics if m not in wanted]
+    model = ReportModel(run_dir=run_dir, run=run, df=df, anchor=anchor, tests=tests, codecs=codecs,
+                        sequences=sequences, metrics=metrics, bd_metrics=bd_metrics, method=method,
+                        aggregation=aggregation, notes=_notes(df, metrics))
+    for m in wanted:
+        if m not in metrics:
+            model.notes[m] = MetricNote(m, "not_computed", "metric not in the run's records", 0, 0)
+    if anchor not in present:
+        model.anchor_note = (f"anchor {anchor!r} has no successful records in this run "
+                             f"(codecs: {', '.join(present)}); BD-rates are not computed")
+    for test in tests:
+        for m in bd_metrics:
+            if not model.computed(m):  # stated once in the notes, not as N flagged cells
+                continue
+            model.pairs[(test, m)] = compare_pair(df, df, anchor, test, m, method=method,
+                                                  bootstrap=bootstrap, seed=seed, anchor_note=model.anchor_note)
+    return model
+
+
+def compare_pair(df_anchor: Any, df_test: Any, anchor: str, test: str, metric: str, *, method: str,
+                 lower: bool | None = None, bootstrap: int = 0, seed: int = 0, anchor_note: str = "") -> Pair:
+    """BD-rates of ``test`` (from df_test) vs ``anchor`` (from df_anchor) for one metric."""
+    lower = bd.lower_is_better(metric) if lower is None else lower
+    seqs_a = set(df_anchor.loc[df_anchor["codec"] == anchor, "sequence"])
+    seqs_t = set(df_test.loc[df_test["codec"] == test, "sequence"])
+    per: dict[str, bd.BdResult] = {}
+    ca: dict[str, tuple[list[float], list[float]]] = {}
+    ct: dict[str, tuple[list[float], list[float]]] = {}
+    for s in sorted(seqs_a | seqs_t):
+        if s not in seqs_a or s not in seqs_t:
+            who = anchor if s not in seqs_a else test
+            reason = anchor_note or f"no records of {who} for this sequence"
+            per[s] = bd.BdResult(bd.TOO_FEW_POINTS, None, method, reason=reason)
+            continue
+        ca[s] = curve(df_anchor, anchor, s, metric)
+        ct[s] = curve(df_test, test, s, metric)
+        per[s] = bd.bd_rate(ca[s][0], ca[s][1], ct[s][0], ct[s][1], method=method, lower_is_better=lower)
+    mean = bd.mean_of_sequences(per, method=method, bootstrap=bootstrap, seed=seed)
+    if anchor_note and not ca:
+        mean = bd.Aggregate("mean-of-sequences", bd.TOO_FEW_POINTS, None, method, 0, len(per), anchor_note)
+    curve_agg = bd.bd_rate_average_curve(ca, ct, method=method, lower_is_better=lower)
+    if anchor_note and not ca:
+        curve_agg = bd.Aggregate("average-curve", bd.TOO_FEW_POINTS, None, method, 0, len(per), anchor_note)
+    return Pair(test=test, metric=metric, lower_is_better=lower, per_sequence=per, mean=mean, curve=curve_agg)
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))

@@ -1,0 +1,117 @@
+"""Regression gate for CI: fail when a BD-rate saving worsens beyond a tolerance.
+
+Baseline file (JSON, committed next to the CI config and reviewed like code)::
+
+    {"schema": 1, "kind": "gfvc-bdrate-baseline",
+     "condition": "gfvc-demo", "condition_fingerprint": "<sha256>",
+     "anchor": "vvenc", "method": "jvet", "aggregation": "mean-of-sequences",
+     "tolerance_pct": 0.5,
+     "entries": {"s2d": {"dists": -74.54, "lpips": -73.68, "fvd": null}}}
+
+Values are BD-rates in percent (negative = saving). An entry regresses when
+the current value is more than ``tolerance`` percentage points above the
+baseline, or when it has no ok value now (non-monotonic curve, missing
+codec, metric not computed) while the baseline had one. ``null`` entries
+(no value when the baseline was written) are reported as skipped.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gfvc.errors import InputError
+from reports.model import ReportModel
+
+BASELINE_KIND = "gfvc-bdrate-baseline"
+DEFAULT_TOLERANCE = 0.5  # percentage points
+
+
+@dataclass(frozen=True)
+class Check:
+    codec: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    status: str  # "pass", "fail", "skipped"
+    message: str
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"baseline {path} not found; create one with --update-baseline") from None
+    except ValueError as e:
+        raise InputError(f"baseline {path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND or not isinstance(data.get("entries"), dict):
+        raise InputError(f"baseline {path}: not a {BASELINE_KIND} file (see docs/reports.md)")
+    return data
+
+
+def baseline_from_model(model: ReportModel, tolerance: float | None = None) -> dict[str, Any]:
+    """A baseline holding the model's current summary values (null where there is no ok value)."""
+    entries: dict[str, dict[str, float | None]] = {}
+    for (test, m), pair in model.pairs.items():
+        agg = pair.primary(model.aggregation)
+        entries.setdefault(test, {})[m] = round(agg.value, 6) if agg.ok and agg.value is not None else None
+    for test in model.tests:  # metrics without any value: recorded as null, so the gate skips them
+        for m in model.bd_metrics:
+            entries.setdefault(test, {}).setdefault(m, None)
+    return {"schema": 1, "kind": BASELINE_KIND, "condition": model.condition_name,
+            "condition_fingerprint": model.fingerprint, "anchor": model.anchor, "method": model.method,
+            "aggregation": model.aggregation,
+            "tolerance_pct": DEFAULT_TOLERANCE if tolerance is None else tolerance, "entries": entries}
+
+
+def check(model: ReportModel, baseline: dict[str, Any], tolerance: float) -> list[Check]:
+    """Compare the model (built with the baseline's anchor/method/aggregation) with the baseline."""
+    if baseline.get("condition_fingerprint") and baseline["condition_fingerprint"] != model.fingerprint:
+        raise InputError(
+            f"baseline was written for condition {baseline.get('condition')} "
+            f"({str(baseline['condition_fingerprint'])[:12]}), this run used {model.condition_name} "
+            f"({model.fingerprint[:12]}); review the change and write a new baseline with --update-baseline")
+    out = []
+    for codec, metrics in sorted(baseline["entries"].items()):
+        for metric, base in sorted(metrics.items()):
+            pair = model.pairs.get((codec, metric))
+            agg = pair.primary(model.aggregation) if pair else None
+            cur = agg.value if agg is not None and agg.ok else None
+            if base is None:
+                out.append(Check(codec, metric, None, cur, "skipped", "no baseline value"))
+            elif pair is None:
+                why = model.notes[metric].reason if metric in model.notes else "codec or metric missing from the run"
+                out.append(Check(codec, metric, base, None, "fail", f"no BD-rate now: {why}"))
+            elif cur is None:
+                out.append(Check(codec, metric, base, agg.value, "fail",
+                                 f"no complete BD-rate now: {agg.status}: {agg.reason}"))
+            elif cur - base > tolerance:
+                out.append(Check(codec, metric, base, cur, "fail",
+                                 f"BD-rate {cur:.3f}% vs baseline {base:.3f}%: worse by {cur - base:.3f} "
+                                 f"percentage points (tolerance {tolerance})"))
+            else:
+                note = " (improved beyond tolerance: consider --update-baseline)" if base - cur > tolerance else ""
+                out.append(Check(codec, metric, base, cur, "pass",
+                                 f"BD-rate {cur:.3f}% vs baseline {base:.3f}%{note}"))
+    return out
+
+
+def junit_xml(checks: list[Check], suite: str = "gfvc.regress") -> str:
+    """JUnit XML: one test case per (codec, metric); CI systems render it natively."""
+    fails = sum(c.status == "fail" for c in checks)
+    skips = sum(c.status == "skipped" for c in checks)
+    root = ET.Element("testsuites", name=suite, tests=str(len(checks)), failures=str(fails))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(checks)), failures=str(fails),
+                       errors="0", skipped=str(skips))
+    for c in checks:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{c.codec}", name=f"bdrate.{c.metric}")
+        if c.status == "fail":
+            ET.SubElement(tc, "failure", message=c.message, type="RegressionDetected").text = c.message
+        elif c.status == "skipped":
+            ET.SubElement(tc, "skipped", message=c.message)
+        else:
+            ET.SubElement(tc, "system-out").text = c.message
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

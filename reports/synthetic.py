@@ -1,0 +1,140 @@
+"""Synthetic run directories (run.json + records/*.json) for tests, demos and docs.
+
+The RD points follow simple closed forms (log-rate linear in QP, quality
+logistic in log-rate), so every number in a synthetic report can be checked
+by hand. Nothing here is a measurement.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from gfvc.records import atomic_write_json, content_key
+
+DEFAULT_SEQUENCES: tuple[str, ...] = ("seq_a", "seq_b", "seq_c")
+LOWER = {"psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True}
+
+CONDITION: dict[str, Any] = {
+    "name": "synthetic", "version": "1.0", "description": "synthetic RD data for report tests",
+    "manifest": "synthetic.manifest.yaml", "width": 128, "height": 128, "frames": 32, "fps": 25.0,
+    "bit_depth": 8, "codecs": ["vvenc", "keyframe-repeat", "s2d"],
+    "colour": {"matrix": "bt601", "range": "limited", "chroma": "420", "chroma_downsampling": "topleft",
+               "chroma_upsampling": "nearest"},
+    "anchor": {"encoder": "vvenc", "qps": [37, 42, 47, 52], "gop_size": 8, "intra_period": -1,
+               "internal_bit_depth": 8, "intra_qp_offset": 0, "vvenc_preset": "medium", "timeout_s": 7200.0},
+    "generative": {"key_frame_qps": [22, 32, 42, 52], "key_frame_coder": "vvenc", "key_frame_chroma": "420",
+                   "feature_coder": "cabac"},
+    "metrics": {"names": ["psnr", "ssim", "dists", "lpips", "fvd"], "frame_aggregation": "mean",
+                "dists": {"resize": "gfvc-avgpool"}, "lpips": {"net": "vgg", "version": "0.1"},
+                "fvd": {"clip_length": 16, "stride": 16, "pooling": "per-sequence", "resolution": 224}},
+    "bdrate": {"anchor": "vvenc", "method": "jvet", "aggregation": "mean-of-sequences",
+               "metrics": ["dists", "lpips", "fvd"]},
+    "schema": 1,
+}
+
+# codec -> (family, qps, log10 kbps at the lowest QP, log10-rate drop per QP step,
+#           quality slope in log-rate, quality offset, per-sequence quality drop)
+CODECS: dict[str, tuple[str, tuple[int, ...], float, float, float, float, float]] = {
+    "vvenc": ("anchor", (37, 42, 47, 52), 2.2, 0.05, 1.2, 0.0, 0.3),
+    "keyframe-repeat": ("generative", (22, 32, 42, 52), 1.5, 0.01, 0.8, 0.5, 0.1),
+    "s2d": ("generative", (22, 32, 42, 52), 1.3, 0.025, 1.5, 0.6, 0.15),
+}
+
+
+def _quality(metric: str, x: float) -> float:
+    """Quality in the metric's own unit from a latent 'goodness' x (higher = better)."""
+    g = 1.0 / (1.0 + math.exp(-x))  # 0..1
+    return {"psnr": 22.0 + 18.0 * g, "psnr_y": 23.0 + 18.0 * g, "ssim": 0.5 + 0.49 * g,
+            "dists": 0.45 - 0.40 * g, "lpips": 0.7 - 0.6 * g, "fvd": 2500.0 - 2300.0 * g}[metric]
+
+
+def fingerprint(cond: dict[str, Any]) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps(cond, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
+             codecs: dict[str, tuple[str, tuple[int, ...], float, float, float, float, float]] | None = None,
+             metrics: Sequence[str] = ("psnr", "psnr_y", "ssim", "dists", "lpips", "fvd"),
+             not_computed: dict[str, str] | None = None, condition: dict[str, Any] | None = None,
+             provenance: dict[str, dict[str, Any]] | None = None,
+             perturb: dict[tuple[str, str, int], dict[str, float]] | None = None) -> Path:
+    """Write a synthetic run. ``not_computed`` {metric: reason} records the metric as not computed;
+    ``perturb`` {(codec, sequence, qp): {field: value}} overrides kbps or a metric value (e.g. to make
+    a curve non-monotonic)."""
+    run_dir = Path(run_dir)
+    codecs = codecs or CODECS
+    cond = condition or CONDITION
+    fp = fingerprint(cond)
+    not_computed = not_computed or {}
+    perturb = perturb or {}
+    prov_all = provenance or {c: {"name": c, "family": f, "version": "synthetic-1", "binary_sha256": "0" * 64}
+                              for c, (f, *_r) in codecs.items()}
+    frames, fps = int(cond["frames"]), float(cond["fps"])
+    for si, seq in enumerate(sequences):
+        sha = hashlib.sha256(seq.encode()).hexdigest()
+        seq_off = 0.15 * si  # sequences differ in difficulty
+        for codec, (family, qps, lr0, slope, qslope, gain, seq_drop) in codecs.items():
+            for qp in qps:
+                steps = qp - min(qps)
+                log_kbps = lr0 + seq_off - slope * steps
+                kbps = 10.0 ** log_kbps
+                x = qslope * (log_kbps - 1.0) + gain - seq_drop * si
+                over = perturb.get((codec, seq, qp), {})
+                kbps = float(over.get("kbps", kbps))
+                bits = int(round(kbps * 1000.0 * frames / fps))
+                mets = {}
+                for m in metrics:
+                    if m in not_computed:
+                        mets[m] = {"value": None, "status": "not_computed", "reason": not_computed[m],
+                                   "lower_is_better": LOWER[m]}
+                    else:
+                        mets[m] = {"value": round(float(over.get(m, _quality(m, x))), 9), "status": "ok",
+                                   "reason": "", "lower_is_better": LOWER[m]}
+                label = f"qp{qp}"
+                key = content_key(fp, sha, hashlib.sha256(codec.encode()).hexdigest(), label)
+                rec = {
+                    "schema": 1, "key": key, "status": "ok",
+                    "condition": {"name": cond["name"], "version": cond["version"], "fingerprint": fp},
+                    "codec": codec, "family": family,
+                    "sequence": {"name": seq, "sha256": sha, "frames": frames, "width": cond["width"],
+                                 "height": cond["height"], "fps": fps},
+                    "rate_point": {"qp": qp, "label": label}, "frames": frames, "bits": bits,
+                    "bits_breakdown": {"total": bits}, "kbps": bits / 1000.0 / (frames / fps),
+                    "metrics": mets, "provenance": {"suite_version": "0.1.0", "codec": prov_all.get(codec, {})},
+                    "timings": {"encode_s": 0.0, "decode_s": 0.0, "metrics_s": 0.0},
+                }
+                atomic_write_json(run_dir / "records" / f"{key}.json", rec)
+    run = {"suite_version": "0.1.0", "condition": cond, "condition_fingerprint": fp, "condition_name": cond["name"],
+           "codecs": prov_all,
+           "provenance": {"git_revision": "0000000", "packages": {"numpy": "x"}, "python": "3.x", "platform": "test"},
+           "argv": ["gfvc", "run", "synthetic", "--out", "RUN"], "created": "2026-01-01T00:00:00+00:00"}
+    atomic_write_json(run_dir / "run.json", run)
+    return run_dir
+
+
+# ------------------------------------------------------------------ golden files
+GOLDEN_SCENARIO: dict[str, Any] = {
+    "not_computed": {"fvd": "missing weights: i3d_torchscript.pt (install with gfvc weights install)"},
+    "perturb": {("keyframe-repeat", "seq_b", 42): {"dists": 0.5}},
+}
+GOLDEN_FILES: tuple[str, ...] = ("report.md", "summary.csv", "rd_data.csv", "bdrate_per_sequence.csv",
+                                 "summary.json")
+
+
+def golden_normalise(name: str, text: str, run_dir: Path) -> str:
+    """Remove what legitimately varies between machines and versions (paths, suite version)."""
+    import re
+
+    text = text.replace(str(Path(run_dir)), "RUN_DIR")
+    text = re.sub(r"report by gfvc [^;.\s]+(\.[0-9]+)*", "report by gfvc VERSION", text)
+    if name.endswith(".json"):
+        import json
+
+        data = json.loads(text)
+        data.pop("generated_by", None)
+        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    return text
