@@ -110,7 +110,7 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
             codec.check()
         prov = codec.provenance()
         provs[name] = prov
-        phash = stable_hash(prov)
+        phash = stable_hash(identity_provenance(prov))
         for rp in codec.rate_points():
             for e in entries:
                 key = content_key(condition.fingerprint, e.sha256, phash, rp.key)
@@ -119,6 +119,21 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
                                 data_dir=str(data_dir) if data_dir else None, save_decoded=save_decoded,
                                 codec_module=type(codec).__module__))
     return RunPlan(condition=condition, run_dir=Path(run_dir), jobs=jobs, codecs=provs, sequences=entries)
+
+
+def identity_provenance(prov: Any) -> Any:
+    """Provenance without machine-local details (paths, command templates).
+
+    The content key must change when a binary, checkpoint or setting changes
+    (their sha256 and values are kept) but not when the same binary sits at
+    another path on another machine.
+    """
+    if isinstance(prov, dict):
+        return {k: identity_provenance(v) for k, v in prov.items()
+                if not (k.endswith("path") or k.endswith("_dir") or k == "command_templates")}
+    if isinstance(prov, list):
+        return [identity_provenance(v) for v in prov]
+    return prov
 
 
 def _set_threads(env: Environment) -> None:

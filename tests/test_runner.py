@@ -177,3 +177,14 @@ def test_no_sequences_in_manifest(tmp_path):
 
     with pytest.raises(ConfigError, match="lists no sequences"):
         plan_run(load_condition("gfvc-human"), tmp_path, Environment(), codecs=["vvenc"])
+
+
+def test_content_key_ignores_machine_paths_but_not_hashes():
+    from gfvc.records import stable_hash
+    from gfvc.runner import identity_provenance
+
+    a = {"codec": "vtm", "encoder_path": "/opt/vtm/EncoderApp", "encoder_sha256": "aa", "command_templates": [["x"]]}
+    b = {**a, "encoder_path": "/home/me/vtm/EncoderApp", "command_templates": [["y"]]}
+    c = {**a, "encoder_sha256": "bb"}
+    assert stable_hash(identity_provenance(a)) == stable_hash(identity_provenance(b))
+    assert stable_hash(identity_provenance(a)) != stable_hash(identity_provenance(c))
