@@ -1,0 +1,284 @@
+"""The single-file bitstream container of generative codecs (spec: docs/bitstream.md).
+
+One coded sequence = one file; its size is the rate (every byte counted: header,
+key-frame VVC bytes, feature payload, CRC). Parsing checks the magic, version,
+every length and the CRC32 before anything is decoded, and raises
+:class:`gfvc.errors.BitstreamError` naming what is wrong; a stream for another
+codec, model or resolution raises :class:`gfvc.errors.ModelMismatch` saying
+which model to use instead.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from gfvc.errors import BitstreamError, InputError, ModelMismatch
+
+MAGIC = b"GFVC"
+VERSION = 1
+CHECKSUM_BYTES = 8  # prefix of the model's sha256 kept in the header
+CRC_BYTES = 4
+# Sanity limits of a header (far above any CTC use: 250 frames, <= 100 values/frame);
+# they keep a corrupt header from making a decoder allocate or loop without bound.
+MAX_FRAMES = 1_000_000
+MAX_FEATURE_DIM = 4096
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs besides the two payloads."""
+
+    codec: str               # registry name of the codec that wrote the stream
+    model_id: str            # e.g. "s2d-demo"
+    model_checksum: str      # hex prefix (16 hex digits) of the checkpoint's sha256
+    width: int
+    height: int
+    frames: int              # key frame + inter frames
+    fps_num: int
+    fps_den: int
+    feature_coder: int       # gfvc.entropy coder id (0 = none)
+    feature_dim: int         # values per inter frame
+    quant_scale: float       # exactly representable in float32
+    key_qp: int              # informative (the decoder does not need it)
+    version: int = VERSION
+
+    @property
+    def fps(self) -> float:
+        return self.fps_num / self.fps_den
+
+    @property
+    def codec_id(self) -> str:
+        """Alias of ``codec`` (the registry name `gfvc decode` looks up)."""
+        return self.codec
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fps"] = self.fps
+        return d
+
+
+@dataclass(frozen=True)
+class Container:
+    header: Header
+    key_payload: bytes
+    feature_payload: bytes
+
+
+def fps_to_rational(fps: float) -> tuple[int, int]:
+    """The simplest fraction whose float equals ``fps`` exactly (30000/1001, 25/1, ...)."""
+    if not fps > 0:
+        raise InputError(f"fps must be > 0, got {fps!r}")
+    for limit in (1, 1001, 100_000, 10**9):
+        f = Fraction(fps).limit_denominator(limit)
+        if f.numerator / f.denominator == fps:
+            return f.numerator, f.denominator
+    f = Fraction(fps)
+    return f.numerator, f.denominator
+
+
+def checksum_prefix(sha256_hex: str) -> str:
+    """The part of a model sha256 stored in the container (lower-case hex)."""
+    h = sha256_hex.lower()
+    if len(h) < 2 * CHECKSUM_BYTES or any(c not in "0123456789abcdef" for c in h):
+        raise InputError(f"model checksum must be a sha256 hex digest, got {sha256_hex!r}")
+    return h[: 2 * CHECKSUM_BYTES]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise InputError(f"negative value {n} cannot be stored")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _text(s: str, what: str) -> bytes:
+    b = s.encode("utf-8")
+    if not 0 < len(b) < 256:
+        raise InputError(f"{what} {s!r} must be 1..255 bytes of UTF-8")
+    return bytes([len(b)]) + b
+
+
+def pack(header: Header, key_payload: bytes, feature_payload: bytes) -> bytes:
+    """Serialise a container (see docs/bitstream.md for the byte layout)."""
+    q32 = struct.unpack("<f", struct.pack("<f", header.quant_scale))[0]
+    if q32 != header.quant_scale or not q32 > 0:
+        raise InputError(f"quant_scale {header.quant_scale!r} must be > 0 and exact in float32 "
+                         "(use e.g. 4, 64, 127, 256)")
+    if not (0 < header.width < 65536 and 0 < header.height < 65536):
+        raise InputError(f"frame size {header.width}x{header.height} out of range")
+    if not 1 <= header.frames <= MAX_FRAMES:
+        raise InputError(f"a container holds 1..{MAX_FRAMES} frames, got {header.frames}")
+    if not 0 <= header.feature_dim <= MAX_FEATURE_DIM:
+        raise InputError(f"feature_dim must be 0..{MAX_FEATURE_DIM}, got {header.feature_dim}")
+    if not 0 <= header.key_qp <= 63 or not 0 <= header.feature_coder <= 255:
+        raise InputError("key_qp must be 0..63 and feature_coder 0..255")
+    body = b"".join([
+        MAGIC, bytes([header.version]),
+        _text(header.codec, "codec name"),
+        # an empty model id means "same as the codec name" (saves bytes for rule-based codecs)
+        (b"\x00" if header.model_id == header.codec else _text(header.model_id, "model id")),
+        bytes.fromhex(checksum_prefix(header.model_checksum)),
+        _varint(header.width), _varint(header.height), _varint(header.frames),
+        _varint(header.fps_num), _varint(header.fps_den),
+        bytes([header.feature_coder]), _varint(header.feature_dim),
+        struct.pack("<f", header.quant_scale), bytes([header.key_qp]),
+        _varint(len(key_payload)), _varint(len(feature_payload)),
+        key_payload, feature_payload,
+    ])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int) -> None:
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise BitstreamError(f"truncated bitstream: {what} needs {n} bytes at offset {self.pos}, "
+                                 f"only {self.end - self.pos} left")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str) -> int:
+        n = shift = 0
+        while True:
+            b = self.byte(what)
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 56:
+                raise BitstreamError(f"corrupt bitstream: {what} is not a valid varint")
+
+    def text(self, what: str, allow_empty: bool = False) -> str:
+        n = self.byte(what + " length")
+        if n == 0 and not allow_empty:
+            raise BitstreamError(f"corrupt bitstream: empty {what}")
+        try:
+            return self.take(n, what).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError(f"corrupt bitstream: {what} is not UTF-8") from None
+
+
+def unpack(data: bytes, *, source: str = "bitstream") -> Container:
+    """Parse and verify a container; raise BitstreamError on anything inconsistent."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 1 + CRC_BYTES:
+        raise BitstreamError(f"{source}: {len(data)} bytes is too short to be a GFVC container")
+    if data[:4] != MAGIC:
+        raise BitstreamError(f"{source}: not a GFVC container (magic {data[:4]!r}, expected {MAGIC!r})")
+    if data[4] != VERSION:
+        raise BitstreamError(f"{source}: container version {data[4]} is not supported "
+                             f"(this suite reads version {VERSION}); use the suite version that wrote it")
+    body_end = len(data) - CRC_BYTES
+    crc_stored = struct.unpack("<I", data[body_end:])[0]
+    crc = zlib.crc32(data[:body_end])
+    if crc != crc_stored:
+        raise BitstreamError(f"{source}: CRC32 mismatch (stored {crc_stored:08x}, computed {crc:08x}): "
+                             "the file is corrupt or truncated")
+    r = _Reader(data, body_end)
+    r.take(5, "magic and version")
+    try:
+        codec = r.text("codec name")
+        model_id = r.text("model id", allow_empty=True) or codec
+        checksum = r.take(CHECKSUM_BYTES, "model checksum").hex()
+        width, height, frames = r.varint("width"), r.varint("height"), r.varint("frames")
+        fps_num, fps_den = r.varint("fps numerator"), r.varint("fps denominator")
+        coder = r.byte("feature coder id")
+        dim = r.varint("feature dimension")
+        quant = struct.unpack("<f", r.take(4, "quant scale"))[0]
+        key_qp = r.byte("key-frame QP")
+        key_len = r.varint("key-frame payload length")
+        feat_len = r.varint("feature payload length")
+        key = r.take(key_len, "key-frame payload")
+        feat = r.take(feat_len, "feature payload")
+    except BitstreamError as e:
+        raise BitstreamError(f"{source}: {e}") from None
+    if r.pos != body_end:
+        raise BitstreamError(f"{source}: {body_end - r.pos} unexpected bytes after the payloads")
+    problems = []
+    if not (0 < width < 65536 and 0 < height < 65536):
+        problems.append(f"frame size {width}x{height}")
+    if frames < 1 or frames > MAX_FRAMES:
+        problems.append(f"frame count {frames}")
+    if fps_num < 1 or fps_den < 1:
+        problems.append(f"fps {fps_num}/{fps_den}")
+    if dim > MAX_FEATURE_DIM:
+        problems.append(f"feature dimension {dim}")
+    if not quant > 0 or quant != quant or quant == float("inf"):
+        problems.append(f"quant scale {quant}")
+    if key_qp > 63:
+        problems.append(f"key-frame QP {key_qp}")
+    if not key:
+        problems.append("empty key-frame payload")
+    if problems:
+        raise BitstreamError(f"{source}: invalid header field(s): {', '.join(problems)}")
+    header = Header(codec=codec, model_id=model_id, model_checksum=checksum, width=width,
+                    height=height, frames=frames, fps_num=fps_num, fps_den=fps_den,
+                    feature_coder=coder, feature_dim=dim, quant_scale=quant, key_qp=key_qp)
+    return Container(header, key, feat)
+
+
+def write(path: Path, header: Header, key_payload: bytes, feature_payload: bytes) -> dict[str, int]:
+    """Write a container; return the bit breakdown (sums to file size x 8)."""
+    data = pack(header, key_payload, feature_payload)
+    Path(path).write_bytes(data)
+    key_bits, feat_bits = 8 * len(key_payload), 8 * len(feature_payload)
+    return {"container": 8 * len(data) - key_bits - feat_bits, "key_frame": key_bits, "features": feat_bits}
+
+
+def read(path: Path) -> Container:
+    """Read and verify a container file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"bitstream not found: {path}") from None
+    return unpack(data, source=str(path))
+
+
+def peek(path: Path) -> Header:
+    """Header of a container file (fully verified), e.g. to pick the codec that decodes it.
+
+    ``gfvc decode`` uses ``peek(path).codec`` to look the decoder up in the codec registry.
+    Raises BitstreamError if the file is not a valid GFVC container.
+    """
+    return read(path).header
+
+
+def is_container(path: Path) -> bool:
+    """True if the file starts with the container magic (cheap, no verification)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == MAGIC
+    except OSError:
+        return False
+
+
+def check_compatible(header: Header, *, codec: str, model_id: str, model_checksum: str,
+                     feature_dim: int, quant_scale: float, source: str = "bitstream") -> None:
+    """Raise ModelMismatch unless the stream was written by this codec and model."""
+    if header.codec != codec:
+        raise ModelMismatch(f"{source} was written by codec {header.codec!r}, not {codec!r}: "
+                            f"decode it with `gfvc decode` (it picks the codec) or codec {header.codec!r}")
+    want = checksum_prefix(model_checksum)
+    if header.model_id != model_id or header.model_checksum != want:
+        raise ModelMismatch(f"{source} needs model {header.model_id!r} (sha256 {header.model_checksum}...), "
+                            f"but codec {codec!r} has model {model_id!r} (sha256 {want}...): "
+                            "install/select the checkpoint the stream was encoded with")
+    if header.feature_dim != feature_dim or header.quant_scale != quant_scale:
+        raise ModelMismatch(f"{source} has {header.feature_dim} features at quant scale {header.quant_scale}, "
+                            f"codec {codec!r} uses {feature_dim} at {quant_scale}: "
+                            "it was written by another version of the codec")
