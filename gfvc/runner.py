@@ -102,6 +102,11 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
             )
         if e.frames < condition.frames:
             raise InputError(f"sequence {e.name!r} has {e.frames} frames; condition {condition.name!r} needs {condition.frames}")
+    if check:  # fail fast, once, before any job: a wrong file would fail every job
+        from gfvc.sequences import verify_entry
+
+        for e in entries:
+            verify_entry(e, data_dir)
     provs: dict[str, dict[str, Any]] = {}
     jobs: list[Job] = []
     for name in names:

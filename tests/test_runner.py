@@ -188,3 +188,17 @@ def test_content_key_ignores_machine_paths_but_not_hashes():
     c = {**a, "encoder_sha256": "bb"}
     assert stable_hash(identity_provenance(a)) == stable_hash(identity_provenance(b))
     assert stable_hash(identity_provenance(a)) != stable_hash(identity_provenance(c))
+
+
+def test_manifest_sha256_mismatch_stops_the_run_before_any_job(small_condition, plugin_env, tmp_path, capsys):
+    import yaml
+
+    m = yaml.safe_load(small_condition.manifest_path.read_text())
+    m["sequences"][0]["sha256"] = "0" * 64
+    bad = tmp_path / "bad.manifest.yaml"
+    bad.write_text(yaml.safe_dump(m))
+    rc = main(["run", "--condition", small_condition.source, "--manifest", str(bad),
+               "--workdir", str(tmp_path / "r"), "-j", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "sha256 mismatch" in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "records").exists()
