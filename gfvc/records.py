@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from gfvc.errors import InputError
+from gfvc.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 RECORD_SCHEMA = 1
 RECORDS_DIR = "records"
@@ -32,36 +31,6 @@ def content_key(condition_fp: str, sequence_sha: str, codec_prov_hash: str, rate
 
 def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` so a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def record_path(run_dir: Path, key: str) -> Path:
@@ -142,20 +111,3 @@ def results_table(run_dir: Path, include_failed: bool = False):
         df = df.sort_values(["codec", "sequence", "qp"], kind="stable").reset_index(drop=True)
     return df
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text atomically (temp file in the same folder + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

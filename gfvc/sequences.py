@@ -23,6 +23,7 @@ import yaml
 
 from gfvc.codec import Sequence
 from gfvc.errors import ChecksumError, ConfigError, InputError
+from gfvc.fileio import atomic_write_text, read_yaml_mapping
 from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, sha256_file
 
 Format = Literal["rgb", "yuv420p", "png", "container", "builtin"]
@@ -90,13 +91,8 @@ def _entry(raw: Any, where: str, manifest_dir: Path) -> SequenceEntry:
 def load_manifest(path: str | Path) -> list[SequenceEntry]:
     """Load and validate a manifest; names must be unique."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"manifest not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("sequences", []), list):
+    data = read_yaml_mapping(path, "manifest")
+    if not isinstance(data.get("sequences", []), list):
         raise ConfigError(f"{path}: expected a mapping with a 'sequences' list")
     unknown = sorted(set(data) - {"schema", "sequences", "description"})
     if unknown:
@@ -113,8 +109,6 @@ def load_manifest(path: str | Path) -> list[SequenceEntry]:
 
 def write_manifest(path: Path, entries: list[SequenceEntry], description: str = "") -> None:
     """Write (or rewrite) a manifest atomically."""
-    from gfvc.records import atomic_write_text
-
     data: dict[str, Any] = {"schema": MANIFEST_SCHEMA}
     if description:
         data["description"] = description

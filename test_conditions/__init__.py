@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from gfvc.errors import ConfigError, UnknownName
 
 HERE = Path(__file__).resolve().parent
@@ -221,15 +219,10 @@ def _build(cls: Any, data: dict[str, Any], file: str, prefix: str) -> Any:
 
 
 def load_condition_file(path: str | Path) -> Condition:
+    from gfvc.fileio import read_yaml_mapping
+
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"condition file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at top level")
+    data = read_yaml_mapping(path, "condition file")
     schema = data.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
         raise ConfigError(f"{path}: schema {schema!r} not supported (this suite reads schema {SCHEMA_VERSION})")
