@@ -1,0 +1,300 @@
+"""Quality metrics of the GFVC CTC: DISTS, LPIPS, FVD (the CTC metrics) and PSNR, SSIM (reference only).
+
+Public API (docs/metrics.md, INTERFACES.md):
+
+    evaluate(spec, ref, dist, *, fps, ref_key=None, cache_dir=None, weights_dir=None) -> dict
+    protocol(spec) -> dict
+    missing_weights(spec, weights_dir=None) -> list[str]
+    weights.status(weights_dir=None) -> list[WeightStatus]
+    LOWER_IS_BETTER: dict[str, bool]
+
+A metric whose weights are missing or fail verification is returned as
+status "not_computed" with the reason (file, sha256, how to install); it never
+yields a number from random or unverified weights.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gfvc.errors import InputError, UnknownName, WeightsError
+from metrics import weights
+from metrics.classic import PSNR_CAP_DB, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
+
+__all__ = ["evaluate", "protocol", "missing_weights", "weights", "LOWER_IS_BETTER", "METRIC_VALUES"]
+
+LOWER_IS_BETTER: dict[str, bool] = {
+    "psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True,
+}
+# metric name in MetricsSpec.names -> value names it produces
+METRIC_VALUES: dict[str, tuple[str, ...]] = {
+    "psnr": ("psnr", "psnr_y"), "ssim": ("ssim",), "dists": ("dists",), "lpips": ("lpips",), "fvd": ("fvd",),
+}
+# Frames per forward pass: batching without unbounded activation memory at 384x384.
+BATCH_FRAMES = 4
+
+
+def _check_names(spec: Any) -> None:
+    for n in spec.names:
+        if n not in METRIC_VALUES:
+            close = difflib.get_close_matches(n, list(METRIC_VALUES), n=2)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownName(f"unknown metric {n!r}{hint} (known: {', '.join(METRIC_VALUES)})")
+
+
+def protocol(spec: Any) -> dict[str, Any]:
+    """Everything that defines the metric values, as recorded with every result."""
+    _check_names(spec)
+    p: dict[str, Any] = {"names": list(spec.names), "frame_aggregation": spec.frame_aggregation}
+    agg = "arithmetic mean over frames of the per-frame value"
+    if "psnr" in spec.names:
+        p["psnr"] = {"psnr": "RGB: per-frame PSNR with MSE over R, G, B jointly, peak 255",
+                     "psnr_y": "BT.601 limited-range luma (gfvc.video.rgb_to_yuv420), peak 255",
+                     "aggregation": agg, "identical_frame_cap_db": PSNR_CAP_DB}
+    if "ssim" in spec.names:
+        p["ssim"] = {"channel": "BT.601 limited-range luma", "window": f"gaussian {SSIM_WINDOW}x{SSIM_WINDOW}",
+                     "sigma": SSIM_SIGMA, "k1": SSIM_K1, "k2": SSIM_K2, "data_range": 255,
+                     "borders": "valid (no padding)", "downsampling": "none", "aggregation": agg}
+    if "dists" in spec.names:
+        p["dists"] = {"implementation": "DISTS_pytorch 0.1 network and weights", "input": "RGB [0,1]",
+                      "resize": spec.dists.resize, "aggregation": agg,
+                      "weights": {n: weights.get(n).sha256 for n in weights.PERCEPTUAL_FILES["dists"]}}
+    if "lpips" in spec.names:
+        key = f"lpips:{spec.lpips.net}"
+        p["lpips"] = {"implementation": "lpips 0.1.4 network and weights", "net": spec.lpips.net,
+                      "version": spec.lpips.version, "input": "RGB [-1,1] (from [0,1])", "resize": "none",
+                      "aggregation": agg,
+                      "weights": {n: weights.get(n).sha256 for n in weights.PERCEPTUAL_FILES.get(key, ())}}
+    if "fvd" in spec.names:
+        f = spec.fvd
+        p["fvd"] = {"clip_length": f.clip_length, "stride": f.stride, "pooling": f.pooling,
+                    "resolution": f.resolution, "resize": "short side bilinear + centre crop", "range": "[-1,1]",
+                    "features": "I3D Kinetics-400 logits, mean over time", "covariance_ddof": 1,
+                    "sqrtm": "scipy.linalg.sqrtm, real part",
+                    "detector_preference": list(weights.FVD_DETECTORS),
+                    "detectors": {n: weights.get(n).sha256 for n in weights.FVD_DETECTORS}}
+    return p
+
+
+def _needed_files(spec: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """(metric, files) where every file is needed; FVD handled separately (any one detector)."""
+    out = []
+    if "dists" in spec.names:
+        out.append(("dists", weights.PERCEPTUAL_FILES["dists"]))
+    if "lpips" in spec.names:
+        out.append(("lpips", weights.PERCEPTUAL_FILES.get(f"lpips:{spec.lpips.net}", ())))
+    return out
+
+
+def missing_weights(spec: Any, weights_dir: Path | None = None) -> list[str]:
+    """Lines naming each missing or mismatched weight file, its sha256 and how to install it."""
+    _check_names(spec)
+    users: dict[str, list[str]] = {}
+    for metric, files in _needed_files(spec):
+        for f in files:
+            users.setdefault(f, []).append(metric)
+    lines = []
+    for f, ms in users.items():
+        st = weights.check(f, weights_dir)
+        if not st.verified:
+            w = weights.get(f)
+            lines.append(f"{'/'.join(ms)}: {f} (sha256 {w.sha256}) {st.reason}; {weights.how_to_get(w)}")
+    if "fvd" in spec.names:
+        sts = [weights.check(n, weights_dir) for n in weights.FVD_DETECTORS]
+        if not any(s.verified for s in sts):
+            lines.append("fvd: needs one of " + "; ".join(
+                f"{s.name} (sha256 {s.sha256_expected}) {s.reason}" for s in sts)
+                + f"; {weights.how_to_get(weights.get(weights.FVD_DETECTORS[0]))}")
+    return lines
+
+
+def _entry(value: float | None, name: str, status: str = "ok", reason: str = "") -> dict[str, Any]:
+    if value is not None and not np.isfinite(value):
+        return {"value": None, "status": "not_computed", "reason": f"non-finite result ({value})",
+                "lower_is_better": LOWER_IS_BETTER[name]}
+    return {"value": None if value is None else float(value), "status": status, "reason": reason,
+            "lower_is_better": LOWER_IS_BETTER[name]}
+
+
+def _not_computed(name: str, reason: str) -> dict[str, Any]:
+    return _entry(None, name, "not_computed", reason)
+
+
+# --- models (loaded once per process per verified weight set) ---------------------------------
+
+_MODELS: dict[tuple, Any] = {}
+
+
+def _weights_tag(files: tuple[str, ...], weights_dir: Path | None) -> str:
+    paths = [weights.locate(f, weights_dir) for f in files]  # raises WeightsError
+    return "+".join(weights.sha256_of(p)[:16] for p in paths)
+
+
+def _model(kind: str, weights_dir: Path | None, net: str = "vgg") -> tuple[Any, str]:
+    if kind == "dists":
+        tag = _weights_tag(weights.PERCEPTUAL_FILES["dists"], weights_dir)
+    else:
+        tag = _weights_tag(weights.PERCEPTUAL_FILES[f"lpips:{net}"], weights_dir)
+    key = (kind, net, tag)
+    if key not in _MODELS:
+        if kind == "dists":
+            from metrics import dists
+            _MODELS[key] = dists.load(weights_dir)
+        else:
+            from metrics import lpips_metric
+            _MODELS[key] = lpips_metric.load(net, weights_dir)
+    return _MODELS[key], tag
+
+
+def _detector(weights_dir: Path | None) -> tuple[str, Any, str]:
+    from metrics import fvd
+
+    for name in weights.FVD_DETECTORS:
+        st = weights.check(name, weights_dir)
+        if st.path is not None and not st.verified:
+            weights.locate(name, weights_dir)  # a present but wrong file is refused, not skipped
+        if st.verified and st.path is not None:
+            tag = weights.sha256_of(st.path)[:16]
+            key = ("fvd", name, tag)
+            if key not in _MODELS:
+                _MODELS[key] = fvd.load_detector(weights_dir)
+            return _MODELS[key][0], _MODELS[key][1], tag
+    fvd.load_detector(weights_dir)  # raises WeightsError naming both files
+    raise AssertionError("unreachable")
+
+
+# --- per-metric evaluation --------------------------------------------------------------------
+
+def _to_tensor(frames: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: Callable,
+                cache_dir: Path | None) -> float:
+    """Mean per-frame score; reference features per chunk come from the cache when possible."""
+    import torch
+
+    from metrics import cache
+
+    scores = []
+    with torch.inference_mode():
+        for s in range(0, ref.shape[0], BATCH_FRAMES):
+            e = min(s + BATCH_FRAMES, ref.shape[0])
+            fr = cache.cached(f"{key}|{s}:{e}", key, lambda: model.features(prep(_to_tensor(ref[s:e]))),
+                              cache_dir, to_disk=cache.DISK_PERCEPTUAL)
+            fd = model.features(prep(_to_tensor(dist[s:e])))
+            scores.append(model.score(fr, fd).double())
+    return float(torch.cat(scores).mean())
+
+
+def _ref_identity(ref: np.ndarray, ref_key: str | None) -> str:
+    from gfvc.video import sha256_frames
+
+    return (ref_key or sha256_frames(ref)) + f"|{ref.shape}"
+
+
+def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> float:
+    from metrics import dists
+
+    model, tag = _model("dists", weights_dir)
+    rule = spec.dists.resize
+    key = f"dists|{rule}|{tag}|{ident}"
+    return _perceptual(model, ref, dist, key, lambda x: dists.resize(x, rule), cache_dir)
+
+
+def _eval_lpips(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> float:
+    if spec.lpips.version != "0.1":
+        raise _NotComputable(f"LPIPS version {spec.lpips.version!r} not supported (only 0.1 weights are registered)")
+    model, tag = _model("lpips", weights_dir, spec.lpips.net)
+    key = f"lpips|{spec.lpips.net}|{spec.lpips.version}|{tag}|{ident}"
+    return _perceptual(model, ref, dist, key, lambda x: x, cache_dir)
+
+
+class _NotComputable(Exception):
+    """A metric cannot be computed for this input/protocol (reason in the message)."""
+
+
+def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> tuple[float, str]:
+    import torch
+
+    from metrics import cache, fvd
+
+    f = spec.fvd
+    if f.pooling != "per-sequence":
+        raise _NotComputable(f"FVD pooling {f.pooling!r} spans sequences; evaluate() scores one sequence "
+                             "(use metrics.fvd.clip_features + frechet_distance over all sequences)")
+    n = len(fvd.clip_starts(ref.shape[0], f.clip_length, f.stride))
+    if n < 2:
+        raise _NotComputable(f"{ref.shape[0]} frames give {n} clip(s) of {f.clip_length} frames at stride "
+                             f"{f.stride}; per-sequence FVD needs >= 2 clips per side (covariance ddof=1)")
+    name, det, tag = _detector(weights_dir)
+    key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
+    fr = cache.cached(key, key, lambda: torch.from_numpy(
+        fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution)), cache_dir, to_disk=True)
+    fd = fvd.clip_features(det, dist, f.clip_length, f.stride, f.resolution)
+    value = fvd.frechet_distance(fr.numpy(), fd)
+    note = (f"per-sequence FVD, detector {name}, {n} clips per side (clip {f.clip_length}, stride {f.stride}); "
+            f"covariance rank <= {n - 1} of 400 (see docs/metrics.md)")
+    return value, note
+
+
+def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_key: str | None = None,
+             cache_dir: Path | None = None, weights_dir: Path | None = None) -> dict[str, dict]:
+    """Score a decoded sequence against its original.
+
+    ref/dist: uint8 RGB (T, H, W, 3) of equal shape. Returns
+    {value_name: {"value", "status", "reason", "lower_is_better"}} for the value
+    names of ``spec.names`` (psnr -> psnr and psnr_y). ``ref_key`` (sequence
+    sha256 + protocol) identifies the reference for the feature cache; without
+    it the frames are hashed. ``fps`` is accepted for the record and for
+    future frame-rate-aware protocols; the current protocols do not use it.
+    """
+    from metrics import classic
+
+    _check_names(spec)
+    for nm, a in (("ref", ref), ("dist", dist)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
+            raise InputError(f"metrics.evaluate: {nm} must be uint8 RGB (T, H, W, 3), got "
+                             f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
+    if ref.shape != dist.shape:
+        raise InputError(f"metrics.evaluate: ref {ref.shape} and dist {dist.shape} differ in shape")
+    if ref.shape[0] == 0:
+        raise InputError("metrics.evaluate: no frames")
+    ident = _ref_identity(ref, ref_key)
+    weights_dir = Path(weights_dir) if weights_dir is not None else None
+    even = ref.shape[1] % 2 == 0 and ref.shape[2] % 2 == 0
+    out: dict[str, dict] = {}
+    for name in spec.names:
+        try:
+            if name == "psnr":
+                out["psnr"] = _entry(float(np.mean(classic.psnr_rgb_frames(ref, dist))), "psnr")
+                out["psnr_y"] = (_entry(float(np.mean(classic.psnr_y_frames(ref, dist))), "psnr_y") if even else
+                                 _not_computed("psnr_y", "BT.601 4:2:0 luma needs even width and height"))
+            elif name == "ssim":
+                if not even:
+                    raise _NotComputable("luma via gfvc.video.rgb_to_yuv420 needs even width and height")
+                if min(ref.shape[1:3]) < classic.SSIM_WINDOW:
+                    raise _NotComputable(f"frames smaller than the {classic.SSIM_WINDOW}x{classic.SSIM_WINDOW} window")
+                out["ssim"] = _entry(float(np.mean(classic.ssim_frames(classic.luma(ref), classic.luma(dist)))), "ssim")
+            elif name == "dists":
+                out["dists"] = _entry(_eval_dists(spec, ref, dist, ident, cache_dir, weights_dir), "dists")
+            elif name == "lpips":
+                out["lpips"] = _entry(_eval_lpips(spec, ref, dist, ident, cache_dir, weights_dir), "lpips")
+            elif name == "fvd":
+                v, note = _eval_fvd(spec, ref, dist, ident, cache_dir, weights_dir)
+                out["fvd"] = _entry(v, "fvd", reason=note)
+        except (WeightsError, _NotComputable) as e:
+            for vn in METRIC_VALUES[name]:
+                out[vn] = _not_computed(vn, str(e))
+    return out
+
+
+def to_json(results: dict[str, dict]) -> str:
+    """Strict JSON (no NaN/inf: values are finite or null)."""
+    return json.dumps(results, indent=2, allow_nan=False)
