@@ -125,7 +125,7 @@ def per_metric_cost(size: int, frames: int) -> dict[str, float]:
     ref32, (dist32,) = _sequence(32, size, 1, seed=8)
     cache.MEMORY.clear()
     t0 = time.perf_counter()
-    r = metrics.evaluate(MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=16, stride=16)), ref32, dist32,
+    r = metrics.evaluate(MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=16, stride=16, detector="i3d_pretrained_400")), ref32, dist32,
                          fps=25)
     assert r["fvd"]["status"] == "ok", r["fvd"]["reason"]
     out["fvd"] = 1000 * (time.perf_counter() - t0) / 32

@@ -75,8 +75,8 @@ def protocol(spec: Any) -> dict[str, Any]:
                     "resolution": f.resolution, "resize": "short side bilinear + centre crop", "range": "[-1,1]",
                     "features": "I3D Kinetics-400 logits, mean over time", "covariance_ddof": 1,
                     "sqrtm": "scipy.linalg.sqrtm, real part",
-                    "detector_preference": list(weights.FVD_DETECTORS),
-                    "detectors": {n: weights.get(n).sha256 for n in weights.FVD_DETECTORS}}
+                    "detector": spec.fvd.detector,
+                    "detector_sha256": weights.get(_detector_file(spec)).sha256}
     return p
 
 
@@ -104,11 +104,10 @@ def missing_weights(spec: Any, weights_dir: Path | None = None) -> list[str]:
             w = weights.get(f)
             lines.append(f"{'/'.join(ms)}: {f} (sha256 {w.sha256}) {st.reason}; {weights.how_to_get(w)}")
     if "fvd" in spec.names:
-        sts = [weights.check(n, weights_dir) for n in weights.FVD_DETECTORS]
-        if not any(s.verified for s in sts):
-            lines.append("fvd: needs one of " + "; ".join(
-                f"{s.name} (sha256 {s.sha256_expected}) {s.reason}" for s in sts)
-                + f"; {weights.how_to_get(weights.get(weights.FVD_DETECTORS[0]))}")
+        f = _detector_file(spec)
+        st = weights.check(f, weights_dir)
+        if not st.verified:
+            lines.append(f"fvd: {f} (sha256 {st.sha256_expected}) {st.reason}; {weights.how_to_get(weights.get(f))}")
     return lines
 
 
@@ -150,21 +149,20 @@ def _model(kind: str, weights_dir: Path | None, net: str = "vgg") -> tuple[Any, 
     return _MODELS[key], tag
 
 
-def _detector(weights_dir: Path | None) -> tuple[str, Any, str]:
+def _detector_file(spec: Any) -> str:
+    """The I3D file the condition's FVD protocol names (metrics.fvd.detector)."""
+    return f"{spec.fvd.detector}.pt"
+
+
+def _detector(weights_dir: Path | None, name: str) -> tuple[str, Any, str]:
     from metrics import fvd
 
-    for name in weights.FVD_DETECTORS:
-        st = weights.check(name, weights_dir)
-        if st.path is not None and not st.verified:
-            weights.locate(name, weights_dir)  # a present but wrong file is refused, not skipped
-        if st.verified and st.path is not None:
-            tag = weights.sha256_of(st.path)[:16]
-            key = ("fvd", name, tag)
-            if key not in _MODELS:
-                _MODELS[key] = fvd.load_detector(weights_dir)
-            return _MODELS[key][0], _MODELS[key][1], tag
-    fvd.load_detector(weights_dir)  # raises WeightsError naming both files
-    raise AssertionError("unreachable")
+    path = weights.locate(name, weights_dir)  # WeightsError if missing or wrong, naming the file
+    tag = weights.sha256_of(path)[:16]
+    key = ("fvd", name, tag)
+    if key not in _MODELS:
+        _MODELS[key] = fvd.load_detector(weights_dir, names=(name,))
+    return _MODELS[key][0], _MODELS[key][1], tag
 
 
 # --- per-metric evaluation --------------------------------------------------------------------
@@ -233,7 +231,7 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> tuple[floa
     if n < 2:
         raise _NotComputable(f"{ref.shape[0]} frames give {n} clip(s) of {f.clip_length} frames at stride "
                              f"{f.stride}; per-sequence FVD needs >= 2 clips per side (covariance ddof=1)")
-    name, det, tag = _detector(weights_dir)
+    name, det, tag = _detector(weights_dir, _detector_file(spec))
     key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
     fr = cache.cached(key, key, lambda: torch.from_numpy(
         fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution)), cache_dir, to_disk=True)

@@ -183,13 +183,14 @@ class InceptionI3d(nn.Module):
 Detector = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_detector(weights_dir: Path | None = None) -> tuple[str, Detector]:
-    """The first verified detector of metrics.weights.FVD_DETECTORS -> (file name, callable).
+def load_detector(weights_dir: Path | None = None,
+                  names: tuple[str, ...] = W.FVD_DETECTORS) -> tuple[str, Detector]:
+    """The first verified detector of ``names`` -> (file name, callable).
 
-    Raises WeightsError naming both files when neither is present/valid.
+    Raises WeightsError naming the files when none is present/valid.
     """
     errors = []
-    for name in W.FVD_DETECTORS:
+    for name in names:
         st = W.check(name, weights_dir)
         if st.path is None:  # absent: try the next detector; present but wrong: refused below
             errors.append(f"{name} (sha256 {st.sha256_expected}) {st.reason}")
@@ -212,7 +213,7 @@ def load_detector(weights_dir: Path | None = None) -> tuple[str, Detector]:
         model.load_state_dict(sd, strict=True)
         return name, model.eval()
     raise WeightsError("FVD needs one I3D detector: " + " | ".join(errors) + "; "
-                       + W.how_to_get(W.get(W.FVD_DETECTORS[0])))
+                       + W.how_to_get(W.get(names[0])))
 
 
 def preprocess(frames: np.ndarray, resolution: int = 224) -> torch.Tensor:

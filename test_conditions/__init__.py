@@ -76,6 +76,8 @@ class FvdProtocol:
     stride: int = 16
     pooling: Literal["per-sequence", "pooled"] = "per-sequence"
     resolution: int = 224
+    # The two public I3D files give different FVDs: which one is part of the protocol.
+    detector: Literal["i3d_torchscript", "i3d_pretrained_400"] = "i3d_torchscript"
 
 
 @dataclass(frozen=True)

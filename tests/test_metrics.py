@@ -228,9 +228,12 @@ def test_missing_weights_give_not_computed_naming_the_file(empty_hub):
         assert res[name]["status"] == "not_computed" and res[name]["value"] is None
         assert "vgg16-397923af.pth" in res[name]["reason"] and "397923af8e79" in res[name]["reason"]
     assert res["fvd"]["status"] == "not_computed"
-    assert "i3d_torchscript.pt" in res["fvd"]["reason"] and "i3d_pretrained_400.pt" in res["fvd"]["reason"]
+    assert "i3d_torchscript.pt" in res["fvd"]["reason"]  # the detector the protocol names
     lines = metrics.missing_weights(spec)
-    assert len(lines) == 2  # the VGG16 trunk once (for dists and lpips), and FVD's detectors
+    assert len(lines) == 2  # the VGG16 trunk once (for dists and lpips), and FVD's detector
+    other = dataclasses.replace(spec, fvd=dataclasses.replace(spec.fvd, detector="i3d_pretrained_400"))
+    assert "i3d_pretrained_400.pt" in metrics.missing_weights(other)[-1]
+    assert metrics.protocol(other)["fvd"]["detector"] == "i3d_pretrained_400"
     assert lines[0].startswith("dists/lpips: vgg16-397923af.pth")
     alex = metrics.missing_weights(dataclasses.replace(spec, names=("lpips",), lpips=dataclasses.replace(spec.lpips, net="alex")))
     assert alex and "alexnet-owt-7be5be79.pth" in alex[0]

@@ -163,7 +163,8 @@ def test_i3d_state_dict_layout_and_fvd(random_weights):
     rng = np.random.default_rng(5)
     ref = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     dist = np.clip(ref.astype(np.int64) + rng.integers(-60, 61, ref.shape), 0, 255).astype(np.uint8)
-    spec = MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=9, stride=9, resolution=224))
+    spec = MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=9, stride=9, resolution=224,
+                                                     detector="i3d_pretrained_400"))
     res = metrics.evaluate(spec, ref, dist, fps=25)
     assert res["fvd"]["status"] == "ok", res["fvd"]["reason"]
     fr = fvd.clip_features(det, ref, 9, 9)
