@@ -1,0 +1,143 @@
+"""Training data for Sparse2Dense: TED-Talk style layouts (MRAA TED384).
+
+Layout: ``DIR/train/<video>.mp4`` (any container PyAV reads) or
+``DIR/train/<video>/`` folders of PNG frames (``DIR`` itself is used when it
+has no ``train`` folder). A sample is a (source, driving) pair of frames of
+the same video, as in FOMM/FV2V training.
+
+Optional vertex targets (``--vertices VDIR``): ``VDIR/<video>.npy`` of shape
+(T, 10475, 2), or ``VDIR/<video>/<frame index:05d>.npy`` of shape (10475, 2);
+coordinates are normalised image coordinates (x, y) in [-1, 1]. Frames
+without a target contribute nothing to the vertex loss.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfvc.errors import InputError
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+
+
+@dataclass
+class VideoEntry:
+    name: str
+    path: Path
+    kind: str  # "container" | "png"
+
+
+def list_videos(root: Path) -> list[VideoEntry]:
+    root = Path(root)
+    base = root / "train" if (root / "train").is_dir() else root
+    if not base.is_dir():
+        raise InputError(f"{root}: no such training data folder (expected {root}/train/<video>.mp4 or {root}/train/<video>/*.png)")
+    out = []
+    for p in sorted(base.iterdir()):
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+            out.append(VideoEntry(p.stem, p, "container"))
+        elif p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir()):
+            out.append(VideoEntry(p.name, p, "png"))
+    if not out:
+        raise InputError(f"{base}: no videos (.mp4/.mkv/... files or folders of .png frames)")
+    return out
+
+
+class PairDataset:
+    """Random (source, driving) frame pairs from the same video, uint8 -> float tensors in [0, 1]."""
+
+    def __init__(self, root: Path, image_size: int, vertices: Path | None = None, num_vertices: int = 10475,
+                 cache_videos: int = 8) -> None:
+        self.root = Path(root)
+        self.videos = list_videos(self.root)
+        self.image_size = image_size
+        self.vertex_root = Path(vertices) if vertices else None
+        if self.vertex_root is not None and not self.vertex_root.is_dir():
+            raise InputError(f"{self.vertex_root}: vertex target folder does not exist")
+        self.num_vertices = num_vertices
+        self._cache: "OrderedDict[str, tuple[np.ndarray, np.ndarray | None]]" = OrderedDict()
+        self._cache_size = cache_videos
+
+    def _load(self, v: VideoEntry) -> tuple[np.ndarray, np.ndarray | None]:
+        if v.name in self._cache:
+            self._cache.move_to_end(v.name)
+            return self._cache[v.name]
+        from gfvc.video import read_container, read_png_folder
+
+        frames = read_png_folder(v.path) if v.kind == "png" else read_container(v.path)[0]
+        if frames.shape[1:3] != (self.image_size, self.image_size):
+            raise InputError(
+                f"{v.path}: frames are {frames.shape[2]}x{frames.shape[1]} but the config trains at "
+                f"{self.image_size}x{self.image_size}; resize/crop the data (tools/) or pick a config with that image_size")
+        verts = self._load_vertices(v, frames.shape[0])
+        self._cache[v.name] = (frames, verts)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return frames, verts
+
+    def _load_vertices(self, v: VideoEntry, n: int) -> np.ndarray | None:
+        if self.vertex_root is None:
+            return None
+        one = self.vertex_root / f"{v.name}.npy"
+        if one.is_file():
+            arr = np.load(one).astype(np.float32)
+            if arr.shape != (n, self.num_vertices, 2):
+                raise InputError(f"{one}: vertex targets have shape {arr.shape}, expected ({n}, {self.num_vertices}, 2)")
+            return arr
+        folder = self.vertex_root / v.name
+        if folder.is_dir():
+            arr = np.full((n, self.num_vertices, 2), np.nan, np.float32)
+            for i in range(n):
+                f = folder / f"{i:05d}.npy"
+                if f.is_file():
+                    a = np.load(f)
+                    if a.shape != (self.num_vertices, 2):
+                        raise InputError(f"{f}: shape {a.shape}, expected ({self.num_vertices}, 2)")
+                    arr[i] = a
+            return arr
+        return None
+
+    def sample(self, rng: random.Random, hflip: bool = False) -> dict[str, np.ndarray]:
+        v = self.videos[rng.randrange(len(self.videos))]
+        frames, verts = self._load(v)
+        n = frames.shape[0]
+        if n < 2:
+            raise InputError(f"{v.path}: a training video needs at least 2 frames")
+        i, j = rng.sample(range(n), 2)
+        src, drv = frames[i], frames[j]
+        vt = np.zeros((self.num_vertices, 2), np.float32)
+        valid = 0.0
+        if verts is not None and np.isfinite(verts[j]).all():
+            vt, valid = verts[j].copy(), 1.0
+        if hflip and rng.random() < 0.5:
+            src, drv = src[:, ::-1], drv[:, ::-1]
+            vt = vt * np.array([-1.0, 1.0], np.float32)
+        return {"source": np.ascontiguousarray(src), "driving": np.ascontiguousarray(drv), "vertices": vt,
+                "valid": np.float32(valid)}
+
+    def batch(self, rng: random.Random, size: int, hflip: bool = False) -> dict[str, Any]:
+        import torch
+
+        items = [self.sample(rng, hflip) for _ in range(size)]
+
+        def img(key: str) -> "torch.Tensor":
+            return torch.from_numpy(np.stack([it[key] for it in items])).permute(0, 3, 1, 2).float() / 255.0
+
+        return {"source": img("source"), "driving": img("driving"),
+                "vertices": torch.from_numpy(np.stack([it["vertices"] for it in items])),
+                "valid": torch.from_numpy(np.array([it["valid"] for it in items], np.float32))}
+
+    def describe(self) -> dict[str, Any]:
+        """What the model was trained on (stored in checkpoints; no frame data)."""
+        h = hashlib.sha256()
+        for v in self.videos:
+            h.update(v.name.encode())
+        return {"root": str(self.root.resolve()), "videos": len(self.videos),
+                "names_sha256": h.hexdigest(), "vertices": str(self.vertex_root.resolve()) if self.vertex_root else None,
+                "image_size": self.image_size}
