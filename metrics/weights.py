@@ -67,6 +67,15 @@ REGISTRY: dict[str, WeightFile] = {
             hash_source="torchvision file-name prefix + public manifests",
         ),
         WeightFile(
+            name="vgg19-dcbb9e9d.pth",
+            sha256="dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+            size=574673361,
+            urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",),
+            kind="hub",
+            used_by=("s2d:perceptual-loss",),
+            hash_source="torchvision file-name prefix + one public manifest",
+        ),
+        WeightFile(
             name="alexnet-owt-7be5be79.pth",
             sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
             size=244408911,

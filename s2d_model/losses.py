@@ -18,9 +18,7 @@ total = 10 * equivariance + 10 * keypoint prior + 10 * perceptual
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -33,43 +31,19 @@ from s2d_model.config import LossConfig
 log = logging.getLogger(__name__)
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
-VGG19_SHA256 = "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44"
-VGG19_SIZE = 574673361
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 FALLBACK_NAME = "pixel-pyramid-l1"
 # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 are after these indices of torchvision's vgg19.features
 _VGG_SLICES = (2, 7, 12, 21, 30)
 
 
-def _hub_checkpoints() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-
-
 def find_vgg19_weights(weights_dir: Path | None = None) -> Path:
-    """Locate and sha256-verify VGG19 weights; raise WeightsError saying how to install them.
+    """Locate and sha256-verify VGG19 weights through the suite's weight registry.
 
-    Uses the metrics helper's weight registry when it provides a VGG19 entry,
-    otherwise checks the file itself (same file name, same hash).
+    Raises WeightsError naming the file, its hash and how to install it.
     """
-    try:  # the suite's weight registry (metrics.weights), when it registers VGG19
-        from metrics import weights as _w  # type: ignore
-    except ImportError:
-        _w = None
-    if _w is not None and VGG19_FILE in getattr(_w, "REGISTRY", {}):
-        return Path(_w.locate(VGG19_FILE, weights_dir))
-    candidates = [d / VGG19_FILE for d in ([weights_dir] if weights_dir else []) + [_hub_checkpoints()]]
-    for c in candidates:
-        if c.is_file():
-            h = hashlib.sha256()
-            with open(c, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-            if c.stat().st_size != VGG19_SIZE or h.hexdigest() != VGG19_SHA256:
-                raise WeightsError(f"{c}: sha256 {h.hexdigest()} != expected {VGG19_SHA256}; delete it and download {VGG19_URL}")
-            return c
-    raise WeightsError(
-        f"VGG19 ImageNet weights {VGG19_FILE} (sha256 {VGG19_SHA256}) not found in "
-        f"{', '.join(str(c.parent) for c in candidates)}; download {VGG19_URL} into {_hub_checkpoints()}")
+    from metrics import weights as registry
+
+    return Path(registry.locate(VGG19_FILE, weights_dir))
 
 
 class VGG19Features(nn.Module):

@@ -140,9 +140,11 @@ def test_vgg_weights_verified_or_fallback_named(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "hub" / "checkpoints" / L.VGG19_FILE).write_bytes(b"wrong")
-    with pytest.raises(Exception, match="sha256|size|refused"):
+    from gfvc.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="vgg19-dcbb9e9d.pth"):
         L.find_vgg19_weights()
-    with pytest.raises(Exception):
+    with pytest.raises(WeightsError):
         L.PerceptualLoss([1.0], allow_fallback=False)
     p = L.PerceptualLoss([1.0])
     assert p.name == L.FALLBACK_NAME
