@@ -147,6 +147,14 @@ class Codec(abc.ABC):
     def check(self) -> None:
         """Raise NotAvailable (with what to do) if the codec cannot run here."""
 
+    def views(self, decoded: Decoded) -> dict[str, np.ndarray]:
+        """Extra videos for people to look at (e.g. vertices drawn over frames).
+
+        The runner saves each as ``NAME.mp4`` next to the decoded viewing copy;
+        they are never measured. Default: none.
+        """
+        return {}
+
     def provenance(self) -> dict[str, Any]:
         """Versions, binary/checkpoint sha256 and settings that define results."""
         return {"codec": self.name, "family": self.family}

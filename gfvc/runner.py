@@ -220,7 +220,7 @@ def run_job(job: Job) -> dict[str, Any]:
         timings["metrics_s"] = time.perf_counter() - ts
         artifacts = {"bitstream": str(bitstream.relative_to(run_dir))}
         if job.save_decoded:
-            artifacts.update(_save_decoded(jdir, run_dir, dec, seq.fps))
+            artifacts.update(_save_decoded(jdir, run_dir, dec, seq.fps, codec.views(dec)))
         duration = seq.num_frames / seq.fps
         rec.update({
             "status": "ok",
@@ -243,17 +243,19 @@ def run_job(job: Job) -> dict[str, Any]:
     return rec
 
 
-def _save_decoded(jdir: Path, run_dir: Path, dec: Any, fps: float) -> dict[str, str]:
-    """Viewing copy of the decoded video (lossy mp4) and extras as .npy."""
+def _save_decoded(jdir: Path, run_dir: Path, dec: Any, fps: float,
+                  views: dict[str, np.ndarray]) -> dict[str, str]:
+    """Viewing copies (lossy mp4: decoded video and the codec's views) and extras as .npy."""
     from gfvc.video import write_container
 
     out: dict[str, str] = {}
-    try:
-        mp4 = jdir / "decoded.mp4"
-        write_container(mp4, dec.frames, fps)
-        out["decoded_mp4"] = str(mp4.relative_to(run_dir))
-    except GfvcError as e:  # viewing copy only; never fails the job
-        log.warning("could not write viewing copy: %s", e)
+    for name, frames in {"decoded": dec.frames, **views}.items():
+        mp4 = jdir / f"{name}.mp4"
+        try:
+            write_container(mp4, frames, fps)
+            out[f"{name}_mp4"] = str(mp4.relative_to(run_dir))
+        except GfvcError as e:  # viewing copies only; never fail the job
+            log.warning("could not write viewing copy %s: %s", mp4, e)
     for name, arr in dec.extras.items():
         p = jdir / f"{name}.npy"
         np.save(p, arr)

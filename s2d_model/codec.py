@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gfvc.codec import CODECS
+from gfvc.codec import CODECS, Decoded
 from gfvc.errors import ModelMismatch, NotAvailable
 from gfvc.generative import GenerativeCodec
 from gfvc.video import sha256_file
@@ -166,6 +166,14 @@ class S2DCodec(GenerativeCodec):
         """Vertices of the key frame: the generator driven by the key frame's own keypoints."""
         _, verts = self._render(key_frame, key_features, np.asarray(key_features)[None])
         return {"vertices": verts}
+
+    def views(self, decoded: Decoded) -> dict[str, np.ndarray]:
+        """The decoded frames with the predicted vertices drawn over them (for inspection)."""
+        from s2d_model.overlay import draw_vertices
+
+        if "vertices" not in decoded.extras:
+            return {}
+        return {"vertices_overlay": draw_vertices(decoded.frames, decoded.extras["vertices"])}
 
     def provenance(self) -> dict[str, Any]:
         p = super().provenance()

@@ -162,3 +162,31 @@ def test_demo_checkpoint_record_and_round_trip(fake_intra, tmp_path):
     assert dec.extras["vertices"].shape == (4, 10475, 2)
     mse = np.mean((dec.frames[1:].astype(float) - frames[1:]) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) > 15.0  # a trained model, not noise
+
+
+def test_runner_saves_vertices_overlay_for_inspection(tmp_path):
+    """A demo s2d job keeps decoded.mp4, vertices.npy and vertices_overlay.mp4 (4 frames, one QP)."""
+    import yaml
+
+    from gfvc.codec import Environment
+    from gfvc.runner import execute, plan_run
+    from gfvc.video import read_container
+    from test_conditions import load_condition
+
+    demo = load_condition("demo")
+    d = demo.to_dict()
+    d.update(frames=4, manifest=str(demo.manifest_path))
+    d["generative"]["key_frame_qps"] = [32]
+    d["metrics"]["names"] = ["psnr"]
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(d))
+    plan = plan_run(load_condition(p), tmp_path / "run", Environment(), codecs=["s2d"])
+    (rec,) = execute(plan.jobs)
+    assert rec["status"] == "ok", rec["error"]
+    art = rec["artifacts"]
+    verts = np.load(tmp_path / "run" / art["vertices"])
+    assert verts.shape == (4, 10475, 2)
+    frames, _ = read_container(tmp_path / "run" / art["vertices_overlay_mp4"])
+    decoded, _ = read_container(tmp_path / "run" / art["decoded_mp4"])
+    assert frames.shape == decoded.shape == (4, 128, 128, 3)
+    assert np.abs(frames.astype(int) - decoded).mean() > 0.5  # the vertices are visible
