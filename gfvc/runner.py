@@ -222,6 +222,8 @@ def run_job(job: Job) -> dict[str, Any]:
         if job.save_decoded:
             artifacts.update(_save_decoded(jdir, run_dir, dec, seq.fps, codec.views(dec)))
         duration = seq.num_frames / seq.fps
+        info, enc_timings = split_timings(enc.info)
+        timings.update({f"encoder.{k}": v for k, v in enc_timings.items()})
         rec.update({
             "status": "ok",
             "frames": seq.num_frames,
@@ -230,8 +232,8 @@ def run_job(job: Job) -> dict[str, Any]:
             "kbps": bits / 1000.0 / duration,
             "metrics": scores,
             "metric_protocol": metrics.protocol(job.condition.metrics),
-            "commands": [list(map(str, c)) for c in enc.commands],
-            "encoder_info": enc.info,
+            "commands": relative_to_run(enc.commands, run_dir),
+            "encoder_info": relative_to_run(info, run_dir),
             "artifacts": artifacts,
         })
     except GfvcError as e:
@@ -241,6 +243,34 @@ def run_job(job: Job) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - t0
     atomic_write_json(record_path(run_dir, job.key), rec)
     return rec
+
+
+RUN_DIR_TOKEN = "$RUN_DIR"
+
+
+def relative_to_run(obj: Any, run_dir: Path) -> Any:
+    """Replace the run directory in strings by $RUN_DIR, so records do not depend on where the run is."""
+    prefix = str(run_dir)
+    if isinstance(obj, dict):
+        return {k: relative_to_run(v, run_dir) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_to_run(v, run_dir) for v in obj]
+    if isinstance(obj, Path):
+        obj = str(obj)
+    if isinstance(obj, str):
+        return obj.replace(prefix, RUN_DIR_TOKEN)
+    return obj
+
+
+def split_timings(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Separate wall-clock fields (``*_s``, ``*_seconds``) from an encoder's info dict."""
+    keep, times = {}, {}
+    for k, v in info.items():
+        if isinstance(v, (int, float)) and (k.endswith("_s") or k.endswith("_seconds")):
+            times[k] = float(v)
+        else:
+            keep[k] = v
+    return keep, times
 
 
 def _save_decoded(jdir: Path, run_dir: Path, dec: Any, fps: float,

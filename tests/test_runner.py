@@ -202,3 +202,13 @@ def test_manifest_sha256_mismatch_stops_the_run_before_any_job(small_condition, 
     err = capsys.readouterr().err
     assert rc == 2 and "sha256 mismatch" in err and err.count("\n") == 1
     assert not (tmp_path / "r" / "records").exists()
+
+
+def test_records_do_not_depend_on_run_dir_or_wall_clock(tmp_path):
+    from gfvc.runner import relative_to_run, split_timings
+
+    run = tmp_path / "run"
+    cmds = [["ffmpeg", "-i", str(run / "jobs" / "k" / "in.yuv")], ("x", run / "a.log")]
+    assert relative_to_run(cmds, run) == [["ffmpeg", "-i", "$RUN_DIR/jobs/k/in.yuv"], ["x", "$RUN_DIR/a.log"]]
+    info, times = split_timings({"encode_seconds": 1.5, "key_frame_s": 0.2, "preset": "medium", "frames": 8})
+    assert info == {"preset": "medium", "frames": 8} and times == {"encode_seconds": 1.5, "key_frame_s": 0.2}
