@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.codec import Codec, Environment
 from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
 from gfvc.video import sha256_file
 
@@ -429,3 +430,21 @@ def templated(commands: list[list[str]], qp_flags: tuple[str, ...] = ("-qp", "-q
 
 def file_sha256(path: Path | str | None) -> str:
     return sha256_file(path) if path and Path(path).is_file() else ""
+
+
+class AnchorCodec(Codec):
+    """Shared plumbing of the conventional anchors: timeouts and the frame-count check.
+
+    The encoder remembers how many frames each bitstream it wrote should hold,
+    so the decoder of the same instance can catch a silent frame shortfall
+    (VTM codes fewer frames than asked when the input is short).
+    """
+
+    family = "anchor"
+
+    def __init__(self, condition: Any, env: Environment | None = None) -> None:
+        super().__init__(condition, env)
+        self._expected_frames: dict[str, int] = {}
+
+    def _timeout(self) -> float:
+        return job_timeout(self.condition, self.env)

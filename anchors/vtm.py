@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (check_qp, templated, check_size, file_sha256, job_timeout, read_yuv_file, run_tool,
+from anchors.common import (AnchorCodec, check_qp, templated, check_size, file_sha256, read_yuv_file, run_tool,
                             vvc_stream_info, write_planes)
-from gfvc.codec import CODECS, Codec, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
+from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
 from gfvc.errors import ExternalToolError, InputError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb, yuv444_to_rgb
 
@@ -266,19 +266,12 @@ def _extra_args(env: Environment | None) -> tuple[str, ...]:
 
 
 @CODECS.register()
-class VtmCodec(Codec):
+class VtmCodec(AnchorCodec):
     """The CTC anchor: VTM-22.2 low-delay B, run from the user's build (docs/vtm.md)."""
 
     name = "vtm"
     family = "anchor"
     description = "VTM-22.2 low-delay B (encoder_lowdelay_vtm.cfg) from --vtm-dir / GFVC_VTM_DIR"
-
-    def __init__(self, condition: Any, env: Environment | None = None) -> None:
-        super().__init__(condition, env)
-        self._expected_frames: dict[str, int] = {}
-
-    def _timeout(self) -> float:
-        return job_timeout(self.condition, self.env)
 
     def check(self) -> None:
         find_vtm(self.env)

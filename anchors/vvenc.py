@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (FfmpegInfo, check_qp, templated, check_size, ffmpeg_exe, ffmpeg_info, fps_arg, job_timeout,
-                            read_y4m, run_tool, to_8bit, vvc_stream_info, write_planes, VvcStreamInfo, Y4M)
-from gfvc.codec import CODECS, Codec, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
+from anchors.common import (AnchorCodec, FfmpegInfo, check_qp, templated, check_size, ffmpeg_exe, ffmpeg_info, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info, write_planes, VvcStreamInfo, Y4M)
+from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
 from gfvc.errors import ExternalToolError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb
 
@@ -169,20 +168,13 @@ def y4m_to_rgb(d: Y4M, condition: Any) -> np.ndarray:
 
 
 @CODECS.register()
-class VvencCodec(Codec):
+class VvencCodec(AnchorCodec):
     """VVC anchor by VVenC (bundled ffmpeg), low delay, constant QP; an approximation of VTM LDB."""
 
     name = "vvenc"
     family = "anchor"
     description = ("VVenC via the bundled ffmpeg (libvvenc), low delay, one intra picture, constant QP; "
                    "approximates the VTM-22.2 LDB anchor (see docs/vtm.md)")
-
-    def __init__(self, condition: Any, env: Environment | None = None) -> None:
-        super().__init__(condition, env)
-        self._expected_frames: dict[str, int] = {}
-
-    def _timeout(self) -> float:
-        return job_timeout(self.condition, self.env)
 
     def check(self) -> None:
         require_vvenc(ffmpeg_info(ffmpeg_exe()))

@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gfvc.records import comparable  # noqa: F401  (documented import point)
-    from gfvc.runner import execute, plan_run, raise_if_failed, valid_record, write_run_json
+    from gfvc.runner import plan_run, raise_if_failed, valid_record, write_run_json
     from test_conditions import load_condition
 
     cond = load_condition(args.condition)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import shutil
 import socket
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field

@@ -371,5 +371,5 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
         else:
             raise WeightsError(
                 f"could not download {w.name}: " + "; ".join(errors)
-                + f". On a machine without internet, download it elsewhere and run `gfvc weights install DIR`.")
+                + ". On a machine without internet, download it elsewhere and run `gfvc weights install DIR`.")
     return out

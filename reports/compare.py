@@ -100,9 +100,9 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
         if df.empty:
             raise InputError(f"{p}: no successful records")
     if anchor_run == "A":
-        (ar, adf, arun), (tr, tdf, trun) = (ra, dfa, run_a), (rb, dfb, run_b)
+        (ar, adf, arun), (_, tdf, trun) = (ra, dfa, run_a), (rb, dfb, run_b)
     else:
-        (ar, adf, arun), (tr, tdf, trun) = (rb, dfb, run_b), (ra, dfa, run_a)
+        (ar, adf, arun), (_, tdf, trun) = (rb, dfb, run_b), (ra, dfa, run_a)
     cond = ar.get("condition") or {}
     anchor = anchor or (cond.get("bdrate") or {}).get("anchor") or "vvenc"
     if anchor not in set(adf["codec"]):

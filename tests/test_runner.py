@@ -19,7 +19,7 @@ from gfvc.cli import main
 from gfvc.codec import Environment
 from gfvc.errors import ConfigError
 from gfvc.records import comparable, iter_records, results_table
-from gfvc.runner import execute, plan_run, run_job
+from gfvc.runner import execute, plan_run
 
 TESTS = Path(__file__).resolve().parent
 
