@@ -42,3 +42,15 @@ def plugin_env(monkeypatch):
     monkeypatch.setenv("GFVC_PLUGINS", "codecs_for_tests")
     monkeypatch.setenv("PYTHONPATH", str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     import codecs_for_tests  # noqa: F401
+
+
+@pytest.fixture
+def fake_intra(monkeypatch: pytest.MonkeyPatch):
+    """Replace anchors.intra by test_generative.FakeIntra (fast, no ffmpeg) for generative-codec tests."""
+    import anchors.intra
+    from test_generative import FakeIntra
+
+    fake = FakeIntra()
+    for fn in ("encode_intra", "decode_intra", "intra_provenance"):
+        monkeypatch.setattr(anchors.intra, fn, getattr(fake, fn))
+    return fake

@@ -19,7 +19,7 @@ import pytest
 from gfvc.codec import RatePoint, Sequence
 from gfvc.codecs.keyframe_repeat import KeyframeRepeat
 from gfvc.errors import BitstreamError
-from test_generative import FakeIntra, ToyColour, demo_condition, fake_intra  # noqa: F401  (fixture)
+from test_generative import FakeIntra, ToyColour, demo_condition  # noqa: F401
 
 CASES = 200
 

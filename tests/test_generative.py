@@ -61,14 +61,6 @@ class FakeIntra:
         return {"coder": "fake"}
 
 
-@pytest.fixture
-def fake_intra(monkeypatch: pytest.MonkeyPatch) -> FakeIntra:
-    fake = FakeIntra()
-    for fn in ("encode_intra", "decode_intra", "intra_provenance"):
-        monkeypatch.setattr(anchors.intra, fn, getattr(fake, fn))
-    return fake
-
-
 class ToyColour(GenerativeCodec):
     """A tiny generative codec: features = per-frame mean and std of R, G, B (in [0, 1])."""
 

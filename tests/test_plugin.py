@@ -19,7 +19,7 @@ import pytest
 
 from gfvc import container
 from gfvc.codec import CODECS, RatePoint, Sequence
-from test_generative import FakeIntra, demo_condition, fake_intra  # noqa: F401  (fixture)
+from test_generative import FakeIntra, demo_condition  # noqa: F401
 
 PLUGIN_MODULE = "gfvc_plugin_brightness"
 PLUGIN_NAME = "plugin-brightness"

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-import anchors.intra
 from gfvc.codec import Environment, RatePoint, Sequence, get_codec
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
 from s2d_model.codec import S2DCodec
@@ -20,7 +19,7 @@ from s2d_model.config import config_from_dict
 from s2d_model.networks import Sparse2Dense
 from s2d_model.overlay import draw_vertices
 from s2d_model.train import write_model_checkpoint
-from test_generative import FakeIntra, demo_condition
+from test_generative import demo_condition
 from test_s2d_networks import moving_square_video, tiny_config_dict
 
 
@@ -28,14 +27,6 @@ def _ckpt(path: Path, seed: int = 0, image_size: int = 128, name: str = "tiny128
     torch.manual_seed(seed)
     cfg = config_from_dict(tiny_config_dict(image_size, name))
     return write_model_checkpoint(Sparse2Dense(cfg).state_dict(), cfg, path, meta={"model_id": f"s2d-{name}"})
-
-
-@pytest.fixture
-def fake_intra(monkeypatch: pytest.MonkeyPatch) -> FakeIntra:
-    fake = FakeIntra()
-    for fn in ("encode_intra", "decode_intra", "intra_provenance"):
-        monkeypatch.setattr(anchors.intra, fn, getattr(fake, fn))
-    return fake
 
 
 @pytest.fixture(scope="module")
