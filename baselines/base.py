@@ -1,0 +1,264 @@
+"""The generative baselines on the codec template: one base class, one small adapter per model.
+
+Every baseline (FOMM, MRAA, FV2V, TPSM, CFTE, LIA, MTTF, IMT, IHVC) codes
+frame 0 as a VVC intra picture and each inter frame as a few dozen numbers
+from its analysis network; the decoder drives its generator from the decoded
+key frame. :class:`gfvc.generative.GenerativeCodec` does the coding; this
+module adds what all baselines share:
+
+* a configuration = the official constructor arguments of each module
+  (:class:`BaselineConfig`), embedded in the suite's checkpoints and taken
+  from the official config for official files;
+* checkpoint choice (``--model CODEC=PATH``, condition ``models:``, demo
+  checkpoint; :mod:`gfvc.models`), strict loading with one-line errors
+  (:mod:`baselines.checkpoint`), the file's sha256 as model checksum;
+* tensors on the run's device, inference mode, batching, rounding to uint8;
+* the decoded key frame made available to the encoder-side analysis (MRAA
+  and TPSM send a background affine computed from the key and current frame).
+
+A model adapter subclasses :class:`BaselineCodec` and implements
+``official_config``, ``build_modules``, ``features`` and ``render``.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from baselines import checkpoint as ck
+from gfvc.errors import ModelMismatch
+from gfvc.generative import GenerativeCodec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Everything that builds a baseline: official constructor kwargs per module + suite options.
+
+    ``modules`` maps the official module name (``kp_detector``, ``generator``,
+    ...) to the keyword arguments of its official constructor; ``options``
+    holds the suite's documented choices where the papers are silent (e.g.
+    LIA's adaptation to 384 px). ``fingerprint`` identifies the architecture.
+    """
+
+    model: str
+    image_size: int
+    modules: dict[str, dict[str, Any]]
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "official"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "name": self.name, "image_size": self.image_size,
+                "modules": copy.deepcopy(self.modules), "options": copy.deepcopy(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BaselineConfig":
+        try:
+            return cls(model=str(d["model"]), image_size=int(d["image_size"]), modules=dict(d["modules"]),
+                       options=dict(d.get("options") or {}), name=str(d.get("name", "custom")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelMismatch(f"baseline configuration is incomplete ({type(e).__name__}: {e}); "
+                                "expected model, image_size, modules") from None
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({k: v for k, v in self.to_dict().items() if k != "name"}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_image_size(self, size: int) -> "BaselineConfig":
+        d = self.to_dict()
+        d["image_size"] = int(size)
+        return BaselineConfig.from_dict(d)
+
+
+class BaselineCodec(GenerativeCodec):
+    """Base of the baseline codecs (see module docstring)."""
+
+    # Official module names needed at inference, in checkpoint order (e.g. ("kp_detector", "generator")).
+    inference_modules: ClassVar[tuple[str, ...]] = ()
+    # Frames per render() call (bounds memory; results do not depend on it).
+    synth_batch: ClassVar[int] = 4
+    # Environment variable naming a checkpoint (optional, lowest precedence before the demo file).
+    checkpoint_env_var: ClassVar[str | None] = None
+
+    def __init__(self, condition: Any, env: Any = None) -> None:
+        super().__init__(condition, env)
+        from gfvc import models
+
+        self.choice = models.choose(self.name, condition, self.env, self.default_checkpoint(),
+                                    self.checkpoint_env_var)
+        self._ckpt: ck.CheckpointFile | None = None
+        self._cfg: BaselineConfig | None = None
+        self._sha: str | None = None
+        self.nets: dict[str, Any] | None = None
+        self._key_tensor: "torch.Tensor | None" = None
+        self._device: str | None = None
+
+    # ------------------------------------------------------------ model (subclass)
+    @classmethod
+    @abc.abstractmethod
+    def official_config(cls) -> BaselineConfig:
+        """Configuration of the official released checkpoint (used for files without embedded config)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def build_modules(cls, cfg: BaselineConfig) -> dict[str, Any]:
+        """Construct the inference modules (official names) from ``cfg`` (random weights)."""
+
+    @abc.abstractmethod
+    def features(self, frames: "torch.Tensor", key: "torch.Tensor") -> "torch.Tensor":
+        """frames (N, 3, H, W) in [0, 1] and the decoded key frame (1, 3, H, W) -> (N, feature_dim)."""
+
+    @abc.abstractmethod
+    def render(self, key: "torch.Tensor", key_features: "torch.Tensor", features: "torch.Tensor"
+               ) -> tuple["torch.Tensor", dict[str, "torch.Tensor"]]:
+        """Key frame (1, 3, H, W), its features (D,), reconstructed features (N, D)
+        -> frames (N, 3, H, W) in [0, 1] and extras {name: (N, ...)}."""
+
+    @classmethod
+    def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
+        """Build the configuration from the official repository's YAML config (``model_params``...).
+
+        Adapters override this where their official config files differ from
+        ``official_config``; the default refuses with the fix.
+        """
+        raise ModelMismatch(f"codec {cls.name!r}: reading official YAML configs is not supported; "
+                            "use a checkpoint written by `gfvc train` (it embeds its configuration)")
+
+    # ------------------------------------------------------------ identity
+    @classmethod
+    def default_checkpoint(cls) -> Path | None:
+        p = CHECKPOINT_DIR / f"{cls.name}-demo.pt"
+        return p if p.is_file() else None
+
+    def _checkpoint(self) -> ck.CheckpointFile:
+        if self._ckpt is None:
+            self._sha = self.choice.verify()
+            self._ckpt = ck.read_checkpoint(self.choice.path, self.name, self.inference_modules)
+        return self._ckpt
+
+    def config(self) -> BaselineConfig:
+        if self._cfg is None:
+            st = self._checkpoint()
+            if st.meta.get("config"):
+                cfg = BaselineConfig.from_dict(st.meta["config"])
+            elif self.choice.config is not None:
+                from gfvc.fileio import read_yaml_mapping
+
+                cfg = self.config_from_official_yaml(read_yaml_mapping(self.choice.config, f"{self.name} config"))
+            else:
+                cfg = self.official_config()
+            if cfg.model != self.name:
+                raise ModelMismatch(f"{self.choice.path}: configuration is for model {cfg.model!r}, not {self.name!r}")
+            self._cfg = cfg
+        return self._cfg
+
+    @property
+    def resolution(self) -> tuple[int, int]:  # type: ignore[override]
+        s = self.config().image_size
+        return (s, s)
+
+    def model_id(self) -> str:
+        meta = self._checkpoint().meta
+        return str(meta.get("model_id") or f"{self.name}-{self.config().name}")
+
+    def model_checksum(self) -> str:
+        if self._sha is None:
+            self._checkpoint()
+        assert self._sha is not None
+        return self._sha
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from gfvc.devices import resolve_device
+
+            self._device = resolve_device(getattr(self.env, "device", "cpu") or "cpu")
+        return self._device
+
+    def check(self) -> None:
+        super().check()
+        self.load()
+        w, h = self.resolution
+        if (self.condition.width, self.condition.height) != (w, h):
+            raise ModelMismatch(
+                f"codec {self.name!r}: model {self.model_id()!r} ({self.choice.path.name}, from {self.choice.source}) "
+                f"works at {w}x{h} but condition {self.condition.name!r} is {self.condition.width}x"
+                f"{self.condition.height}: pass --model {self.name}=CHECKPOINT trained at that size")
+
+    def load(self) -> None:
+        if self.nets is not None:
+            return
+        cfg = self.config()
+        st = self._checkpoint()
+        nets = self.build_modules(cfg)
+        for name in self.inference_modules:
+            ck.load_strict(nets[name], ck.as_float32(st.modules[name]), model=self.name, name=name,
+                           source=str(self.choice.path))
+            nets[name].to(self.device).eval()
+        self.nets = nets
+
+    # ------------------------------------------------------------ numpy <-> torch
+    def _tensor(self, frames: np.ndarray) -> "torch.Tensor":
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+    @staticmethod
+    def _uint8(x: "torch.Tensor") -> np.ndarray:
+        import torch
+
+        return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _key_features(self, key: np.ndarray) -> np.ndarray:
+        self.load()
+        self._key_tensor = self._tensor(key[None])
+        return self._features(key[None])[0]
+
+    def analyse(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.load()
+        if self._key_tensor is None:
+            raise ModelMismatch(f"codec {self.name!r}: analyse() called before the key frame was analysed")
+        with torch.inference_mode():
+            f = self.features(self._tensor(frames), self._key_tensor)
+        return f.reshape(frames.shape[0], -1).float().cpu().numpy()
+
+    def synthesise(self, key_frame: np.ndarray, key_features: np.ndarray, features: np.ndarray
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        import torch
+
+        self.load()
+        out, extras = [], {}
+        with torch.inference_mode():
+            key = self._tensor(key_frame[None])
+            kf = torch.from_numpy(np.asarray(key_features, np.float32)).to(self.device)
+            feats = torch.from_numpy(np.asarray(features, np.float32)).to(self.device)
+            for i in range(0, feats.shape[0], self.synth_batch):
+                frames, ex = self.render(key, kf, feats[i:i + self.synth_batch])
+                out.append(self._uint8(frames))
+                for k, v in ex.items():
+                    extras.setdefault(k, []).append(v.float().cpu().numpy())
+        return np.concatenate(out), {k: np.concatenate(v) for k, v in extras.items()}
+
+    # ------------------------------------------------------------ provenance
+    def provenance(self) -> dict[str, Any]:
+        p = super().provenance()
+        cfg = self.config()
+        meta = self._checkpoint().meta
+        p.update({"checkpoint_path": str(self.choice.path), "checkpoint_source": self.choice.source,
+                  "checkpoint_sha256": self.model_checksum(), "config": cfg.to_dict(),
+                  "architecture": cfg.fingerprint(), "image_size": cfg.image_size,
+                  "training": meta.get("training")})
+        return p

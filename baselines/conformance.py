@@ -1,0 +1,207 @@
+"""Model conformance vectors: prove that a port computes what the official code computes.
+
+A vector is a pair ``<model>.pt`` + ``<model>.json`` in the format of
+shared/reference/official_io (made by running the authors' code on seeded
+random weights): the JSON names each module's official class and constructor
+kwargs, the call sequence and every output with its tolerance
+(``suggested_atol_end_to_end``); the .pt holds the state_dicts, inputs and
+outputs. :func:`check_vector` rebuilds each module from the kwargs, loads it
+strictly, runs the model's call sequence and compares every output.
+
+Each model contributes a small runner, registered like codecs::
+
+    @register_vector_model("mraa")
+    class MRAAVectors(VectorModel):
+        def build(self, module, cls, kwargs): ...      # -> nn.Module
+        def run(self, modules, inputs, meta): ...       # -> {output name: tensor or None}
+
+so a contributor can check their own port by registering a runner under the
+same name (``$GFVC_PLUGINS``) and running ``gfvc conformance``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gfvc.errors import InputError, ModelMismatch
+from gfvc.registry import Registry
+
+
+class VectorModel:
+    """Runner of one model's call sequence (subclass per model)."""
+
+    name: str = ""
+
+    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> Any:
+        """Construct module ``module`` (official class path ``cls``) from its official kwargs."""
+        raise NotImplementedError
+
+    def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """Run the JSON's ``call_sequence``; return every output under its stored (flattened) name."""
+        raise NotImplementedError
+
+
+VECTOR_MODELS: Registry[type[VectorModel]] = Registry("conformance model", entry_point_group="gfvc.conformance")
+
+# Modules whose import registers the suite's runners.
+BUILTIN_VECTOR_MODULES: list[str] = []
+
+
+def register_vector_model(name: str) -> Callable[[type[VectorModel]], type[VectorModel]]:
+    def deco(cls: type[VectorModel]) -> type[VectorModel]:
+        cls.name = name
+        VECTOR_MODELS.add(name, cls, origin=cls.__module__)
+        return cls
+
+    return deco
+
+
+def load_builtin_runners() -> None:
+    import importlib
+    import os
+
+    extra = [m.strip() for m in os.environ.get("GFVC_PLUGINS", "").split(",") if m.strip()]
+    for mod in BUILTIN_VECTOR_MODULES + extra:
+        importlib.import_module(mod)
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    shape: tuple[int, ...]
+    max_abs_diff: float | None      # None: the port did not produce it
+    atol: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class VectorResult:
+    model: str
+    pt: Path
+    json: Path
+    official: str                   # repository @ commit
+    outputs: list[OutputCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "pt": str(self.pt), "json": str(self.json), "official": self.official,
+                "passed": self.passed,
+                "outputs": [{"name": o.name, "shape": list(o.shape), "max_abs_diff": o.max_abs_diff,
+                             "atol": o.atol, "passed": o.passed, "note": o.note} for o in self.outputs]}
+
+
+def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(pt, json) pairs from files or folders; InputError for a file without its partner."""
+    pairs: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            cands = sorted(p.glob("*.json"))
+            if not cands:
+                raise InputError(f"{p}: no conformance vectors (<model>.pt + <model>.json) in this folder")
+        elif p.suffix in (".pt", ".json"):
+            cands = [p.with_suffix(".json")]
+        else:
+            raise InputError(f"{p}: not a conformance vector (expected a folder, <model>.pt or <model>.json)")
+        for js in cands:
+            pt = js.with_suffix(".pt")
+            for f in (js, pt):
+                if not f.is_file():
+                    raise InputError(f"{f}: no such file (a vector is a <model>.pt + <model>.json pair)")
+            if js.resolve() not in seen:
+                seen.add(js.resolve())
+                pairs.append((pt, js))
+    return pairs
+
+
+def _max_abs(a: Any, b: Any) -> float:
+    import torch
+
+    if a.numel() == 0:
+        return 0.0
+    return float((a.detach().double().cpu() - b.detach().double().cpu()).abs().max())
+
+
+def check_vector(pt: Path, js: Path) -> VectorResult:
+    """Rebuild, load strictly, run and compare one vector (see module docstring)."""
+    import torch
+
+    load_builtin_runners()
+    try:
+        meta = json.loads(Path(js).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{js}: not a conformance vector JSON ({e})") from None
+    for key in ("model", "modules", "outputs"):
+        if key not in meta:
+            raise InputError(f"{js}: conformance vector JSON has no {key!r} entry")
+    model = str(meta["model"])
+    runner_cls = VECTOR_MODELS.get(model)  # UnknownName with suggestions
+    try:
+        data = torch.load(pt, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{pt}: cannot be read as a torch file ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, Mapping):
+        raise InputError(f"{pt}: expected a dict with state_dicts, inputs and outputs")
+    for key in ("state_dicts", "inputs", "outputs"):
+        if key not in data:
+            raise InputError(f"{pt}: no {key!r} entry")
+    runner = runner_cls()
+    modules: dict[str, Any] = {}
+    from baselines.checkpoint import load_strict
+
+    for name, spec in meta["modules"].items():
+        if name not in data["state_dicts"]:
+            raise InputError(f"{pt}: no state_dict for module {name!r} named in {js.name}")
+        m = runner.build(name, str(spec.get("class", "")), dict(spec.get("kwargs") or {}))
+        try:
+            load_strict(m, data["state_dicts"][name], model=model, name=name, source=str(pt))
+        except ModelMismatch as e:
+            raise InputError(f"conformance vector {js.name}: {e}") from None
+        modules[name] = m.eval()
+    inputs = dict(data["inputs"])
+    with torch.no_grad():
+        produced = runner.run(modules, inputs, meta)
+    aliases = dict(meta.get("output_aliases") or {})
+    res = VectorResult(model=model, pt=Path(pt), json=Path(js),
+                       official=f"{meta.get('official_repository', '?')}@{str(meta.get('official_commit', '?'))[:8]}")
+    stored = data["outputs"]
+    for name, spec in meta["outputs"].items():
+        atol = float(spec.get("suggested_atol_end_to_end", 1e-5))
+        shape = tuple(int(s) for s in spec.get("shape", ()))
+        if name not in stored:
+            raise InputError(f"{pt}: output {name!r} listed in {js.name} is missing from the .pt file")
+        want = stored[name]
+        if tuple(want.shape) != shape:
+            raise InputError(f"{pt}: output {name!r} has shape {tuple(want.shape)}, {js.name} says {shape}")
+        got = produced.get(name)
+        if got is None:
+            res.outputs.append(OutputCheck(name, shape, None, atol, False, "not produced by the port"))
+            continue
+        if tuple(got.shape) != shape:
+            res.outputs.append(OutputCheck(name, shape, None, atol, False,
+                                           f"port gives shape {tuple(got.shape)}"))
+            continue
+        d = _max_abs(got, want)
+        res.outputs.append(OutputCheck(name, shape, d, atol, d <= atol))
+    for alias, target in aliases.items():
+        got = produced.get(alias)
+        if got is not None and target in stored and tuple(got.shape) == tuple(stored[target].shape):
+            d = _max_abs(got, stored[target])
+            atol = float(meta["outputs"].get(target, {}).get("suggested_atol_end_to_end", 1e-5))
+            res.outputs.append(OutputCheck(alias, tuple(got.shape), d, atol, d <= atol, f"alias of {target}"))
+    for name in meta.get("outputs_that_are_None") or []:
+        ok = produced.get(name, None) is None
+        res.outputs.append(OutputCheck(name, (), None, 0.0, ok, "must be None" if ok else "expected None"))
+    return res
+
+
+def shipped_vectors_dir() -> Path:
+    """Folder of the vectors shipped with the suite."""
+    return Path(__file__).resolve().parent / "vectors"

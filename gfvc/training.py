@@ -1,0 +1,286 @@
+"""One training loop for the generative codecs; each model supplies a recipe (its modules and losses).
+
+FOMM, MRAA, FV2V, TPSM, CFTE, ... are all trained the same way (FOMM's
+``train.py`` lineage): random (source, driving) frame pairs of one video,
+a generator update with the model's weighted loss terms, then (where the
+official config has a GAN) a discriminator update; Adam with the official
+betas and learning rate, step-decayed at official milestones. What differs
+is the recipe: which modules exist, which optimiser updates which module and
+the loss terms. :class:`TrainRecipe` is that contract; :func:`train` is the
+loop (resumable, atomic checkpoints, a JSONL loss log, wall-time limit,
+progress, the run's device).
+
+Checkpoints use the official layout (``{module: state_dict, "optimizer_...":
+state, "epoch": step}``) plus the suite's ``"gfvc"`` entry (configuration,
+training record) and ``"gfvc_train"`` (RNG state, wall time), so a training
+checkpoint is directly usable with ``--model CODEC=OUT/checkpoint.pth.tar``;
+:func:`export` writes the smaller inference file (inference modules only,
+optionally fp16).
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gfvc.errors import ConfigError, InputError, ModelMismatch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from baselines.base import BaselineConfig
+
+log = logging.getLogger(__name__)
+TRAIN_CHECKPOINT = "checkpoint.pth.tar"
+
+
+class TrainRecipe(abc.ABC):
+    """What a model contributes to :func:`train`.
+
+    Subclasses set ``model`` (codec name) and implement the abstract methods.
+    ``losses_info`` is recorded in every checkpoint: loss names, weights and
+    any labelled fallback (e.g. ``pixel-pyramid-l1`` instead of VGG19).
+    """
+
+    model: str = ""
+    # Fractions of the total steps at which the learning rate is multiplied by ``lr_gamma``
+    # (official epoch milestones divided by the official number of epochs).
+    lr_milestones: tuple[float, ...] = ()
+    lr_gamma: float = 0.1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def __init__(self, config: "BaselineConfig", device: str = "cpu", weights_dir: Path | None = None) -> None:
+        self.config = config
+        self.device = device
+        self.weights_dir = weights_dir
+
+    @abc.abstractmethod
+    def build(self) -> dict[str, "torch.nn.Module"]:
+        """All trained modules by official checkpoint name (generator side and discriminator)."""
+
+    @abc.abstractmethod
+    def optimizers(self) -> dict[str, list[str]]:
+        """Official optimiser key -> module names it updates, e.g. {"optimizer_generator": ["generator"]}."""
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        """Optimiser keys updated in the discriminator phase (default: none)."""
+        return ()
+
+    @abc.abstractmethod
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, "torch.Tensor"], step: int
+                         ) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+        """Weighted loss terms of the generator phase and a cache for the discriminator phase."""
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, "torch.Tensor"], cache: dict[str, Any],
+                             step: int) -> dict[str, "torch.Tensor"]:
+        """Weighted loss terms of the discriminator phase (default: no GAN)."""
+        return {}
+
+    def inference_modules(self) -> tuple[str, ...]:
+        """Modules kept by :func:`export` (default: the codec's inference modules)."""
+        from gfvc.codec import get_codec
+
+        return tuple(getattr(get_codec(self.model), "inference_modules", ()))
+
+    def losses_info(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    out: Path
+    steps: int
+    batch: int = 4
+    lr: float | None = None
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None
+    resume: Path | None = None
+    max_minutes: float | None = None
+    checkpoint_every: int = 200
+    log_every: int = 10
+    hflip: bool = True
+    progress: bool = True
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng_state(py: random.Random) -> dict[str, Any]:
+    import torch
+
+    st: dict[str, Any] = {"python": py.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # pragma: no cover - no GPU here
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(py: random.Random, st: dict[str, Any]) -> None:
+    import torch
+
+    py.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():  # pragma: no cover
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _lr_factor(recipe: TrainRecipe, step: int, total: int) -> float:
+    f = 1.0
+    for m in recipe.lr_milestones:
+        if total > 0 and step >= m * total:
+            f *= recipe.lr_gamma
+    return f
+
+
+def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
+    """Train (or resume) with ``recipe``; writes OUT/checkpoint.pth.tar, OUT/log.jsonl, OUT/summary.json."""
+    import torch
+
+    from baselines import checkpoint as ck
+    from gfvc.devices import resolve_device
+    from s2d_model.data import PairDataset
+
+    device = resolve_device(opts.device)
+    recipe.device = device
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if opts.batch < 1 or opts.steps < 0:
+        raise ConfigError("--batch must be >= 1 and --steps >= 0")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    py_rng = random.Random(opts.seed)
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    data = PairDataset(opts.data, recipe.config.image_size, None)
+    modules = {k: m.to(device) for k, m in recipe.build().items()}
+    lr = opts.lr or recipe.lr
+    opt_map = recipe.optimizers()
+    for key, names in opt_map.items():
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            raise ConfigError(f"recipe {recipe.model}: optimiser {key} names unknown modules {unknown}")
+    optims = {key: torch.optim.Adam([p for n in names for p in modules[n].parameters()], lr=lr, betas=recipe.betas)
+              for key, names in opt_map.items()}
+    d_keys = set(recipe.discriminator_optimizers())
+    step, wall_before = 0, 0.0
+    if opts.resume:
+        state = ck.read_torch_file(Path(opts.resume), f"{recipe.model} training checkpoint")
+        meta = state.get(ck.META_KEY) if isinstance(state, dict) else None
+        if not isinstance(meta, dict) or meta.get("model") != recipe.model or "gfvc_train" not in state:
+            raise ModelMismatch(f"--resume {opts.resume}: not a `gfvc train {recipe.model}` training checkpoint "
+                                f"(use OUT/{TRAIN_CHECKPOINT} of an earlier run)")
+        from baselines.base import BaselineConfig
+
+        if BaselineConfig.from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
+            raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
+                                f"({meta['config'].get('name')}); pass the same configuration")
+        for name, m in modules.items():
+            ck.load_strict(m, state[name], model=recipe.model, name=name, source=str(opts.resume))
+        for key, o in optims.items():
+            o.load_state_dict(state[key])
+        step = int(state["gfvc_train"]["step"])
+        wall_before = float(state["gfvc_train"].get("wall_seconds", 0.0))
+        _set_rng_state(py_rng, state["gfvc_train"]["rng"])
+    t0 = time.time()
+
+    def record(final: bool = False) -> dict[str, Any]:
+        return {"steps": step, "target_steps": opts.steps, "batch": opts.batch, "lr": lr, "seed": opts.seed,
+                "device": device, "wall_seconds": round(wall_before + time.time() - t0, 1),
+                "data": data.describe(), "losses": recipe.losses_info(), "final": final, **opts.extra_meta}
+
+    def save(final: bool = False) -> Path:
+        extra: dict[str, Any] = {key: o.state_dict() for key, o in optims.items()}
+        extra["epoch"] = step
+        extra["gfvc_train"] = {"step": step, "rng": _rng_state(py_rng),
+                               "wall_seconds": wall_before + time.time() - t0}
+        meta = {"model": recipe.model, "config": recipe.config.to_dict(), "training": record(final)}
+        return ck.save_checkpoint(out / TRAIN_CHECKPOINT, modules, meta, extra=extra)
+
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=opts.steps, initial=step, desc=f"{recipe.model}", unit="step", mininterval=5)
+    for m in modules.values():
+        m.train()
+    last: dict[str, float] = {}
+    stopped_early = False
+    log_path = out / "log.jsonl"
+    while step < opts.steps:
+        f = _lr_factor(recipe, step, opts.steps)
+        for o in optims.values():
+            for g in o.param_groups:
+                g["lr"] = lr * f
+        raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
+        batch = {k: v.to(device) for k, v in raw.items()}
+        terms, cache = recipe.generator_losses(modules, batch, step)
+        loss_g = sum(terms.values()) if terms else torch.zeros((), device=device)
+        for key, o in optims.items():
+            if key not in d_keys:
+                o.zero_grad(set_to_none=True)
+        loss_g.backward()
+        for key, o in optims.items():
+            if key not in d_keys:
+                o.step()
+        d_terms: dict[str, Any] = {}
+        if d_keys:
+            d_terms = recipe.discriminator_losses(modules, batch, cache, step)
+            if d_terms:
+                loss_d = sum(d_terms.values())
+                for key in d_keys:
+                    optims[key].zero_grad(set_to_none=True)
+                loss_d.backward()
+                for key in d_keys:
+                    optims[key].step()
+        step += 1
+        if not torch.isfinite(loss_g):
+            raise ConfigError(f"{recipe.model} training diverged at step {step} (loss {float(loss_g)}); "
+                              "lower --lr or check the data")
+        last = {k: float(v.detach()) for k, v in terms.items()}
+        last.update({f"d.{k}": float(v.detach()) for k, v in d_terms.items()})
+        last["total_g"] = float(loss_g.detach())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(g=f"{last['total_g']:.3f}", refresh=False)
+        if step % opts.log_every == 0 or step == opts.steps:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"step": step, "time": round(wall_before + time.time() - t0, 2),
+                                     "lr": lr * f, **last}) + "\n")
+        if step % opts.checkpoint_every == 0:
+            save()
+        if opts.max_minutes is not None and (time.time() - t0) / 60 >= opts.max_minutes:
+            stopped_early = step < opts.steps
+            break
+    if bar is not None:
+        bar.close()
+    path = save(final=not stopped_early)
+    summary = {"model": recipe.model, "config": recipe.config.name, "fingerprint": recipe.config.fingerprint(),
+               **record(not stopped_early), "stopped_early_by_time": stopped_early, "final_losses": last,
+               "checkpoint": str(path.resolve())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def export(train_checkpoint: Path, out: Path, model: str, modules: tuple[str, ...], fp16: bool = True,
+           meta: dict[str, Any] | None = None) -> Path:
+    """Inference checkpoint: the inference modules of a training checkpoint (official layout + "gfvc")."""
+    from baselines import checkpoint as ck
+
+    st = ck.read_torch_file(Path(train_checkpoint), f"{model} training checkpoint")
+    m = st.get(ck.META_KEY) if isinstance(st, dict) else None
+    if not isinstance(m, dict) or m.get("model") != model:
+        raise ModelMismatch(f"{train_checkpoint}: not a `gfvc train {model}` checkpoint")
+    missing = [n for n in modules if n not in st]
+    if missing:
+        raise InputError(f"{train_checkpoint}: no module(s) {missing} to export")
+    info = {"model": model, "config": m["config"], "training": m.get("training"), **(meta or {})}
+    return ck.save_checkpoint(Path(out), {n: st[n] for n in modules}, info, extra={"epoch": st.get("epoch", 0)},
+                              fp16=fp16)
