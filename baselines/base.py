@@ -125,6 +125,15 @@ class BaselineCodec(GenerativeCodec):
         -> frames (N, 3, H, W) in [0, 1] and extras {name: (N, ...)}."""
 
     @classmethod
+    def named_configs(cls) -> dict[str, BaselineConfig]:
+        """Configurations selectable by name (``gfvc train CODEC --config NAME``).
+
+        At least ``official`` (the released checkpoint's) and ``demo`` (small
+        widths at 128x128 for the CPU demo checkpoint).
+        """
+        return {"official": cls.official_config()}
+
+    @classmethod
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
         """Build the configuration from the official repository's YAML config (``model_params``...).
 

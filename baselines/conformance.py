@@ -46,7 +46,7 @@ class VectorModel:
 VECTOR_MODELS: Registry[type[VectorModel]] = Registry("conformance model", entry_point_group="gfvc.conformance")
 
 # Modules whose import registers the suite's runners.
-BUILTIN_VECTOR_MODULES: list[str] = []
+BUILTIN_VECTOR_MODULES: list[str] = ["baselines.registry"]
 
 
 def register_vector_model(name: str) -> Callable[[type[VectorModel]], type[VectorModel]]:

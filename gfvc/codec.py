@@ -190,6 +190,7 @@ BUILTIN_CODEC_MODULES: list[str] = [
     "anchors.vtm",
     "gfvc.codecs.keyframe_repeat",
     "s2d_model.codec",
+    "baselines.registry",
 ]
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gfvc.errors import ConfigError, InputError, ModelMismatch
+from gfvc.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -92,6 +93,9 @@ class TrainRecipe(abc.ABC):
 
     def losses_info(self) -> dict[str, Any]:
         return {}
+
+
+RECIPES: "Registry[type[TrainRecipe]]" = Registry("training recipe")
 
 
 @dataclass
