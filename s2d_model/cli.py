@@ -30,6 +30,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this wall time")
     t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint's model weights (fine-tuning; fresh optimisers and discriminator)")
+    t.add_argument("--source-variants", type=Path, default=None,
+                   help="intra-coded training frames SDIR/<video>/<tag>/NNNNN.png (used with the config's "
+                        "train.source_degradation)")
     t.add_argument("--export", type=Path, default=None, help="also write the fp16 inference checkpoint here")
     t.add_argument("--model-id", default=None, help="model id stored in bitstreams (with --export)")
     t.add_argument("--vertex-targets", default=None, help="what the vertex targets are (recorded with --export)")
@@ -53,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
         config=args.config, data=args.data, out=args.out, vertices=args.vertices, steps=args.steps,
         resume=args.resume, batch=args.batch, lr=args.lr, device=args.device, amp=args.amp, seed=args.seed,
         threads=args.threads, progress=not args.no_progress, max_minutes=args.max_minutes,
-        checkpoint_every=args.checkpoint_every))
+        checkpoint_every=args.checkpoint_every, init=args.init, source_variants=args.source_variants))
     if args.export:
         meta = {k: v for k, v in (("model_id", args.model_id), ("vertex_targets", args.vertex_targets)) if v}
         export_model(Path(summary["checkpoint"]), args.export, meta=meta)

@@ -118,6 +118,15 @@ class TrainConfig:
     checkpoint_every: int = 500
     num_workers: int = 0
     hflip: bool = True
+    # Augmentations (0 = off; recorded with the config in every checkpoint):
+    # affine_augment: strength of one random similarity transform applied to both frames of a pair
+    #   (shift up to 10%, scale up to 10%, rotation up to 5 degrees at strength 1) -- more poses and
+    #   positions than a short training clip holds;
+    # source_degradation: probability that the source (key) frame is replaced by an intra-coded
+    #   version of itself (``--source-variants``), so the generator learns from key frames as the
+    #   decoder sees them (4:2:0, quantised) instead of only pristine RGB frames.
+    affine_augment: float = 0.0
+    source_degradation: float = 0.0
 
 
 @dataclass

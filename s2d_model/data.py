@@ -9,6 +9,18 @@ Optional vertex targets (``--vertices VDIR``): ``VDIR/<video>.npy`` of shape
 (T, 10475, 2), or ``VDIR/<video>/<frame index:05d>.npy`` of shape (10475, 2);
 coordinates are normalised image coordinates (x, y) in [-1, 1]. Frames
 without a target contribute nothing to the vertex loss.
+
+Optional source variants (``--source-variants SDIR``): ``SDIR/<video>/<tag>/<frame
+index:05d>.png`` (e.g. tag ``qp42``), the training frames as the decoder sees a
+key frame after intra coding (``python -m s2d_model.demo_data --variants``).
+With ``source_degradation`` p > 0 the source frame of a pair is replaced, with
+probability p, by one of its variants chosen uniformly; the driving frame (the
+target) stays pristine.
+
+``affine_augment`` s > 0 applies one random similarity transform (shift up to
+10 %, scale up to 10 %, rotation up to 5 degrees, each times s; border
+replicated) to both frames of a pair and to the vertex target, so a short clip
+yields more head positions than it holds.
 """
 from __future__ import annotations
 
@@ -53,8 +65,21 @@ class PairDataset:
     """Random (source, driving) frame pairs from the same video, uint8 -> float tensors in [0, 1]."""
 
     def __init__(self, root: Path, image_size: int, vertices: Path | None = None, num_vertices: int = 10475,
-                 cache_videos: int = 8) -> None:
+                 cache_videos: int = 8, source_variants: Path | None = None, source_degradation: float = 0.0,
+                 affine_augment: float = 0.0) -> None:
         self.root = Path(root)
+        self.variant_root = Path(source_variants) if source_variants else None
+        if self.variant_root is not None and not self.variant_root.is_dir():
+            raise InputError(f"{self.variant_root}: source-variant folder does not exist")
+        if not 0.0 <= source_degradation <= 1.0:
+            raise InputError(f"source_degradation must be a probability in [0, 1], got {source_degradation}")
+        if source_degradation > 0 and self.variant_root is None:
+            raise InputError("source_degradation > 0 needs --source-variants DIR (intra-coded training frames)")
+        if affine_augment < 0:
+            raise InputError(f"affine_augment must be >= 0, got {affine_augment}")
+        self.source_degradation = float(source_degradation)
+        self.affine_augment = float(affine_augment)
+        self._variants: dict[str, list[np.ndarray]] = {}
         self.videos = list_videos(self.root)
         self.image_size = image_size
         self.vertex_root = Path(vertices) if vertices else None
@@ -103,6 +128,26 @@ class PairDataset:
             return arr
         return None
 
+    def _source_variants(self, v: VideoEntry, n: int) -> list[np.ndarray]:
+        """All coded variants of a video's frames: list of (T, H, W, 3) arrays, one per tag folder."""
+        if v.name not in self._variants:
+            from gfvc.video import read_png_folder
+
+            assert self.variant_root is not None
+            base = self.variant_root / v.name
+            tags = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+            if not tags:
+                raise InputError(f"{base}: no source variants (expected {base}/<tag>/00000.png ...)")
+            arrs = []
+            for t in tags:
+                a = read_png_folder(t)
+                if a.shape[0] != n or a.shape[1:3] != (self.image_size, self.image_size):
+                    raise InputError(f"{t}: {a.shape[0]} frames of {a.shape[2]}x{a.shape[1]}, expected {n} of "
+                                     f"{self.image_size}x{self.image_size} like {v.path}")
+                arrs.append(a)
+            self._variants[v.name] = arrs
+        return self._variants[v.name]
+
     def sample(self, rng: random.Random, hflip: bool = False) -> dict[str, np.ndarray]:
         v = self.videos[rng.randrange(len(self.videos))]
         frames, verts = self._load(v)
@@ -111,6 +156,9 @@ class PairDataset:
             raise InputError(f"{v.path}: a training video needs at least 2 frames")
         i, j = rng.sample(range(n), 2)
         src, drv = frames[i], frames[j]
+        if self.source_degradation > 0 and rng.random() < self.source_degradation:
+            variants = self._source_variants(v, n)
+            src = variants[rng.randrange(len(variants))][i]
         vt = np.zeros((self.num_vertices, 2), np.float32)
         valid = 0.0
         if verts is not None and np.isfinite(verts[j]).all():
@@ -129,11 +177,22 @@ class PairDataset:
         def img(key: str) -> "torch.Tensor":
             return torch.from_numpy(np.stack([it[key] for it in items])).permute(0, 3, 1, 2).float() / 255.0
 
-        return {"source": img("source"), "driving": img("driving"),
-                "vertices": torch.from_numpy(np.stack([it["vertices"] for it in items])),
-                "valid": torch.from_numpy(np.array([it["valid"] for it in items], np.float32))}
+        out = {"source": img("source"), "driving": img("driving"),
+               "vertices": torch.from_numpy(np.stack([it["vertices"] for it in items])),
+               "valid": torch.from_numpy(np.array([it["valid"] for it in items], np.float32))}
+        if self.affine_augment > 0:
+            out = _affine_augment(out, rng, self.affine_augment)
+        return out
 
     def describe(self) -> dict[str, Any]:
+        d = self._describe()
+        if self.variant_root is not None:
+            d["source_variants"] = str(self.variant_root.resolve())
+        d["source_degradation"] = self.source_degradation
+        d["affine_augment"] = self.affine_augment
+        return d
+
+    def _describe(self) -> dict[str, Any]:
         """What the model was trained on (stored in checkpoints; no frame data)."""
         h = hashlib.sha256()
         for v in self.videos:
@@ -141,3 +200,29 @@ class PairDataset:
         return {"root": str(self.root.resolve()), "videos": len(self.videos),
                 "names_sha256": h.hexdigest(), "vertices": str(self.vertex_root.resolve()) if self.vertex_root else None,
                 "image_size": self.image_size}
+
+
+def _affine_augment(b: dict[str, Any], rng: random.Random, strength: float) -> dict[str, Any]:
+    """One random similarity per pair, applied to source, driving and the driving frame's vertices."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n = b["source"].shape[0]
+    theta = torch.zeros(n, 2, 3)
+    for k in range(n):
+        s = 1.0 + strength * 0.1 * (2 * rng.random() - 1)
+        a = math.radians(strength * 5.0 * (2 * rng.random() - 1))
+        tx, ty = (strength * 0.2 * (2 * rng.random() - 1) for _ in range(2))  # 10 % of the width = 0.2 in [-1, 1]
+        c, si = math.cos(a) / s, math.sin(a) / s
+        theta[k] = torch.tensor([[c, -si, tx], [si, c, ty]])
+    out = dict(b)
+    for key in ("source", "driving"):
+        grid = F.affine_grid(theta, list(b[key].shape), align_corners=False)
+        out[key] = F.grid_sample(b[key], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # grid maps output p to input theta @ [p, 1]; a vertex at input x lands at p = L^-1 (x - t).
+    lin, t = theta[:, :, :2], theta[:, :, 2]
+    v = b["vertices"]
+    out["vertices"] = torch.linalg.solve(lin, (v - t[:, None, :]).transpose(1, 2)).transpose(1, 2).contiguous()
+    return out

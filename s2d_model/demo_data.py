@@ -5,7 +5,13 @@ via :func:`tools.demo.demo_frames`) and ``OUT/vertices/carphone.npy``
 (80, 10475, 2) PROXY vertex targets (see :mod:`s2d_model.proxy_vertices`;
 the reference frame is the first training frame).
 
-    python -m s2d_model.demo_data OUT
+    python -m s2d_model.demo_data OUT [--variants]
+
+``--variants`` also writes ``OUT/variants/carphone/qpNN/00000.png ...``: every
+training frame coded as one intra picture exactly as the demo condition codes
+key frames (VVenC through the bundled ffmpeg, YUV 4:2:0, BT.601 limited range)
+at QPs 22, 27, ..., 52 and decoded back to RGB -- the key frames the decoder
+really sees (``gfvc train s2d --source-variants OUT/variants``).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import numpy as np
 
 TRAIN_FIRST, TRAIN_COUNT = 40, 80   # frames 40..119; the demo test frames are 0..31
 TEST_FRAMES = range(0, 32)
+VARIANT_QPS = (22, 27, 32, 37, 42, 47, 52)
 
 
 def prepare_demo_data(out: Path) -> dict:
@@ -39,5 +46,33 @@ def prepare_demo_data(out: Path) -> dict:
     return desc
 
 
+def prepare_source_variants(out: Path, qps: tuple[int, ...] = VARIANT_QPS) -> dict:
+    """Intra-coded versions of the training frames, one folder per QP (see module docstring)."""
+    import tempfile
+
+    from anchors import intra
+    from gfvc.codec import Environment
+    from gfvc.video import write_png_folder
+    from test_conditions import load_condition
+    from tools.demo import demo_frames
+
+    cond = load_condition("demo")
+    g = cond.generative
+    kw = {"coder": g.key_frame_coder, "chroma": g.key_frame_chroma, "condition": cond, "env": Environment()}
+    frames = demo_frames(TRAIN_FIRST, TRAIN_COUNT)
+    h, w = frames.shape[1:3]
+    for qp in qps:
+        dec = []
+        with tempfile.TemporaryDirectory(prefix="gfvc-variants-") as td:
+            for f in frames:
+                r = intra.encode_intra(f, qp, workdir=Path(td), **kw)
+                dec.append(intra.decode_intra(r.payload, width=w, height=h, workdir=Path(td), **kw))
+        write_png_folder(Path(out) / "variants" / "carphone" / f"qp{qp}", np.stack(dec))
+    return {"variants": [f"qp{q}" for q in qps], "coder": g.key_frame_coder, "chroma": g.key_frame_chroma}
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(prepare_demo_data(Path(sys.argv[1])), indent=2))
+    desc = prepare_demo_data(Path(sys.argv[1]))
+    if "--variants" in sys.argv[2:]:
+        desc.update(prepare_source_variants(Path(sys.argv[1])))
+    print(json.dumps(desc, indent=2))

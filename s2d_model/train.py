@@ -54,6 +54,8 @@ class TrainOptions:
     progress: bool = True
     max_minutes: float | None = None   # stop (with a checkpoint) after this wall time
     checkpoint_every: int | None = None
+    source_variants: Path | None = None   # intra-coded training frames (see s2d_model.data)
+    init: Path | None = None   # start the generator side from this (exported or training) checkpoint
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,7 +134,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     torch.manual_seed(opts.seed + rank)
     np.random.seed(opts.seed + rank)
 
-    data = PairDataset(opts.data, cfg.image_size, opts.vertices, cfg.vertex.num_vertices)
+    data = PairDataset(opts.data, cfg.image_size, opts.vertices, cfg.vertex.num_vertices,
+                       source_variants=opts.source_variants, source_degradation=tc.source_degradation,
+                       affine_augment=tc.affine_augment)
     model = Sparse2Dense(cfg).to(device)
     disc = MultiScaleDiscriminator(cfg).to(device)
     perceptual = L.PerceptualLoss(cfg.loss.pyramid_scales).to(device)
@@ -142,7 +146,18 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step = 0
     wall_before = 0.0
+    init_info = None
+    if opts.init is not None:
+        if state is not None:
+            raise ConfigError("--init and --resume exclude each other: --resume continues a run, --init starts one")
+        from gfvc.video import sha256_file
+
+        init_model, init_meta = load_model(Path(opts.init), cfg)
+        model.load_state_dict(init_model.state_dict())
+        init_info = {"path": str(opts.init), "sha256": sha256_file(Path(opts.init)),
+                     "step": init_meta["meta"].get("step"), "wall_seconds": init_meta["meta"].get("wall_seconds")}
     if state is not None:
+        init_info = state.get("init")
         model.load_state_dict(state["model"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
@@ -171,7 +186,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "scaler": scaler.state_dict() if use_amp else None, "rng": _rng_state(py_rng),
             "data": data.describe(), "perceptual": perceptual.name, "batch": batch, "lr": lr,
-            "wall_seconds": wall_before + (time.time() - t0), "meta": opts.extra_meta,
+            "wall_seconds": wall_before + (time.time() - t0), "meta": opts.extra_meta, "init": init_info,
         }, path)
 
     log_path = out / "log.jsonl"
@@ -243,7 +258,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     summary = {"config": cfg.name, "fingerprint": cfg.fingerprint(), "step": step, "target_steps": total_steps,
                "stopped_early_by_time": stopped_early, "wall_seconds": round(wall_before + time.time() - t0, 1),
                "perceptual": perceptual.name, "final_losses": last, "batch": batch, "lr": lr,
-               "data": data.describe(), "checkpoint": str((out / "checkpoint.pt").resolve())}
+               "data": data.describe(), "init": init_info, "checkpoint": str((out / "checkpoint.pt").resolve())}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -265,7 +280,7 @@ def export_model(train_checkpoint: Path, out: Path, fp16: bool = True, meta: dic
     if st.get("format") != TRAIN_FORMAT:
         raise ModelMismatch(f"{train_checkpoint}: not a `gfvc train s2d` checkpoint")
     cfg = config_from_dict(st["config"], name=st["config"].get("name", "exported"))
-    info = {"step": st["step"], "perceptual": st["perceptual"], "data": st["data"],
+    info = {"step": st["step"], "perceptual": st["perceptual"], "data": st["data"], "init": st.get("init"),
             "wall_seconds": st.get("wall_seconds"), "batch": st.get("batch"), "lr": st.get("lr"), **(meta or {})}
     return write_model_checkpoint(st["model"], cfg, out, fp16=fp16, meta=info)
 
