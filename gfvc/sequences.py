@@ -24,7 +24,8 @@ import yaml
 from gfvc.codec import Sequence
 from gfvc.errors import ChecksumError, ConfigError, InputError
 from gfvc.fileio import atomic_write_text, read_yaml_mapping
-from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, sha256_file
+from gfvc.video import (read_container, read_png_folder, read_rgb_planar, read_yuv420, refuse_viewing_copy,
+                        sha256_file)
 
 Format = Literal["rgb", "yuv420p", "png", "container", "builtin"]
 MANIFEST_SCHEMA = 1
@@ -142,6 +143,7 @@ def _read_all(entry: SequenceEntry, data_dir: Path | None, frames: int | None) -
         return read_yuv420(p, entry.width, entry.height, frames)
     if entry.format == "png":
         return read_png_folder(p, frames)
+    refuse_viewing_copy(p, f"sequence {entry.name!r}")
     return read_container(p, frames)[0]
 
 

@@ -5,6 +5,7 @@ Public API (docs/metrics.md, INTERFACES.md):
     evaluate(spec, ref, dist, *, fps, ref_key=None, cache_dir=None, weights_dir=None) -> dict
     protocol(spec) -> dict
     missing_weights(spec, weights_dir=None) -> list[str]
+    ensure_weights(spec, weights_dir=None) -> dict[str, str]
     weights.status(weights_dir=None) -> list[WeightStatus]
     LOWER_IS_BETTER: dict[str, bool]
 
@@ -25,7 +26,8 @@ from gfvc.errors import InputError, UnknownName, WeightsError
 from metrics import weights
 from metrics.classic import PSNR_CAP_DB, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 
-__all__ = ["evaluate", "protocol", "missing_weights", "weights", "LOWER_IS_BETTER", "METRIC_VALUES"]
+__all__ = ["evaluate", "protocol", "missing_weights", "ensure_weights", "weights", "LOWER_IS_BETTER",
+           "METRIC_VALUES"]
 
 LOWER_IS_BETTER: dict[str, bool] = {
     "psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True,
@@ -39,6 +41,9 @@ BATCH_FRAMES = 4
 
 
 def _check_names(spec: Any) -> None:
+    dup = next((n for i, n in enumerate(spec.names) if n in spec.names[:i]), None)
+    if dup is not None:
+        raise InputError(f"metric {dup!r} is listed twice in {list(spec.names)}")
     for n in spec.names:
         if n not in METRIC_VALUES:
             close = difflib.get_close_matches(n, list(METRIC_VALUES), n=2)
@@ -109,6 +114,27 @@ def missing_weights(spec: Any, weights_dir: Path | None = None) -> list[str]:
         if not st.verified:
             lines.append(f"fvd: {f} (sha256 {st.sha256_expected}) {st.reason}; {weights.how_to_get(weights.get(f))}")
     return lines
+
+
+def ensure_weights(spec: Any, weights_dir: Path | None = None) -> dict[str, str]:
+    """Make the learned metrics' weight files available here; {metric: reason} for those that are not.
+
+    Missing hub files are downloaded (verified) unless GFVC_OFFLINE is set; a
+    failure is remembered by :mod:`metrics.weights`, so calling this once before
+    a run means every job gets the same one-line reason without retrying.
+    """
+    _check_names(spec)
+    reasons: dict[str, str] = {}
+    needed = list(_needed_files(spec))
+    if "fvd" in spec.names:
+        needed.append(("fvd", (_detector_file(spec),)))
+    for metric, files in needed:
+        for f in files:
+            try:
+                weights.locate(f, weights_dir)
+            except WeightsError as e:
+                reasons.setdefault(metric, str(e))
+    return reasons
 
 
 def _entry(value: float | None, name: str, status: str = "ok", reason: str = "") -> dict[str, Any]:

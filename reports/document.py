@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import jinja2
 
+from gfvc.fileio import atomic_write_text
 from reports import plots, tables
 from reports.model import PLOT_AXIS, ReportModel, build_model, load_run, metric_label
 
@@ -191,7 +192,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         tables.write_xlsx(model, out / "report.xlsx")
         paths["xlsx"] = out / "report.xlsx"
     if "json" in fmts:
-        (out / "summary.json").write_text(json.dumps(tables.summary_json(model), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(tables.summary_json(model), indent=1, sort_keys=True) + "\n")
         paths["json"] = out / "summary.json"
     if "tex" in fmts:
         paths["tex"] = _write_tex(model, out / "tables.tex")
@@ -232,11 +233,11 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                                 "svg": f"{name}.svg" if "svg" in saved else ""})
     if "md" in fmts:
         ctx = context(model, figures={"list": figs_md, "notes": plot_notes})
-        (out / "report.md").write_text(render("report.md.j2", ctx))
+        atomic_write_text(out / "report.md", render("report.md.j2", ctx))
         paths["md"] = out / "report.md"
     if "html" in fmts:
         ctx = context(model, figures={"inline": html_figs, "sequences": seq_figs, "notes": plot_notes})
-        (out / "report.html").write_text(render("report.html.j2", ctx))
+        atomic_write_text(out / "report.html", render("report.html.j2", ctx))
         paths["html"] = out / "report.html"
     return paths
 
@@ -253,5 +254,5 @@ def _write_tex(model: ReportModel, path: Path) -> Path:
         parts.append(tables.tex_table(h, rows, f"Per-sequence BD-rate (%), Rate-{metric_label(m)}, vs {model.anchor}",
                                       f"tab:gfvc-bdrate-{m}"))
     notes = [f"% Metrics not computed: {metric_label(n.metric)}: {n.status}: {n.reason}" for n in model.notes.values()]
-    path.write_text("\n\n".join(parts + notes) + "\n")
+    atomic_write_text(path, "\n\n".join(parts + notes) + "\n")
     return path

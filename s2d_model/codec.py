@@ -114,7 +114,15 @@ class S2DCodec(GenerativeCodec):
         return self._sha
 
     def check(self) -> None:
+        """Checkpoint loads and its resolution is the condition's: fail once, before any job."""
         self.load()
+        w, h = self.resolution
+        c = self.condition
+        if (c.width, c.height) != (w, h):
+            raise ModelMismatch(
+                f"codec 's2d': checkpoint {self.checkpoint.name} (model {self.model_id()!r}) works at {w}x{h} but "
+                f"condition {c.name!r} is {c.width}x{c.height}: point $GFVC_S2D_CHECKPOINT at a checkpoint trained "
+                f"at {c.width}x{c.height} (docs/s2d.md), or run a condition at {w}x{h} (e.g. demo)")
 
     def load(self) -> None:
         if self._model is not None:

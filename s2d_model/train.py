@@ -58,11 +58,11 @@ class TrainOptions:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through gfvc.fileio.atomic_open (never half a checkpoint; the umask's file mode)."""
+    from gfvc.fileio import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _rng_state(py: random.Random) -> dict[str, Any]:

@@ -186,7 +186,13 @@ def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{file}: key {key!r}: expected a list, got {value!r}")
-        return tuple(_type_ok(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        items = tuple(_type_ok(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        # Every list of a condition is a set of choices (QPs, codecs, metrics): a repeat would
+        # run the same job twice at once in one folder, or count a metric twice.
+        dup = next((v for i, v in enumerate(items) if v in items[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"{file}: key {key!r}: {dup!r} is listed twice in {list(value)!r}")
+        return items
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: key {key!r}: expected a mapping, got {value!r}")
