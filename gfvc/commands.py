@@ -140,6 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
     check_output_dir(run_dir, what="run folder", create=not args.dry_run)
     env = _env_from_args(args)
+    if args.scheduler and not args.dry_run:  # a scheduler that does not answer: say so before any work
+        from gfvc.runner import connect_dask
+
+        connect_dask(args.scheduler).close()
     plan = plan_run(cond, run_dir, env, codecs=args.codecs,
                     manifest=Path(args.manifest) if args.manifest else None,
                     data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -184,9 +188,7 @@ def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
         for m, why in reasons.items():
             by_reason.setdefault(why, []).append(m.upper())
         parts = [f"{' and '.join(ms)}: {why}" for why, ms in by_reason.items()]
-        print(f"gfvc: these metrics will be recorded as not computed: {' | '.join(parts)} | fix: `gfvc weights "
-              "fetch` where there is internet (or GFVC_WEIGHTS_MIRROR=URL), then `gfvc weights install DIR` here; "
-              "`gfvc weights status` lists the files", file=sys.stderr)
+        print(f"gfvc: these metrics will be recorded as not computed: {' | '.join(parts)}", file=sys.stderr)
     return out
 
 

@@ -93,6 +93,11 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     reasons = metrics.ensure_weights(spec, args.weights_dir)  # downloads missing files unless --offline
     res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir)
     if args.json:
+        by_reason: dict[str, list[str]] = {}
+        for m, why in reasons.items():
+            by_reason.setdefault(why, []).append(m)
+        for why, ms in by_reason.items():  # stdout stays pure JSON; the reason once on stderr
+            print(f"gfvc: missing weights: {'/'.join(ms)} not computed: {why}", file=sys.stderr)
         print(json.dumps({"ref": str(args.ref), "dist": str(args.dist), "frames": int(ref.shape[0]),
                           "size": f"{ref.shape[2]}x{ref.shape[1]}", "results": res,
                           "viewing_copies": copies, "protocol": metrics.protocol(spec)}, indent=2, allow_nan=False))
@@ -109,9 +114,6 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
             why = r["reason"]
             print(f"  {name:7s} {'not computed':>12s}  {'(same as above)' if why in said else why}")
             said.add(why)
-    if reasons:
-        print("  fix for missing weights: `gfvc weights fetch` where there is internet (or GFVC_WEIGHTS_MIRROR=URL), "
-              "then `gfvc weights install DIR`")
     return 0
 
 

@@ -300,6 +300,10 @@ def failed_downloads() -> dict[str, str]:
     return out
 
 
+FETCH_FIX = ("fix: `gfvc weights fetch` where there is internet (or GFVC_WEIGHTS_MIRROR=URL), then "
+             "`gfvc weights install DIR` here; `gfvc weights status` lists the files")
+
+
 def how_to_get(w: WeightFile) -> str:
     if w.kind == "package":
         return (f"reinstall the '{w.package}' package (it ships {w.package_path}) or download {w.urls[0]} "
@@ -352,8 +356,10 @@ def locate(name: str, weights_dir: Path | None = None, *, fetch: bool | None = N
             except WeightsError as e:
                 _FAILED[w.name] = str(e)
                 raise
-        why = "download disabled (GFVC_OFFLINE=1 / --offline)" if (w.kind == "hub" and offline()) else st.reason
-        raise WeightsError(f"weight file {w.name} (sha256 {w.sha256}) is missing: {why}; {how_to_get(w)}")
+        if w.kind == "hub":
+            why = "download disabled (GFVC_OFFLINE=1 / --offline)" if offline() else "not found"
+            raise WeightsError(f"weight file {w.name} (sha256 {w.sha256[:16]}...) is missing: {why}; {FETCH_FIX}")
+        raise WeightsError(f"weight file {w.name} (sha256 {w.sha256}) is missing: {st.reason}; {how_to_get(w)}")
     raise WeightsError(f"weight file {w.name} at {st.path} is refused: {st.reason}; {how_to_get(w)}")
 
 
@@ -532,7 +538,7 @@ def download(w: WeightFile, dest: Path, *, timeout: float = CONNECT_TIMEOUT_S, p
             errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
             continue
         return target
-    raise WeightsError(f"could not download {w.name} (offline?): {'; '.join(errors)}")
+    raise WeightsError(f"could not download {w.name} (offline?): {'; '.join(errors)}; {FETCH_FIX}")
 
 
 class _Mismatch(Exception):

@@ -8,6 +8,9 @@ import pytest
 import yaml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests never download weight files (CI has no internet; a download would make a test slow and its
+# result depend on the network). tests/test_weights_fetch.py turns this off against a loopback server.
+os.environ.setdefault("GFVC_OFFLINE", "1")
 
 try:
     import torch

@@ -83,11 +83,13 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
                 write_yuv: bool = True) -> SequenceEntry:
-    from gfvc.video import refuse_viewing_copy
+    from gfvc.argtypes import warn
+    from gfvc.video import is_viewing_copy
 
     name = src.stem if src.is_file() else src.name
-    if src.is_file():
-        refuse_viewing_copy(src, "a test sequence made from it")
+    if src.is_file() and is_viewing_copy(src):
+        warn(f"{src} is a lossy viewing copy written by the suite (decoded output re-encoded with H.264), "
+             "not an original video")
     arr = read_container(src, frames)[0] if src.is_file() else read_png_folder(src, frames)
     if arr.shape[0] < frames:
         raise InputError(f"{src}: has {arr.shape[0]} frames, {frames} needed")
