@@ -25,8 +25,6 @@ from gfvc.codec import Codec, Environment
 from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
 from gfvc.video import sha256_file
 
-
-
 # --- timeouts -------------------------------------------------------------------
 
 def job_timeout(condition: Any, env: Any) -> float:
@@ -78,7 +76,7 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         lf.write(f"$ {' '.join(_quote(a) for a in argv)}\n")
         lf.flush()
         try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            proc = subprocess.run(argv, cwd=cwd, capture_output=True,
                                   stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired as e:
             out = _as_text(e.stdout) + _as_text(e.stderr)

@@ -32,8 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (AnchorCodec, check_qp, templated, check_size, file_sha256, read_yuv_file, run_tool,
-                            vvc_stream_info, write_planes)
+from anchors.common import (
+    AnchorCodec,
+    check_qp,
+    check_size,
+    file_sha256,
+    read_yuv_file,
+    run_tool,
+    templated,
+    vvc_stream_info,
+    write_planes,
+)
 from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
 from gfvc.errors import ExternalToolError, InputError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb, yuv444_to_rgb

@@ -33,7 +33,23 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (AnchorCodec, FfmpegInfo, check_qp, templated, check_size, ffmpeg_exe, ffmpeg_info, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info, write_planes, VvcStreamInfo, Y4M)
+from anchors.common import (
+    Y4M,
+    AnchorCodec,
+    FfmpegInfo,
+    VvcStreamInfo,
+    check_qp,
+    check_size,
+    ffmpeg_exe,
+    ffmpeg_info,
+    fps_arg,
+    read_y4m,
+    run_tool,
+    templated,
+    to_8bit,
+    vvc_stream_info,
+    write_planes,
+)
 from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
 from gfvc.errors import ExternalToolError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb

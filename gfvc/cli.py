@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gfvc import __version__
 from gfvc.argtypes import Parser, apply_offline

@@ -146,7 +146,7 @@ class Environment:
     models: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def replace(self, **kw: Any) -> "Environment":
+    def replace(self, **kw: Any) -> Environment:
         return dataclasses.replace(self, **kw)
 
 
@@ -175,7 +175,7 @@ class Codec(abc.ABC):
     family: ClassVar[Family] = "anchor"
     description: ClassVar[str] = ""
 
-    def __init__(self, condition: "Condition", env: Environment | None = None) -> None:
+    def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         self.condition = condition
         self.env = env or Environment()
 
@@ -196,7 +196,11 @@ class Codec(abc.ABC):
         """Decode a bitstream written by :meth:`encode`."""
 
     def check(self) -> None:
-        """Raise NotAvailable (with what to do) if the codec cannot run here."""
+        """Raise NotAvailable (with what to do) if the codec cannot run here.
+
+        The default finds nothing missing (codecs without binaries or weights).
+        """
+        return None
 
     def decoder_description(self) -> str:
         """The program or model that decodes (named by `gfvc decode`)."""

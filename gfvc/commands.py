@@ -152,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(plan)
     weights = _prepare_weights(cond, env)
     write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
-    todo, kept = [], []
+    todo: list[Any] = []
+    kept: list[Any] = []
     for j in plan.jobs:
         rec = None if args.force else valid_record(j)
         (kept if rec else todo).append(rec or j)
@@ -314,18 +315,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     from test_conditions import builtin_conditions, load_condition
 
     load_builtin_codecs()
-    conds = {}
+    conds: dict[str, dict[str, str]] = {}
     for name, path in builtin_conditions().items():
-        c = load_condition(path)
-        conds[name] = {"version": c.version, "description": " ".join(c.description.split()), "file": str(path)}
+        cond = load_condition(path)
+        conds[name] = {"version": cond.version, "description": " ".join(cond.description.split()),
+                       "file": str(path)}
     codecs = {n: {"family": CODECS.get(n).family, "description": CODECS.get(n).description,
                   "origin": CODECS.origin(n)} for n in CODECS.names()}
     try:
         import metrics
 
         # exactly the names that metrics.names / --metrics accept, with the values each one records
-        mets = {n: {"values": list(vals), "lower_is_better": metrics.LOWER_IS_BETTER[vals[0]]}
-                for n, vals in metrics.METRIC_VALUES.items()}
+        mets: dict[str, dict[str, Any]] = {
+            n: {"values": list(vals), "lower_is_better": metrics.LOWER_IS_BETTER[vals[0]]}
+            for n, vals in metrics.METRIC_VALUES.items()}
     except (ImportError, AttributeError):  # pragma: no cover
         mets = {}
     if args.json:
@@ -550,8 +553,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from gfvc.fileio import check_output_file, work_dir
     from gfvc.runner import make_codec
-    from gfvc.video import (WRITE_CONTAINER_SUFFIXES, check_video_output, video_format, write_video,
-                            write_yuv420_planes)
+    from gfvc.video import WRITE_CONTAINER_SUFFIXES, check_video_output, video_format, write_video, write_yuv420_planes
     from test_conditions import load_condition
 
     bs = Path(args.bitstream)

@@ -30,7 +30,6 @@ import yaml
 
 from gfvc.errors import ConfigError, OutputError
 
-
 # --- permissions ---------------------------------------------------------------------------
 
 def current_umask() -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from gfvc.errors import InputError
 from gfvc.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)

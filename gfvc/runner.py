@@ -18,9 +18,10 @@ import shutil
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -257,6 +258,7 @@ def decoder_plane_psnr(original: np.ndarray, planes: Any, condition: Condition) 
     from metrics.classic import yuv_psnr
 
     c = condition.colour
+    ref: tuple[np.ndarray, ...]
     if planes.chroma == "420":
         ref = rgb_to_yuv420(original, c.matrix, c.range, c.chroma_downsampling)
     else:
@@ -373,7 +375,8 @@ def connect_dask(address: str, timeout_s: float | None = None) -> Any:
         from gfvc.errors import NotAvailable
 
         raise NotAvailable("--scheduler needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
-    t = float(timeout_s if timeout_s is not None else os.environ.get("GFVC_DASK_CONNECT_TIMEOUT", DASK_CONNECT_TIMEOUT_S))
+    t = float(timeout_s if timeout_s is not None
+              else os.environ.get("GFVC_DASK_CONNECT_TIMEOUT", DASK_CONNECT_TIMEOUT_S))
     try:
         return Client(address, timeout=f"{t}s")
     except (OSError, TimeoutError, ValueError, TypeError) as e:
@@ -382,7 +385,8 @@ def connect_dask(address: str, timeout_s: float | None = None) -> Any:
                           "(`dask scheduler`) or fix --scheduler (e.g. tcp://HOST:8786)") from None
 
 
-def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None, finish: Callable[[dict[str, Any]], None]) -> None:
+def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None,
+                  finish: Callable[[dict[str, Any]], None]) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:

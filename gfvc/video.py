@@ -150,7 +150,8 @@ def rgb_to_yuv444(frames: np.ndarray, matrix: Matrix = "bt601", range_: Range = 
     return rnd(y), rnd(u), rnd(v)
 
 
-def yuv444_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: Matrix = "bt601", range_: Range = "limited") -> np.ndarray:
+def yuv444_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: Matrix = "bt601",
+                  range_: Range = "limited") -> np.ndarray:
     return _yuv_float_to_rgb(y.astype(np.float64), u.astype(np.float64), v.astype(np.float64), matrix, range_)
 
 
@@ -285,7 +286,7 @@ def is_viewing_copy(path: str | Path) -> bool:
     try:
         with av.open(str(path)) as c:
             meta = {str(k).lower(): str(v) for k, v in (c.metadata or {}).items()}
-    except av.error.FFmpegError:  # type: ignore[attr-defined]
+    except av.error.FFmpegError:
         return False
     return meta.get("comment", "").startswith(VIEWING_COPY_MARK)
 
@@ -315,7 +316,7 @@ def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndar
                 out.append(fr.to_ndarray(format="rgb24"))
                 if frames is not None and len(out) >= frames:
                     break
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+    except av.error.FFmpegError as e:
         raise InputError(f"{path}: cannot decode video: {e}") from None
     if not out:
         raise InputError(f"{path}: no video frames")
@@ -348,7 +349,7 @@ def write_container(path: str | Path, frames: np.ndarray, fps: float, crf: int =
                     c.mux(pkt)
             for pkt in st.encode():
                 c.mux(pkt)
-    except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, OSError) as e:
         raise OutputError(f"{path}: cannot write video: {e}") from None
 
 

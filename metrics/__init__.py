@@ -16,9 +16,11 @@ yields a number from random or unverified weights.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +201,10 @@ def _to_tensor(frames: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _chunk_features(model: Any, prep: Callable, frames: np.ndarray) -> Any:
+    return model.features(prep(_to_tensor(frames)))
+
+
 def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: Callable,
                 cache_dir: Path | None) -> float:
     """Mean per-frame score; reference features per chunk come from the cache when possible."""
@@ -210,7 +216,8 @@ def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: C
     with torch.inference_mode():
         for s in range(0, ref.shape[0], BATCH_FRAMES):
             e = min(s + BATCH_FRAMES, ref.shape[0])
-            fr = cache.cached(f"{key}|{s}:{e}", key, lambda: model.features(prep(_to_tensor(ref[s:e]))),
+            fr = cache.cached(f"{key}|{s}:{e}", key,
+                              functools.partial(_chunk_features, model, prep, ref[s:e]),
                               cache_dir, to_disk=cache.DISK_PERCEPTUAL)
             fd = model.features(prep(_to_tensor(dist[s:e])))
             scores.append(model.score(fr, fd).double())

@@ -68,7 +68,7 @@ def ssim_frames(ref_y: np.ndarray, dist_y: np.ndarray, data_range: float = 255.0
     g = torch.from_numpy(gaussian_window())
     gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
 
-    def filt(z: "torch.Tensor") -> "torch.Tensor":
+    def filt(z: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(z, gh), gv)
 
     c1 = (SSIM_K1 * data_range) ** 2
@@ -97,7 +97,7 @@ def _ssd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(d * d, axis=1)
 
 
-def yuv_psnr(ref: tuple[np.ndarray, np.ndarray, np.ndarray], dec: tuple[np.ndarray, np.ndarray, np.ndarray],
+def yuv_psnr(ref: tuple[np.ndarray, ...], dec: tuple[np.ndarray, ...],
              bit_depth: int = 8) -> dict[str, float | int | str]:
     """PSNR of 8-bit YUV planes as VTM's encoder log reports it, plus the JVET 6:1:1 YUV PSNR.
 

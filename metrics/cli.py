@@ -9,7 +9,7 @@ from pathlib import Path
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="score a decoded video against its original (PSNR, SSIM, DISTS, LPIPS, FVD)",
                        description="Score DIST against REF with the metric protocol of a test condition "
                                    "(default: the suite's default protocol). Missing weights are reported per "

@@ -470,7 +470,7 @@ def _probe(url: str, timeout: float) -> str:
         why = f"{host}: {box['error']}"
     else:
         addrs = box.get("addrs") or []
-        errors = []
+        errors: list[str] = []
         for family, kind, proto, _, addr in addrs:  # type: ignore[attr-defined]
             try:
                 with socket.socket(family, kind, proto) as sock:

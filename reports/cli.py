@@ -18,7 +18,7 @@ FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="BD-rate tables, RD plots and a contribution document for a run",
                        description="Write the report of RUN_DIR (default into RUN_DIR/report).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

@@ -8,11 +8,13 @@ with their reason in the results section, never hidden.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 
@@ -203,7 +205,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     img_fmts = [f for f in ("png", "svg") if f in fmts]
     # Markdown links PNG files, so it needs them even when png is not requested.
     file_fmts = img_fmts or (["png"] if "md" in fmts else [])
-    specs = []
+    specs: list[tuple[str, str, bool, Callable[[], Any]]] = []
     if keep:
         specs.append(("rd_average", "RD curves averaged over sequences (Figure 4 layout)", True,
                       lambda: plots.figure_average(model, keep)))
@@ -212,7 +214,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                       lambda: plots.figure_average(model, keep_ref)))
     for m in keep + keep_ref:
         specs.append((f"rd_sequences_{m}", f"Per-sequence RD curves, {PLOT_AXIS.get(m, (m,))[0]}", False,
-                      lambda m=m: plots.figure_sequences(model, m)))
+                      functools.partial(plots.figure_sequences, model, m)))
     figs_md: list[dict[str, str]] = []
     html_figs: list[dict[str, str]] = []
     seq_figs: list[dict[str, str]] = []

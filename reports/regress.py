@@ -71,7 +71,8 @@ def baseline_from_model(model: ReportModel, tolerance: float | None = None,
             "tolerance_pct": DEFAULT_TOLERANCE if tolerance is None else tolerance, "entries": entries}
 
 
-def select_metrics(entries: dict[str, dict[str, Any]], metrics: list[str] | None, where: str) -> dict[str, dict[str, Any]]:
+def select_metrics(entries: dict[str, dict[str, Any]], metrics: list[str] | None,
+                   where: str) -> dict[str, dict[str, Any]]:
     """The entries restricted to ``metrics`` (all when None); unknown names are refused."""
     if not metrics:
         return entries
@@ -135,6 +136,7 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
                 why = model.notes[metric].reason if metric in model.notes else "codec or metric missing from the run"
                 out.append(Check(codec, metric, base, None, "fail", f"no BD-rate now: {why}"))
             elif cur is None:
+                assert agg is not None  # pair exists, so its aggregate does
                 out.append(Check(codec, metric, base, agg.value, "fail",
                                  f"no complete BD-rate now: {agg.status}: {agg.reason}"))
             elif cur - base > tolerance:

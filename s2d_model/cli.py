@@ -12,7 +12,7 @@ from pathlib import Path
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (Sparse2Dense: `gfvc train s2d ...`)")
     models = p.add_subparsers(dest="model", metavar="MODEL")
     t = models.add_parser("s2d", help="train Sparse2Dense on a TED-Talk style folder",
@@ -30,7 +30,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     t.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    t.add_argument("--max-minutes", type=positive_float, default=None, help="stop with a checkpoint after this wall time")
+    t.add_argument("--max-minutes", type=positive_float, default=None,
+                   help="stop with a checkpoint after this wall time")
     t.add_argument("--checkpoint-every", type=positive_int, default=None)
     t.add_argument("--export", type=Path, default=None, help="also write the fp16 inference checkpoint here")
     t.add_argument("--model-id", default=None, help="model id stored in bitstreams (with --export)")

@@ -138,7 +138,7 @@ class Condition:
             p = base / p
         return p
 
-    def with_overrides(self, **kw: Any) -> "Condition":
+    def with_overrides(self, **kw: Any) -> Condition:
         """A copy with top-level fields replaced (validated like loaded data)."""
         d = self.to_dict()
         d.update(kw)
@@ -217,7 +217,8 @@ def _build(cls: Any, data: dict[str, Any], file: str, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{file}: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(names - {'source'}))})")
+        raise ConfigError(f"{file}: unknown key '{prefix}{unknown[0]}' "
+                          f"(allowed: {', '.join(sorted(names - {'source'}))})")
     kwargs = {k: _type_ok(hints[k], v, file, prefix + k) for k, v in data.items()}
     try:
         obj = cls(**kwargs)

@@ -50,8 +50,9 @@ def plugin_env(monkeypatch):
 @pytest.fixture
 def fake_intra(monkeypatch: pytest.MonkeyPatch):
     """Replace anchors.intra by test_generative.FakeIntra (fast, no ffmpeg) for generative-codec tests."""
-    import anchors.intra
     from test_generative import FakeIntra
+
+    import anchors.intra
 
     fake = FakeIntra()
     for fn in ("encode_intra", "decode_intra", "intra_provenance"):

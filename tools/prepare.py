@@ -78,7 +78,7 @@ def discover(inputs: list[Path], count: int | None, names: list[str] | None) -> 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)) for f in frames])
 
 
 def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
@@ -124,16 +124,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     entries = load_manifest(manifest) if manifest.exists() else []
     by_name = {e.name: e for e in entries}
     for i, src in enumerate(sources, 1):
-        e = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
+        entry = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
         # manifest paths are relative to the manifest's folder
-        rel = Path(out_dir.resolve() / e.file)
+        rel = Path(out_dir.resolve() / entry.file)
         try:
             rel = rel.relative_to(manifest.resolve().parent)
         except ValueError:
             pass
-        by_name[e.name] = SequenceEntry(**{**e.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
+        by_name[entry.name] = SequenceEntry(**{**entry.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
         write_manifest(manifest, list(by_name.values()),
-                       description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps)")
-        print(f"[{i}/{len(sources)}] {e.name}: {e.sha256[:16]}…", file=sys.stderr)
+                       description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, "
+                                   f"{args.size}x{args.size}, {args.fps:g} fps)")
+        print(f"[{i}/{len(sources)}] {entry.name}: {entry.sha256[:16]}…", file=sys.stderr)
     print(f"{manifest}: {len(by_name)} sequences")
     return 0
