@@ -185,11 +185,14 @@ def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
     for m, why in reasons.items():
         out[m] = {"status": "not_computed", "reason": why}
     if reasons:
+        from metrics.weights import FETCH_FIX
+
         by_reason: dict[str, list[str]] = {}
-        for m, why in reasons.items():
-            by_reason.setdefault(why, []).append(m.upper())
+        for m, why in reasons.items():  # the fix is the same for every file: said once, at the end
+            by_reason.setdefault(why.replace(f"; {FETCH_FIX}", ""), []).append(m.upper())
         parts = [f"{' and '.join(ms)}: {why}" for why, ms in by_reason.items()]
-        print(f"gfvc: these metrics will be recorded as not computed: {' | '.join(parts)}", file=sys.stderr)
+        fix = f" | {FETCH_FIX}" if any(FETCH_FIX in why for why in reasons.values()) else ""
+        print(f"gfvc: these metrics will be recorded as not computed: {' | '.join(parts)}{fix}", file=sys.stderr)
     return out
 
 

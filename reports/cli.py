@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("bdrate", help="BD-rate of your own RD data (CSV)",
-                       description="CSV columns: codec, sequence, rate_kbps and one column per metric.")
+                       description="CSV columns: codec, sequence, rate_kbps (or kbps, as in a report's "
+                                   "rd_data.csv) and one column per metric.")
     p.add_argument("csv", type=Path, metavar="CSV")
     p.add_argument("--anchor", required=True)
     p.add_argument("--test", required=True)

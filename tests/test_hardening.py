@@ -295,3 +295,14 @@ def test_missing_weights_are_said_once_per_run(small_condition, plugin_env, tmp_
     assert "see the note above" in cap.out
     assert np.all([r in json.loads((tmp_path / "r" / "run.json").read_text())["metric_weights"]
                    for r in ("dists", "lpips")])
+
+
+# --- the docs, as a new user runs them ------------------------------------------------------------
+
+def test_bdrate_reads_a_reports_own_rd_data_csv(golden_run, tmp_path, capsys):
+    """docs/reports.md: `gfvc bdrate CSV` on the rd_data.csv a report writes (column `kbps`)."""
+    assert main(["report", str(golden_run), "--format", "csv", "--out", str(tmp_path / "rep")]) == 0
+    capsys.readouterr()
+    assert main(["bdrate", str(tmp_path / "rep" / "rd_data.csv"), "--anchor", "vvenc", "--test", "s2d",
+                 "--metric", "dists"]) == 0
+    assert "mean of sequences" in capsys.readouterr().out
