@@ -69,13 +69,19 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# yuv_psnr fields of a record (docs/metrics.md) that results_table exposes as yuv_psnr_<key> columns
+YUV_PSNR_KEYS = ("y", "u", "v", "yuv_611", "yuv_vtm")
+
+
 def results_table(run_dir: Path, include_failed: bool = False):
     """All records of a run as a pandas DataFrame, one row per job.
 
     Columns: condition, condition_version, condition_fingerprint, codec,
     family, sequence, sequence_sha256, qp, rate_point, frames, fps, bits,
     kbps, status, one float column per metric value (NaN when not computed)
-    and ``<metric>_status`` / ``<metric>_reason`` columns.
+    and ``<metric>_status`` / ``<metric>_reason`` columns; when some record has
+    PSNR on the decoder's YUV planes (anchors), ``yuv_psnr_y/u/v/yuv_611/yuv_vtm``
+    (NaN for the others).
     """
     import pandas as pd
 
@@ -106,6 +112,9 @@ def results_table(run_dir: Path, include_failed: bool = False):
             row[f"{name}_status"] = m.get("status", "ok")
             if m.get("reason"):
                 row[f"{name}_reason"] = m["reason"]
+        for k, v in (r.get("yuv_psnr") or {}).items():  # anchors: PSNR as VTM's log reports it
+            if k in YUV_PSNR_KEYS:
+                row[f"yuv_psnr_{k}"] = float(v)
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:

@@ -177,7 +177,8 @@ def load_sequence(entry: SequenceEntry, frames: int, data_dir: Path | None = Non
                   verify: bool = True) -> Sequence:
     """Load the first ``frames`` frames of a sequence, verifying its sha256 first."""
     if frames > entry.frames:
-        raise InputError(f"sequence {entry.name!r} has {entry.frames} frames; the condition asks for {frames}")
+        raise InputError(f"sequence {entry.name!r} has {entry.frames} frames; the condition asks for {frames} "
+                         f"(pass --frames {entry.frames} or fewer)")
     raw = entry.format in ("rgb", "yuv420p")
     # Decoded formats are hashed over all decoded frames: decode once, hash, then slice.
     arr = _read_all(entry, data_dir, frames if (raw or not verify) else None)

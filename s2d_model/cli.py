@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--size", default=None, help="WxH for raw .rgb/.yuv input")
     o.add_argument("-o", "--output", required=True, type=Path, help="out.mp4 or a folder for PNGs")
     o.add_argument("--stride", type=positive_int, default=1, help="draw every n-th vertex")
+    o.add_argument("--fps", type=positive_float,
+                   help="frame rate of an .mp4/.mkv/.mov output (default: the input video's, else 25)")
     o.set_defaults(func=_overlay)
 
 
@@ -74,16 +76,23 @@ def _overlay(args: argparse.Namespace) -> int:
     import numpy as np
 
     from gfvc.errors import InputError
-    from gfvc.video import check_video_output, parse_size, read_video, write_video
+    from gfvc.video import check_video_output, parse_size, read_container, read_video, video_format, write_video
     from s2d_model.overlay import draw_vertices
 
     check_video_output(args.output, what="overlay output (-o)")
     size = parse_size(args.size) if args.size else None
-    frames = read_video(args.video, size=size)
+    fps, fps_from = (args.fps, "--fps") if args.fps else (25.0, "default; pass --fps")
+    if video_format(args.video) == "container":
+        frames, file_fps = read_container(args.video)
+        if not args.fps:
+            fps, fps_from = file_fps, "the input video"
+    else:
+        frames = read_video(args.video, size=size)
     if not args.vertices.is_file():
         raise InputError(f"{args.vertices}: no such vertices file")
     verts = np.load(args.vertices)
     out = draw_vertices(frames, verts, stride=args.stride)
-    write_video(args.output, out)  # by suffix: .mp4/.mkv/.mov viewing copy, .rgb/.yuv, or a PNG folder
-    print(f"wrote {len(out)} frames with vertices to {args.output}")
+    write_video(args.output, out, fps)  # by suffix: .mp4/.mkv/.mov viewing copy, .rgb/.yuv, or a PNG folder
+    rate = f" at {fps:g} fps ({fps_from})" if video_format(args.output, must_exist=False) == "container" else ""
+    print(f"wrote {len(out)} frames with vertices to {args.output}{rate}")
     return 0

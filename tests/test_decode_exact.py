@@ -192,3 +192,7 @@ def test_anchor_records_carry_vtm_style_psnr_on_the_decoder_planes(tmp_path):
     # the RGB-based PSNR-Y of the suite differs: it reads the planes after a round trip through RGB
     assert got["y"] != pytest.approx(rec["metrics"]["psnr_y"]["value"], abs=1e-6)
     assert is_viewing_copy(tmp_path / "run" / rec["artifacts"]["decoded_mp4"])
+    from gfvc.records import results_table
+
+    df = results_table(tmp_path / "run")  # the report reads them from here
+    assert df["yuv_psnr_y"].iloc[0] == got["y"] and df["yuv_psnr_yuv_611"].iloc[0] == got["yuv_611"]
