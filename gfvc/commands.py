@@ -151,7 +151,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(plan)
     weights = _prepare_weights(cond, env)
-    write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
+    run_json = write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
+    for name, history in (run_json.get("superseded") or {}).items():
+        if history and history[-1].get("replaced") == run_json["updated"]:
+            print(f"gfvc: codec {name} now runs with another binary, checkpoint or setting than before in this "
+                  "folder: its older records stay in records/ but reports use only the new ones "
+                  "(run.json: superseded)", file=sys.stderr)
     todo: list[Any] = []
     kept: list[Any] = []
     for j in plan.jobs:

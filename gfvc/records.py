@@ -69,6 +69,34 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def current_records_filter(run_dir: Path) -> Any:
+    """A predicate: is a record's codec provenance the one RUN_DIR/run.json names for that codec?
+
+    A rerun with another binary, checkpoint or setting writes new records (new
+    content keys) and replaces the codec's provenance in run.json; the older
+    records stay on disk (listed under ``superseded`` in run.json) but are not
+    results of the recorded run command, so reports leave them out. Records
+    without provenance, and runs without run.json, are all current.
+    """
+    from gfvc.runner import identity_provenance
+
+    try:
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        run = None
+    codecs = (run or {}).get("codecs") if isinstance(run, dict) else None
+    if not isinstance(codecs, dict):
+        return lambda record: True
+    want = {c: stable_hash(identity_provenance(p)) for c, p in codecs.items() if isinstance(p, dict)}
+
+    def current(record: dict[str, Any]) -> bool:
+        prov = (record.get("provenance") or {}).get("codec")
+        w = want.get(record.get("codec", ""))
+        return w is None or not isinstance(prov, dict) or stable_hash(identity_provenance(prov)) == w
+
+    return current
+
+
 # yuv_psnr fields of a record (docs/metrics.md) that results_table exposes as yuv_psnr_<key> columns
 YUV_PSNR_KEYS = ("y", "u", "v", "yuv_611", "yuv_vtm")
 
@@ -86,8 +114,11 @@ def results_table(run_dir: Path, include_failed: bool = False):
     import pandas as pd
 
     rows = []
+    current = current_records_filter(run_dir)
     for r in iter_records(run_dir):
         if r.get("status") != "ok" and not include_failed:
+            continue
+        if not current(r):
             continue
         row = {
             "condition": r["condition"]["name"],

@@ -467,6 +467,12 @@ def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any
             "version, --frames or settings): use another --workdir, or remove that folder")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     codecs: dict[str, Any] = dict(old.get("codecs") or {})
+    superseded = dict(old.get("superseded") or {})
+    for name, prov in plan.codecs.items():  # a rerun with another binary/checkpoint/setting
+        before = codecs.get(name)
+        if isinstance(before, dict) and stable_hash(identity_provenance(before)) != stable_hash(
+                identity_provenance(prov)):
+            superseded.setdefault(name, []).append({"provenance": before, "replaced": now})
     codecs.update(plan.codecs)
     order = [c for c in plan.condition.codecs if c in codecs] + [c for c in codecs if c not in plan.condition.codecs]
     codecs = {c: codecs[c] for c in order}
@@ -492,6 +498,7 @@ def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any
         "argv": reproducing_argv(list(argv), order, list(plan.condition.codecs)),
         "invocations": invocations,
         "metric_weights": weights,
+        "superseded": superseded,
         "created": old.get("created") or now,
         "updated": now,
     }

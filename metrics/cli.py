@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=lambda a: (w.print_help(), 2)[1])
 
 
+def _weights_dir(args: argparse.Namespace) -> Path | None:
+    """--weights-dir must exist: a typo is an error, not 'weights missing' later."""
+    from gfvc.errors import ConfigError
+
+    wd = getattr(args, "weights_dir", None)
+    if wd is not None and not Path(wd).expanduser().is_dir():
+        raise ConfigError(f"--weights-dir {wd}: no such folder")
+    return Path(wd).expanduser() if wd is not None else None
+
+
 def _spec_and_fps(args: argparse.Namespace):
     from test_conditions import MetricsSpec, load_condition
 
@@ -72,6 +82,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from gfvc.fileio import check_output_dir
     from gfvc.video import is_viewing_copy, parse_size, read_video, refuse_viewing_copy
 
+    args.weights_dir = _weights_dir(args)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, what="--cache-dir")
     copies = [str(p) for p in (args.ref, args.dist) if is_viewing_copy(p)]
@@ -120,7 +131,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from metrics import weights
 
-    rows = weights.status(args.weights_dir)
+    rows = weights.status(_weights_dir(args))
     if args.json:
         print(json.dumps([{"file": r.name, "path": str(r.path) if r.path else None, "where": r.where,
                            "verified": r.verified, "reason": r.reason, "sha256": r.sha256_expected,

@@ -306,3 +306,26 @@ def test_bdrate_reads_a_reports_own_rd_data_csv(golden_run, tmp_path, capsys):
     assert main(["bdrate", str(tmp_path / "rep" / "rd_data.csv"), "--anchor", "vvenc", "--test", "s2d",
                  "--metric", "dists"]) == 0
     assert "mean of sequences" in capsys.readouterr().out
+
+
+def test_rerun_with_another_provenance_supersedes_older_records(small_condition, plugin_env, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The report shows only what the recorded command reproduces: not a mix of old and new checkpoints."""
+    import codecs_for_tests
+
+    from gfvc.records import iter_records, results_table
+
+    run = tmp_path / "r"
+    base = ["run", "--condition", small_condition.source, "--workdir", str(run), "-j", "1", "--no-report"]
+    assert main(base) == 0
+    monkeypatch.setattr(codecs_for_tests.TestLossy, "provenance",
+                        lambda self: {"codec": self.name, "family": self.family, "version": 2})
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "older records stay in records/" in capsys.readouterr().err
+    assert len(list(iter_records(run))) == 4
+    df = results_table(run)
+    assert len(df) == 2
+    data = json.loads((run / "run.json").read_text())
+    assert data["codecs"]["test-lossy"]["version"] == 2
+    assert data["superseded"]["test-lossy"][0]["provenance"]["version"] == 1
