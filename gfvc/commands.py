@@ -276,6 +276,8 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
         for k in r.get("metrics", {}):
             if k not in names:
                 names.append(k)
+    canonical = ["psnr", "psnr_y", "ssim", "dists", "lpips", "fvd"]  # resumed records come back key-sorted
+    names.sort(key=lambda n: (canonical.index(n) if n in canonical else len(canonical), n))
     header = ["codec", "sequence", "QP", "kbps"] + names
     rows = []
     for r in sorted(ok, key=lambda r: (r["codec"], r["sequence"]["name"], r["rate_point"]["qp"])):
