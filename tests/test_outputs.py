@@ -209,9 +209,8 @@ def test_run_records_manifest_report_checkpoint_follow_the_umask(small_condition
     import torch
 
     from gfvc.sequences import load_manifest, write_manifest
-    from s2d_model.train import atomic_torch_save
-
     from reports.document import build_report
+    from s2d_model.train import atomic_torch_save
 
     run = tmp_path / "r"
     assert main(["run", "--condition", small_condition.source, "--workdir", str(run), "-j", "1", "--no-report"]) == 0
