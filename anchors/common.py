@@ -25,9 +25,6 @@ from gfvc.codec import Codec, Environment
 from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
 from gfvc.video import sha256_file
 
-LOG_TAIL_LINES = 25
-
-
 # --- timeouts -------------------------------------------------------------------
 
 def job_timeout(condition: Any, env: Any) -> float:
@@ -40,9 +37,28 @@ def job_timeout(condition: Any, env: Any) -> float:
 
 # --- running programs -------------------------------------------------------------
 
-def _tail(text: str, n: int = LOG_TAIL_LINES) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(lines[-n:])
+# Lines that identify a program, never why it failed (VTM/ffmpeg banners, build info, progress).
+_NOISE = re.compile(r"^\s*(VVCSoftware:|VTM |HM software|ffmpeg version|built with|configuration:|lib\w+\s+\d|"
+                    r"Input #|Output #|Stream #|Duration:|Metadata:|encoder\s*:|frame=|POC\s+\d|\[exit )", re.I)
+_CAUSE = re.compile(r"error|fail|unknown|unhandled|cannot|can't|could not|couldn't|invalid|not supported|"
+                    r"no such|missing|out of range|refus|abort|not found|denied|unable|illegal|wrong", re.I)
+CAUSE_MAX_CHARS = 300
+
+
+def failure_cause(stderr: str, stdout: str = "") -> str:
+    """The line(s) of a failed program's output that say why it failed, as one line.
+
+    Error-looking lines win (stderr first); banners and progress lines never
+    count; otherwise the last meaningful line is used.
+    """
+    def lines(text: str) -> list[str]:
+        return [" ".join(ln.split()) for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)]
+
+    err, out = lines(stderr), lines(stdout)
+    causes = [ln for ln in err if _CAUSE.search(ln)] or [ln for ln in out if _CAUSE.search(ln)]
+    picked = causes[-2:] if causes else (err or out)[-1:]
+    text = " / ".join(dict.fromkeys(picked)) or "no error message"
+    return text if len(text) <= CAUSE_MAX_CHARS else text[:CAUSE_MAX_CHARS - 3] + "..."
 
 
 def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = None,
@@ -60,14 +76,14 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         lf.write(f"$ {' '.join(_quote(a) for a in argv)}\n")
         lf.flush()
         try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            proc = subprocess.run(argv, cwd=cwd, capture_output=True,
                                   stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired as e:
             out = _as_text(e.stdout) + _as_text(e.stderr)
             lf.write(out + f"\n[timeout after {timeout:.0f} s]\n")
             raise ExternalToolError(
-                f"{what} timed out after {timeout:.0f} s (raise anchor.timeout_s / --timeout); log {log}\n"
-                f"{_tail(out)}") from None
+                f"{what} timed out after {timeout:.0f} s (raise anchor.timeout_s / --timeout); full log: {log}"
+            ) from None
         except FileNotFoundError:
             lf.write("[program not found]\n")
             raise NotAvailable(f"{what}: program not found: {argv[0]}") from None
@@ -78,7 +94,8 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         lf.write(out)
         lf.write(f"\n[exit {proc.returncode} after {time.monotonic() - t0:.2f} s]\n")
     if proc.returncode != 0:
-        raise ExternalToolError(f"{what} failed with exit code {proc.returncode}; log {log}\n{_tail(out)}")
+        raise ExternalToolError(f"{what} failed (exit code {proc.returncode}): "
+                                f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
     return proc
 
 
@@ -348,7 +365,7 @@ def vvc_stream_info(bitstream: Path, *, ffmpeg: Path | None = None, timeout: flo
         with open(log, "a", encoding="utf-8") as lf:
             lf.write(f"$ {format_command(argv)}\n[header trace: {len(p.stdout or '')} chars, not logged]\n")
     if p.returncode != 0:
-        raise ExternalToolError(f"ffmpeg could not parse {bitstream} as VVC:\n{_tail(p.stdout or '')}")
+        raise ExternalToolError(f"ffmpeg could not parse {bitstream} as VVC: {failure_cause(p.stdout or '')}")
     sps: dict[str, int] = {}
     init_qp = 0
     cu_dqp = False

@@ -65,7 +65,7 @@ def _vvenc_444_check() -> None:
     raise NotAvailable("intra coding at 4:4:4 with vvenc is not implemented for this ffmpeg build")
 
 
-def _planes(frame: np.ndarray, chroma: str, condition: "Condition") -> tuple[np.ndarray, ...]:
+def _planes(frame: np.ndarray, chroma: str, condition: Condition) -> tuple[np.ndarray, ...]:
     c = condition.colour
     f = frame[None]
     if chroma == "420":
@@ -83,7 +83,7 @@ def _vtm_intra_cfg(env: Environment, tools: _vtm.VtmTools) -> Path:
     return tools.cfg
 
 
-def encode_intra(frame: np.ndarray, qp: int, *, coder: str, chroma: str, condition: "Condition",
+def encode_intra(frame: np.ndarray, qp: int, *, coder: str, chroma: str, condition: Condition,
                  env: Environment, workdir: Path) -> IntraResult:
     """Code one RGB frame (H, W, 3) uint8 as a single VVC intra picture."""
     _check_args(coder, chroma)
@@ -123,7 +123,7 @@ def encode_intra(frame: np.ndarray, qp: int, *, coder: str, chroma: str, conditi
 
 
 def decode_intra(payload: bytes, *, width: int, height: int, coder: str, chroma: str,
-                 condition: "Condition", env: Environment, workdir: Path) -> np.ndarray:
+                 condition: Condition, env: Environment, workdir: Path) -> np.ndarray:
     """Decode a payload from :func:`encode_intra` to an (H, W, 3) uint8 RGB frame."""
     _check_args(coder, chroma)
     if not payload:
@@ -162,7 +162,7 @@ def decode_intra(payload: bytes, *, width: int, height: int, coder: str, chroma:
     return rgb[0]
 
 
-def intra_provenance(coder: str, condition: "Condition", env: Environment) -> dict[str, Any]:
+def intra_provenance(coder: str, condition: Condition, env: Environment) -> dict[str, Any]:
     """Tool versions, binary hashes and settings of the intra coder."""
     if coder not in CODERS:
         raise InputError(f"intra coder must be one of {list(CODERS)}, got {coder!r}")

@@ -32,9 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (AnchorCodec, check_qp, templated, check_size, file_sha256, read_yuv_file, run_tool,
-                            vvc_stream_info, write_planes)
-from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
+from anchors.common import (
+    AnchorCodec,
+    check_qp,
+    check_size,
+    file_sha256,
+    read_yuv_file,
+    run_tool,
+    templated,
+    vvc_stream_info,
+    write_planes,
+)
+from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
 from gfvc.errors import ExternalToolError, InputError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb, yuv444_to_rgb
 
@@ -260,6 +269,10 @@ def planes_to_rgb(planes: tuple[np.ndarray, np.ndarray, np.ndarray], chroma: str
     return yuv420_to_rgb(*planes, c.matrix, c.range)
 
 
+def to_planes(planes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> YuvPlanes:
+    return YuvPlanes(*(np.ascontiguousarray(p, dtype=np.uint8) for p in planes))
+
+
 def _extra_args(env: Environment | None) -> tuple[str, ...]:
     ex = (getattr(env, "extra", None) or {}).get("vtm_args", ())
     return tuple(ex.split()) if isinstance(ex, str) else tuple(ex)
@@ -332,7 +345,11 @@ class VtmCodec(AnchorCodec):
         if want is not None and n != want:
             raise ExternalToolError(f"decoded {n} frames from {bitstream}, {want} were coded "
                                     f"(VTM codes fewer frames silently when its input is short); log {log}")
-        return Decoded(frames=planes_to_rgb(planes, chroma, self.condition))
+        return Decoded(frames=planes_to_rgb(planes, chroma, self.condition), planes=to_planes(planes))
+
+    def decoder_description(self) -> str:
+        """Which program decodes (named by `gfvc decode`)."""
+        return f"VTM DecoderApp {find_vtm(self.env).decoder} (-d 8)"
 
     def provenance(self) -> dict[str, Any]:
         """Binary and cfg hashes; never raises (check() reports a missing VTM), so --dry-run works."""

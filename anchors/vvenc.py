@@ -33,8 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from anchors.common import (AnchorCodec, FfmpegInfo, check_qp, templated, check_size, ffmpeg_exe, ffmpeg_info, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info, write_planes, VvcStreamInfo, Y4M)
-from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, check_frames
+from anchors.common import (
+    Y4M,
+    AnchorCodec,
+    FfmpegInfo,
+    VvcStreamInfo,
+    check_qp,
+    check_size,
+    ffmpeg_exe,
+    ffmpeg_info,
+    fps_arg,
+    read_y4m,
+    run_tool,
+    templated,
+    to_8bit,
+    vvc_stream_info,
+    write_planes,
+)
+from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
 from gfvc.errors import ExternalToolError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb
 
@@ -156,15 +172,24 @@ def decode_planes(bitstream: Path, workdir: Path, *, timeout: float, log: Path) 
     return [cmd], y4m
 
 
-def y4m_to_rgb(d: Y4M, condition: Any) -> np.ndarray:
-    """Decoded planes -> uint8 RGB per condition.colour (bit depth reduced like VTM -d 8)."""
+def y4m_planes(d: Y4M) -> YuvPlanes:
+    """The decoder's planes at 8 bits (reduced by rounding like VTM's DecoderApp -d 8)."""
+    return YuvPlanes(*(to_8bit(p, d.bit_depth) for p in (d.y, d.u, d.v)))
+
+
+def planes_to_rgb(planes: YuvPlanes, condition: Any) -> np.ndarray:
+    """8-bit decoder planes -> uint8 RGB per condition.colour."""
     from gfvc.video import yuv444_to_rgb
 
-    y, u, v = (to_8bit(p, d.bit_depth) for p in (d.y, d.u, d.v))
     c = condition.colour
-    if d.chroma == "444":
-        return yuv444_to_rgb(y, u, v, c.matrix, c.range)
-    return yuv420_to_rgb(y, u, v, c.matrix, c.range)
+    if planes.chroma == "444":
+        return yuv444_to_rgb(planes.y, planes.u, planes.v, c.matrix, c.range)
+    return yuv420_to_rgb(planes.y, planes.u, planes.v, c.matrix, c.range)
+
+
+def y4m_to_rgb(d: Y4M, condition: Any) -> np.ndarray:
+    """Decoded planes -> uint8 RGB per condition.colour (bit depth reduced like VTM -d 8)."""
+    return planes_to_rgb(y4m_planes(d), condition)
 
 
 @CODECS.register()
@@ -225,7 +250,12 @@ class VvencCodec(AnchorCodec):
         want = self._expected_frames.get(str(Path(bitstream).resolve()))
         if want is not None and d.frames != want:
             raise ExternalToolError(f"decoded {d.frames} frames from {bitstream}, {want} were coded; log {log}")
-        return Decoded(frames=y4m_to_rgb(d, self.condition))
+        planes = y4m_planes(d)
+        return Decoded(frames=planes_to_rgb(planes, self.condition), planes=planes)
+
+    def decoder_description(self) -> str:
+        """Which program decodes (named by `gfvc decode`)."""
+        return f"ffmpeg native VVC decoder ({ffmpeg_exe()})"
 
     def provenance(self) -> dict[str, Any]:
         info = ffmpeg_info(ffmpeg_exe())

@@ -62,7 +62,7 @@ class BaselineConfig:
                 "modules": copy.deepcopy(self.modules), "options": copy.deepcopy(self.options)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BaselineConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BaselineConfig:
         try:
             return cls(model=str(d["model"]), image_size=int(d["image_size"]), modules=dict(d["modules"]),
                        options=dict(d.get("options") or {}), name=str(d.get("name", "custom")))
@@ -74,7 +74,7 @@ class BaselineConfig:
         blob = json.dumps({k: v for k, v in self.to_dict().items() if k != "name"}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def with_image_size(self, size: int) -> "BaselineConfig":
+    def with_image_size(self, size: int) -> BaselineConfig:
         d = self.to_dict()
         d["image_size"] = int(size)
         return BaselineConfig.from_dict(d)
@@ -100,7 +100,7 @@ class BaselineCodec(GenerativeCodec):
         self._cfg: BaselineConfig | None = None
         self._sha: str | None = None
         self.nets: dict[str, Any] | None = None
-        self._key_tensor: "torch.Tensor | None" = None
+        self._key_tensor: torch.Tensor | None = None
         self._device: str | None = None
 
     # ------------------------------------------------------------ model (subclass)
@@ -115,12 +115,12 @@ class BaselineCodec(GenerativeCodec):
         """Construct the inference modules (official names) from ``cfg`` (random weights)."""
 
     @abc.abstractmethod
-    def features(self, frames: "torch.Tensor", key: "torch.Tensor") -> "torch.Tensor":
+    def features(self, frames: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """frames (N, 3, H, W) in [0, 1] and the decoded key frame (1, 3, H, W) -> (N, feature_dim)."""
 
     @abc.abstractmethod
-    def render(self, key: "torch.Tensor", key_features: "torch.Tensor", features: "torch.Tensor"
-               ) -> tuple["torch.Tensor", dict[str, "torch.Tensor"]]:
+    def render(self, key: torch.Tensor, key_features: torch.Tensor, features: torch.Tensor
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Key frame (1, 3, H, W), its features (D,), reconstructed features (N, D)
         -> frames (N, 3, H, W) in [0, 1] and extras {name: (N, ...)}."""
 
@@ -217,14 +217,14 @@ class BaselineCodec(GenerativeCodec):
         self.nets = nets
 
     # ------------------------------------------------------------ numpy <-> torch
-    def _tensor(self, frames: np.ndarray) -> "torch.Tensor":
+    def _tensor(self, frames: np.ndarray) -> torch.Tensor:
         import torch
 
         t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         return t.permute(0, 3, 1, 2).float().div_(255.0)
 
     @staticmethod
-    def _uint8(x: "torch.Tensor") -> np.ndarray:
+    def _uint8(x: torch.Tensor) -> np.ndarray:
         import torch
 
         return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -249,7 +249,8 @@ class BaselineCodec(GenerativeCodec):
         import torch
 
         self.load()
-        out, extras = [], {}
+        out: list[np.ndarray] = []
+        extras: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode():
             key = self._tensor(key_frame[None])
             kf = torch.from_numpy(np.asarray(key_features, np.float32)).to(self.device)

@@ -15,9 +15,10 @@ keys (a few are named), or tensors of other shapes (ModelMismatch).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from gfvc.errors import ModelMismatch, NotAvailable
 
@@ -115,7 +116,8 @@ def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name:
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+              if k in state_dict and hasattr(state_dict[k], "shape")
+              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
         parts = []
         if shapes:

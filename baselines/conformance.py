@@ -21,9 +21,10 @@ same name (``$GFVC_PLUGINS``) and running ``gfvc conformance``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from gfvc.errors import InputError, ModelMismatch
 from gfvc.registry import Registry
@@ -122,7 +123,6 @@ def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _max_abs(a: Any, b: Any) -> float:
-    import torch
 
     if a.numel() == 0:
         return 0.0

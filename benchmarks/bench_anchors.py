@@ -37,6 +37,7 @@ def frames_for(t: int, size: int) -> tuple[np.ndarray, str]:
     """The carphone demo crop (128x128), bicubically resized for other sizes; synthetic if unavailable."""
     try:
         from PIL import Image
+
         from tools.demo import demo_frames
 
         fr = demo_frames(0, t)

@@ -125,7 +125,8 @@ def per_metric_cost(size: int, frames: int) -> dict[str, float]:
     ref32, (dist32,) = _sequence(32, size, 1, seed=8)
     cache.MEMORY.clear()
     t0 = time.perf_counter()
-    r = metrics.evaluate(MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=16, stride=16, detector="i3d_pretrained_400")), ref32, dist32,
+    fvd_spec = MetricsSpec(names=("fvd",), fvd=FvdProtocol(clip_length=16, stride=16, detector="i3d_pretrained_400"))
+    r = metrics.evaluate(fvd_spec, ref32, dist32,
                          fps=25)
     assert r["fvd"]["status"] == "ok", r["fvd"]["reason"]
     out["fvd"] = 1000 * (time.perf_counter() - t0) / 32
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 t, vals = ours(ref, dists)
                 to = min(to, t)
             n = args.frames * rates
-            dd = max(abs(a - b) for a, b in zip(dv, vals["dists"]))
-            dl = max(abs(a - b) for a, b in zip(lv, vals["lpips"]))
+            dd = max(abs(a - b) for a, b in zip(dv, vals["dists"], strict=True))
+            dl = max(abs(a - b) for a, b in zip(lv, vals["lpips"], strict=True))
             print(f"  {size}x{size}: baseline {n / tb:6.2f} frames/s ({tb:6.2f} s)  ours {n / to:6.2f} frames/s "
                   f"({to:6.2f} s)  speed-up x{tb / to:4.2f}   max|diff| dists {dd:.1e} lpips {dl:.1e}", flush=True)
     if not args.skip_per_metric:

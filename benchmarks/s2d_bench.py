@@ -53,11 +53,11 @@ def bench_speed(sizes=(256, 384), configs=("small", "reference"), batch: int = 1
             m = Sparse2Dense(cfg).eval()
             x = torch.rand(batch, 3, size, size)
             with torch.inference_mode():
-                enc = _time(lambda: m.detect(x), reps)
+                enc = _time(lambda m=m, x=x: m.detect(x), reps)
                 tex = m.texture(x[:1])
                 kp = m.detect(x)
-                dec = _time(lambda: m.synthesise(tex, kp[:1], kp), reps)
-                noverts = _time(lambda: m.synthesise(tex, kp[:1], kp, vertices=False), reps)
+                dec = _time(lambda m=m, tex=tex, kp=kp: m.synthesise(tex, kp[:1], kp), reps)
+                noverts = _time(lambda m=m, tex=tex, kp=kp: m.synthesise(tex, kp[:1], kp, vertices=False), reps)
             rows.append({"config": name, "size": size, "weights": "random", "batch": batch,
                          "encode_fps": batch / enc, "decode_fps": batch / dec,
                          "decode_fps_without_vertex_head": batch / noverts})
@@ -76,7 +76,7 @@ def bench_vertex(configs=("small", "reference"), size: int = 384, batch: int = 4
         feat = torch.rand(batch, t.block_expansion * 2 ** t.num_down_blocks, size // 2 ** t.num_down_blocks,
                           size // 2 ** t.num_down_blocks)
         with torch.inference_mode():
-            s = _time(lambda: m.vertex_head(feat), reps)
+            s = _time(lambda m=m, feat=feat: m.vertex_head(feat), reps)
         rows.append({"config": name, "size": size, "vertex_head_ms_per_frame": 1000 * s / batch,
                      "paper_ms_per_frame_gpu": 2.0, "paper_osx_ms_per_frame": 724.0})
         print(json.dumps(rows[-1]))

@@ -11,9 +11,10 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gfvc import __version__
+from gfvc.argtypes import Parser, apply_offline
 from gfvc.errors import GfvcError
 
 # Modules that add sub-commands (each defines register(subparsers)).
@@ -26,7 +27,7 @@ COMMAND_MODULES: list[str] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="gfvc",
         description="JVET GFVC common-test-condition suite: anchors, generative codecs, metrics, BD-rate reports.",
     )
@@ -40,12 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error (exit 2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    args.argv = argv  # the command line as given (recorded in run.json)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    apply_offline(args)
     try:
         return int(args.func(args) or 0)
     except GfvcError as e:

@@ -67,12 +67,57 @@ class Sequence:
         return int(self.frames.shape[2])
 
 
+@dataclass(frozen=True)
+class YuvPlanes:
+    """A decoder's own output planes: 8-bit Y (T, H, W), U and V (T, H/2, W/2) or (T, H, W)."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name, a in (("y", self.y), ("u", self.u), ("v", self.v)):
+            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3:
+                raise InputError(f"YuvPlanes.{name}: expected uint8 (T, H, W), got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+        t, h, w = self.y.shape
+        if self.u.shape != self.v.shape or self.u.shape not in ((t, h // 2, w // 2), (t, h, w)):
+            raise InputError(f"YuvPlanes: chroma {self.u.shape}/{self.v.shape} fits neither 4:2:0 nor 4:4:4 "
+                             f"of luma {self.y.shape}")
+
+    @property
+    def chroma(self) -> str:
+        """"420" or "444"."""
+        return "444" if self.u.shape == self.y.shape else "420"
+
+    @property
+    def pix_fmt(self) -> str:
+        return f"yuv{self.chroma}p"
+
+    @property
+    def frames(self) -> int:
+        return int(self.y.shape[0])
+
+    def tobytes(self) -> bytes:
+        """Planar Y, U, V per frame: what VTM's DecoderApp -d 8 and ffmpeg's rawvideo write."""
+        parts: list[bytes] = []
+        for i in range(self.frames):
+            parts += [np.ascontiguousarray(p[i]).tobytes() for p in (self.y, self.u, self.v)]
+        return b"".join(parts)
+
+
 @dataclass
 class Decoded:
-    """What a decoder returns: uint8 RGB frames and optional extras (e.g. vertices)."""
+    """What a decoder returns: uint8 RGB frames and optional extras (e.g. vertices).
+
+    ``planes`` holds the decoder's own YUV output when the codec has one
+    (conventional anchors): ``gfvc decode -o X.yuv`` writes it bit for bit,
+    and PSNR is computed on it the way VTM's log does.
+    """
 
     frames: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    planes: YuvPlanes | None = None
 
 
 @dataclass
@@ -101,7 +146,7 @@ class Environment:
     models: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def replace(self, **kw: Any) -> "Environment":
+    def replace(self, **kw: Any) -> Environment:
         return dataclasses.replace(self, **kw)
 
 
@@ -130,7 +175,7 @@ class Codec(abc.ABC):
     family: ClassVar[Family] = "anchor"
     description: ClassVar[str] = ""
 
-    def __init__(self, condition: "Condition", env: Environment | None = None) -> None:
+    def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         self.condition = condition
         self.env = env or Environment()
 
@@ -151,7 +196,15 @@ class Codec(abc.ABC):
         """Decode a bitstream written by :meth:`encode`."""
 
     def check(self) -> None:
-        """Raise NotAvailable (with what to do) if the codec cannot run here."""
+        """Raise NotAvailable (with what to do) if the codec cannot run here.
+
+        The default finds nothing missing (codecs without binaries or weights).
+        """
+        return None
+
+    def decoder_description(self) -> str:
+        """The program or model that decodes (named by `gfvc decode`)."""
+        return f"codec {self.name}"
 
     def views(self, decoded: Decoded) -> dict[str, np.ndarray]:
         """Extra videos for people to look at (e.g. vertices drawn over frames).

@@ -2,23 +2,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
 from gfvc.codec import CODECS, Environment, RatePoint, Sequence, load_builtin_codecs
-from gfvc.errors import ConfigError, InputError, NotAvailable
+from gfvc.errors import ConfigError, GfvcError, InputError
 
 DEFAULT_WORKDIR = "gfvc-runs"
 
 
+def _existing_dir(value: str | None, what: str) -> str | None:
+    """An explicitly given folder must exist: a typo is an error, not 'not found' later."""
+    if value and not Path(value).expanduser().is_dir():
+        raise ConfigError(f"{what} {value}: no such folder")
+    return value
+
+
 def _env_from_args(args: argparse.Namespace) -> Environment:
-    vtm_dir = getattr(args, "vtm_dir", None) or os.environ.get("GFVC_VTM_DIR")
-    weights_dir = getattr(args, "weights_dir", None) or os.environ.get("GFVC_WEIGHTS_DIR")
+    vtm_dir = _existing_dir(getattr(args, "vtm_dir", None), "--vtm-dir") or os.environ.get("GFVC_VTM_DIR")
+    weights_dir = (_existing_dir(getattr(args, "weights_dir", None), "--weights-dir")
+                   or _existing_dir(os.environ.get("GFVC_WEIGHTS_DIR"), "$GFVC_WEIGHTS_DIR"))
+    if getattr(args, "vtm_cfg", None) and not Path(args.vtm_cfg).expanduser().is_file():
+        raise ConfigError(f"--vtm-cfg {args.vtm_cfg}: no such file")
     return Environment(
         vtm_dir=Path(vtm_dir) if vtm_dir else None,
         vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
@@ -32,7 +44,7 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vtm-dir", help="VTM-22.2 build folder with EncoderApp/DecoderApp (or $GFVC_VTM_DIR)")
     p.add_argument("--vtm-cfg", help="low-delay B cfg (default: VTM_DIR/cfg/encoder_lowdelay_vtm.cfg)")
     p.add_argument("--weights-dir", help="folder with metric/model weights (or $GFVC_WEIGHTS_DIR)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="per external command, seconds")
+    p.add_argument("--timeout", type=positive_float, default=3600.0, help="per external command, seconds")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,23 +55,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default=None, help=f"run directory (default: {DEFAULT_WORKDIR}/CONDITION)")
     p.add_argument("--manifest", help="sequence manifest overriding the condition's")
     p.add_argument("--data-dir", help="folder that relative manifest paths are resolved against ($GFVC_DATA_DIR)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="parallel jobs (default: number of CPU cores)")
+    p.add_argument("-j", "--jobs", type=positive_int, default=None,
+                   help="parallel jobs (default: number of CPU cores)")
     p.add_argument("--executor", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (implies --executor dask)")
-    p.add_argument("--threads-per-job", type=int, default=1, help="torch threads per job (default 1)")
-    p.add_argument("--frames", type=int, help="code only the first N frames (overrides the condition)")
+    p.add_argument("--threads-per-job", type=positive_int, default=1, help="torch threads per job (default 1)")
+    p.add_argument("--frames", type=positive_int, help="code only the first N frames (overrides the condition)")
     p.add_argument("--force", action="store_true", help="recompute jobs that already have records")
     p.add_argument("--dry-run", action="store_true", help="print the job matrix and commands, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-save-decoded", action="store_true", help="do not keep decoded viewing copies")
     _add_env_args(p)
+    add_offline_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list conditions, codecs and metrics")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("doctor", help="what is installed (VTM, VVenC, weights, torch) and what to do")
+    p = sub.add_parser("doctor", help="what is installed (VTM, VVenC, weights, torch) and what to do",
+                       description="Shows what is installed and what to do. With --condition, exits 1 when "
+                                   "something that condition needs (codec, binary, weights, sequences) is missing.")
+    p.add_argument("--condition", help="check everything this condition needs (exit 1 if something is missing)")
+    p.add_argument("--data-dir", help="folder that relative manifest paths are resolved against ($GFVC_DATA_DIR)")
     _add_env_args(p)
     p.set_defaults(func=cmd_doctor)
 
@@ -82,16 +100,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", required=True)
     p.add_argument("--qp", type=int, required=True, help="anchor QP or key-frame QP")
     p.add_argument("--size", help="WxH for raw input")
-    p.add_argument("--fps", type=float, help="frame rate (default: from the file, else 25)")
-    p.add_argument("--frames", type=int, help="first N frames only")
+    p.add_argument("--fps", type=positive_float, help="frame rate (default: from the file, else 25)")
+    p.add_argument("--frames", type=positive_int, help="first N frames only")
     p.add_argument("--condition", default="demo", help="settings (anchor, colour, key frames) taken from it")
     _add_env_args(p)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a bitstream written by the suite")
+    p = sub.add_parser("decode", help="decode a bitstream written by the suite",
+                       description="Decode a bitstream. For a VVC stream, .yuv output is the decoder's own planes "
+                                   "bit for bit (VTM DecoderApp -d 8 with --vtm-dir / $GFVC_VTM_DIR, else ffmpeg's "
+                                   "native VVC decoder); .rgb and PNG are converted with the condition's colour "
+                                   "spec; .mp4/.mkv/.mov are LOSSY viewing copies (never measure them).")
     p.add_argument("bitstream")
-    p.add_argument("-o", "--output", required=True, help=".yuv, .rgb, .mp4 or a folder for PNGs")
-    p.add_argument("--condition", default="demo")
+    p.add_argument("-o", "--output", required=True,
+                   help=".yuv, .rgb, a folder for PNGs (exact), or .mp4/.mkv/.mov (lossy viewing copy)")
+    p.add_argument("--condition", default="demo", help="colour spec and key-frame coder taken from it")
+    p.add_argument("--fps", type=positive_float,
+                   help="frame rate of a viewing copy (default: the stream's, else the condition's)")
     _add_env_args(p)
     p.set_defaults(func=cmd_decode)
 
@@ -104,48 +129,97 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- run ---------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gfvc.records import comparable  # noqa: F401  (documented import point)
-    from gfvc.runner import plan_run, raise_if_failed, valid_record, write_run_json
+    from gfvc.fileio import check_output_dir
+    from gfvc.runner import failed, plan_run, raise_if_failed, valid_record, write_run_json
     from test_conditions import load_condition
 
     cond = load_condition(args.condition)
     if args.frames is not None:
-        if args.frames < 1:
-            raise ConfigError(f"--frames must be >= 1, got {args.frames}")
         cond = cond.with_overrides(frames=args.frames)
     workers = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
-    if workers < 1:
-        raise ConfigError(f"-j must be >= 1, got {workers}")
-    if args.threads_per_job < 1:
-        raise ConfigError(f"--threads-per-job must be >= 1, got {args.threads_per_job}")
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
+    check_output_dir(run_dir, what="run folder", create=not args.dry_run)
     env = _env_from_args(args)
+    if args.scheduler and not args.dry_run:  # a scheduler that does not answer: say so before any work
+        from gfvc.runner import connect_dask
+
+        connect_dask(args.scheduler).close()
     plan = plan_run(cond, run_dir, env, codecs=args.codecs,
                     manifest=Path(args.manifest) if args.manifest else None,
                     data_dir=Path(args.data_dir) if args.data_dir else None,
                     check=not args.dry_run, save_decoded=not args.no_save_decoded)
     if args.dry_run:
         return _dry_run(plan)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_json(plan, ["gfvc", *sys.argv[1:]])
-    _warn_missing_weights(cond, env)
-    todo, kept = [], []
+    weights = _prepare_weights(cond, env)
+    run_json = write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
+    for name, history in (run_json.get("superseded") or {}).items():
+        if history and history[-1].get("replaced") == run_json["updated"]:
+            print(f"gfvc: codec {name} now runs with another binary, checkpoint or setting than before in this "
+                  "folder: its older records stay in records/ but reports use only the new ones "
+                  "(run.json: superseded)", file=sys.stderr)
+    todo: list[Any] = []
+    kept: list[Any] = []
     for j in plan.jobs:
         rec = None if args.force else valid_record(j)
         (kept if rec else todo).append(rec or j)
     print(f"gfvc: condition {cond.name} v{cond.version}: {len(plan.jobs)} jobs "
           f"({len(kept)} already done, {len(todo)} to run) with {workers} worker(s) -> {run_dir}",
           file=sys.stderr)
-    records = list(kept) + _execute_with_progress(todo, args, workers)
-    from gfvc.runner import failed
-
-    _print_summary(records)
+    with _failed_downloads_for_workers():
+        records = list(kept) + _execute_with_progress(todo, args, workers)
+    _print_summary(records, weights)
     if not args.no_report:
         _write_report(run_dir)
     print(f"results: {run_dir}")
     if failed(records):
         raise_if_failed(records)
     return 0
+
+
+def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
+    """Fetch missing weight files once, before any job; say once which metrics will not be computed.
+
+    Returns {metric: {"status", "reason"}} for run.json (the report states it once).
+    """
+    try:
+        import metrics
+    except ImportError:  # pragma: no cover
+        return {}
+    reasons = metrics.ensure_weights(cond.metrics, env.weights_dir)
+    out = {m: {"status": "ok", "reason": ""} for m in cond.metrics.names if m in ("dists", "lpips", "fvd")}
+    for m, why in reasons.items():
+        out[m] = {"status": "not_computed", "reason": why}
+    if reasons:
+        from metrics.weights import FETCH_FIX
+
+        by_reason: dict[str, list[str]] = {}
+        for m, why in reasons.items():  # the fix is the same for every file: said once, at the end
+            by_reason.setdefault(why.replace(f"; {FETCH_FIX}", ""), []).append(m.upper())
+        parts = [f"{' and '.join(ms)}: {why}" for why, ms in by_reason.items()]
+        fix = f" | {FETCH_FIX}" if any(FETCH_FIX in why for why in reasons.values()) else ""
+        print(f"gfvc: these metrics will be recorded as not computed: {' | '.join(parts)}{fix}", file=sys.stderr)
+    return out
+
+
+@contextlib.contextmanager
+def _failed_downloads_for_workers() -> Iterator[None]:
+    """Pass this run's failed downloads to its worker processes, so none of them retries (or waits)."""
+    try:
+        from metrics import weights
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    failed = weights.failed_downloads()
+    old = os.environ.get(weights.FAILED_ENV)
+    if failed:
+        os.environ[weights.FAILED_ENV] = json.dumps(failed)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(weights.FAILED_ENV, None)
+        else:
+            os.environ[weights.FAILED_ENV] = old
 
 
 def _execute_with_progress(jobs: list, args: argparse.Namespace, workers: int) -> list[dict[str, Any]]:
@@ -185,20 +259,6 @@ def _dry_run(plan: Any) -> int:
     return 0
 
 
-def _warn_missing_weights(cond: Any, env: Environment) -> None:
-    try:
-        import metrics
-    except ImportError:  # pragma: no cover
-        return
-    lines = metrics.missing_weights(cond.metrics, env.weights_dir)
-    if lines:
-        print("gfvc: some perceptual-metric weights are missing; those metrics will be recorded as "
-              "not computed:", file=sys.stderr)
-        for line in lines:
-            print(f"  - {line}", file=sys.stderr)
-        print("  install them with `gfvc weights install DIR` (see `gfvc weights status`).", file=sys.stderr)
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
@@ -207,7 +267,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _print_summary(records: list[dict[str, Any]]) -> None:
+def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, str]] | None = None) -> None:
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         return
@@ -216,6 +276,8 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
         for k in r.get("metrics", {}):
             if k not in names:
                 names.append(k)
+    canonical = ["psnr", "psnr_y", "ssim", "dists", "lpips", "fvd"]  # resumed records come back key-sorted
+    names.sort(key=lambda n: (canonical.index(n) if n in canonical else len(canonical), n))
     header = ["codec", "sequence", "QP", "kbps"] + names
     rows = []
     for r in sorted(ok, key=lambda r: (r["codec"], r["sequence"]["name"], r["rate_point"]["qp"])):
@@ -223,19 +285,25 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
         rows.append([r["codec"], r["sequence"]["name"], str(r["rate_point"]["qp"]), _fmt(r["kbps"])]
                     + [_fmt(m.get(n, {}).get("value")) for n in names])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    not_computed = sorted({k for r in ok for k, v in r.get("metrics", {}).items() if v.get("status") != "ok"})
-    if not_computed:
-        print(f"n/a = not computed ({', '.join(not_computed)}): the reason is in each record; "
-              f"`gfvc weights status` lists missing weights")
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    said = {v["reason"] for v in (weights or {}).values() if v.get("reason")}
+    missing: dict[str, set[str]] = {}
+    for r in ok:
+        for k, v in r.get("metrics", {}).items():
+            if v.get("status") != "ok":
+                missing.setdefault(k, set()).add(str(v.get("reason") or "no reason recorded"))
+    if missing:
+        new = sorted({why for whys in missing.values() for why in whys} - said)
+        note = "missing weights (see the note above)" if not new else "; ".join(new)
+        print(f"n/a = not computed ({', '.join(sorted(missing))}): {note}")
 
 
 def _write_report(run_dir: Path) -> None:
     try:
         import reports
-        build = getattr(reports, "build_report")
+        build = reports.build_report
     except (ImportError, AttributeError):  # pragma: no cover
         return
     out = build(run_dir)
@@ -246,20 +314,31 @@ def _write_report(run_dir: Path) -> None:
 
 # --- list / doctor / info -------------------------------------------------------------
 
+def _wrapped(prefix: str, text: str, width: int = 100) -> str:
+    """``prefix`` then ``text`` wrapped at word boundaries, continuation lines aligned (never cut)."""
+    return textwrap.fill(" ".join(str(text).split()), width=max(width, len(prefix) + 30),
+                         initial_indent=prefix, subsequent_indent=" " * len(prefix),
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from test_conditions import builtin_conditions, load_condition
 
     load_builtin_codecs()
-    conds = {}
+    conds: dict[str, dict[str, str]] = {}
     for name, path in builtin_conditions().items():
-        c = load_condition(path)
-        conds[name] = {"version": c.version, "description": " ".join(c.description.split()), "file": str(path)}
+        cond = load_condition(path)
+        conds[name] = {"version": cond.version, "description": " ".join(cond.description.split()),
+                       "file": str(path)}
     codecs = {n: {"family": CODECS.get(n).family, "description": CODECS.get(n).description,
                   "origin": CODECS.origin(n)} for n in CODECS.names()}
     try:
         import metrics
 
-        mets = {n: {"lower_is_better": b} for n, b in metrics.LOWER_IS_BETTER.items()}
+        # exactly the names that metrics.names / --metrics accept, with the values each one records
+        mets: dict[str, dict[str, Any]] = {
+            n: {"values": list(vals), "lower_is_better": metrics.LOWER_IS_BETTER[vals[0]]}
+            for n, vals in metrics.METRIC_VALUES.items()}
     except (ImportError, AttributeError):  # pragma: no cover
         mets = {}
     if args.json:
@@ -267,13 +346,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print("conditions:")
     for n, c in conds.items():
-        print(f"  {n:12s} v{c['version']:5s} {c['description'][:90]}")
+        print(_wrapped(f"  {n:12s} v{c['version']:5s} ", c["description"]))
     print("codecs:")
-    for n, c in codecs.items():
-        print(f"  {n:16s} {c['family']:10s} {c['description'][:80]}")
-    print("metrics:")
+    for n, cc in codecs.items():
+        print(_wrapped(f"  {n:16s} {cc['family']:10s} ", cc["description"]))
+    print("metrics (names for a condition's metrics.names and for --metrics):")
     for n, m in mets.items():
-        print(f"  {n:8s} {'lower' if m['lower_is_better'] else 'higher'} is better")
+        extra = f" (records {', '.join(m['values'])})" if len(m["values"]) > 1 else ""
+        print(f"  {n:8s} {'lower' if m['lower_is_better'] else 'higher'} is better{extra}")
     return 0
 
 
@@ -281,31 +361,103 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from test_conditions import load_condition
 
     env = _env_from_args(args)
-    cond = load_condition("demo")
+    cond = load_condition(args.condition or "demo")
     load_builtin_codecs()
+    problems: list[str] = []
     print(f"gfvc {__import__('gfvc').__version__}, python {sys.version.split()[0]}")
     try:
         import torch
 
-        print(f"torch {torch.__version__}: {torch.get_num_threads()} threads, cuda available: {torch.cuda.is_available()}, "
-              f"cpu cores: {os.cpu_count()} (jobs run with --threads-per-job torch threads each)")
+        print(f"torch {torch.__version__}: {torch.get_num_threads()} threads, cuda available: "
+              f"{torch.cuda.is_available()}, cpu cores: {os.cpu_count()} (jobs run with --threads-per-job "
+              "torch threads each)")
     except ImportError:
         print("torch: NOT INSTALLED (pip install torch)")
-    for name in CODECS.names():
-        cls = CODECS.get(name)
+        problems.append("torch is not installed")
+    _doctor_tools(env)
+    names = list(cond.codecs) if args.condition else CODECS.names()
+    for name in names:
         try:
-            cls(cond, env).check()
-            print(f"codec {name:16s} ok")
-        except NotAvailable as e:
+            CODECS.get(name)(cond, env).check()
+            print(f"codec {name:16s} ok" + (f" for condition {cond.name}" if args.condition else ""))
+        except GfvcError as e:
             print(f"codec {name:16s} NOT AVAILABLE: {e}")
-    try:
-        import metrics.weights as mw
+            problems.append(f"codec {name}: {e}")
+    problems += _doctor_weights(env, cond if args.condition else None)
+    if args.condition:
+        problems += _doctor_sequences(cond, Path(args.data_dir) if args.data_dir else None)
+        if problems:
+            print(f"condition {cond.name}: {len(problems)} problem(s); fix them before `gfvc run --condition "
+                  f"{args.condition}`:")
+            for p in problems:
+                print(f"  - {p}")
+            return 1
+        print(f"condition {cond.name}: everything it needs is here")
+    return 0
 
-        for st in mw.status(env.weights_dir):
-            print(f"weights {st}")
+
+def _doctor_tools(env: Environment) -> None:
+    """VTM (path, version, cfg) and the bundled ffmpeg, or what to do."""
+    from anchors import vtm as _vtm
+    from anchors.common import ffmpeg_exe, ffmpeg_info
+    from gfvc.errors import NotAvailable
+
+    root, origin = _vtm.vtm_root(env)
+    try:
+        t = _vtm.find_vtm(env)
+        version = _vtm.vtm_version(t.encoder) or "version not printed"
+        print(f"VTM: {t.root} (from {origin}): VTM {version}; EncoderApp {t.encoder}; DecoderApp {t.decoder}; "
+              f"cfg {t.cfg}")
+    except NotAvailable as e:
+        state = "not configured" if root is None else f"not usable ({origin} {root})"
+        print(f"VTM: {state}: {e}")
+    try:
+        info = ffmpeg_info(ffmpeg_exe())
+        print(f"ffmpeg: {info.path}: {info.version}; libvvenc {info.libvvenc_version or 'absent'}; "
+              f"VVC decoder {'yes' if info.has_vvc_decoder else 'NO'}")
+    except NotAvailable as e:
+        print(f"ffmpeg: NOT AVAILABLE: {e}")
+
+
+def _doctor_weights(env: Environment, cond: Any | None) -> list[str]:
+    """Weight files, the fix once, and (for a condition) what its metrics lack."""
+    try:
+        import metrics
+        import metrics.weights as mw
     except (ImportError, AttributeError):  # pragma: no cover
         print("weights: metrics package not available")
-    return 0
+        return ["metrics package not available"]
+    rows = mw.status(env.weights_dir)
+    for st in rows:
+        print(f"weights {st}")
+    mode = ("downloads off (GFVC_OFFLINE=1)" if mw.offline() else
+            f"missing files are downloaded on first use{' from ' + mw.mirror() if mw.mirror() else ''}")
+    print(f"weights: hub cache {mw.hub_dir()}; {mode}")
+    if any(not st.verified for st in rows):
+        print("weights fix: `gfvc weights fetch` (downloads and verifies; needs internet or GFVC_WEIGHTS_MIRROR"
+              "=URL), or download the files elsewhere and run `gfvc weights install DIR`")
+    if cond is None:
+        return []
+    return [f"metric weights: {line}" for line in metrics.missing_weights(cond.metrics, env.weights_dir)]
+
+
+def _doctor_sequences(cond: Any, data_dir: Path | None) -> list[str]:
+    """Every sequence of the condition's manifest must be where the manifest says (sha256 not checked here)."""
+    from gfvc.sequences import load_manifest
+
+    try:
+        entries = load_manifest(cond.manifest_path)
+    except GfvcError as e:
+        return [f"manifest: {e}"]
+    if not entries:
+        return [f"manifest {cond.manifest_path} lists no sequences: build it with `gfvc sequences prepare`"]
+    missing = [e for e in entries if e.format != "builtin" and not e.path(data_dir).exists()]
+    print(f"sequences: {len(entries) - len(missing)} of {len(entries)} found ({cond.manifest_path}); "
+          "`gfvc sequences verify` checks their sha256")
+    if missing:
+        return [f"{len(missing)} sequence file(s) missing, e.g. {missing[0].path(data_dir)} (set --data-dir or "
+                "GFVC_DATA_DIR, or fix the manifest)"]
+    return []
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -343,77 +495,115 @@ def cmd_sequences_verify(args: argparse.Namespace) -> int:
 # --- encode / decode ------------------------------------------------------------------------
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from gfvc.fileio import atomic_copy, check_output_file, work_dir
     from gfvc.runner import make_codec
-    from gfvc.video import parse_size, read_container, read_video, video_format
+    from gfvc.video import is_viewing_copy, parse_size, read_container, read_video, video_format
     from test_conditions import load_condition
 
     inp = Path(args.input)
     if not inp.exists():
         raise InputError(f"{inp}: no such file or folder")
+    out = check_output_file(args.output, what="bitstream (-o)")
     size = parse_size(args.size) if args.size else None
     fmt = video_format(inp)
-    fps = args.fps
+    fps, fps_from = args.fps, "--fps"
     if fmt == "container":
+        if is_viewing_copy(inp):
+            warn(f"{inp} is a lossy viewing copy written by the suite; you are encoding its H.264 artefacts")
         frames, file_fps = read_container(inp, args.frames)
-        fps = fps or file_fps
+        if fps is None:
+            fps, fps_from = file_fps, "the file"
     else:
         frames = read_video(inp, size=size, frames=args.frames)
-    fps = fps or 25.0
+    if fps is None:
+        fps, fps_from = 25.0, "default; pass --fps"
     cond = load_condition(args.condition).with_overrides(
         width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
     rp = RatePoint(args.qp)
     codec = make_codec(args.codec, cond, _env_from_args(args))
     codec.check()
     seq = Sequence(name=inp.stem, frames=frames, fps=fps)
-    out = Path(args.output)
-    with tempfile.TemporaryDirectory(prefix="gfvc-encode-") as tmp:
-        res = codec.encode(seq, rp, Path(tmp))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(res.bitstream, out)
+    with work_dir("gfvc-encode-") as tmp:  # kept on failure: error messages name its logs
+        res = codec.encode(seq, rp, tmp)
+        atomic_copy(res.bitstream, out)
     bits = out.stat().st_size * 8
     print(f"{out}: {args.codec} QP {args.qp}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, "
-          f"{bits} bits, {bits / 1000 / (frames.shape[0] / fps):.2f} kbps at {fps:g} fps")
+          f"{bits} bits, {bits / 1000 / (frames.shape[0] / fps):.2f} kbps at {fps:g} fps ({fps_from})")
     return 0
 
 
 def identify_bitstream(path: Path) -> tuple[str, float | None]:
-    """Which codec decodes a bitstream written by the suite, and its frame rate if stored.
+    """Which codec wrote a bitstream, and its frame rate if stored.
 
     The suite's container names its codec; a raw VVC elementary stream (anchor
-    output, VTM or VVenC) starts with a start code and is decoded by the native
-    VVC decoder of the ``vvenc`` anchor.
+    output, VTM or VVenC) starts with a start code and is reported as "vvc".
     """
     from gfvc import container
 
     if container.is_container(path):
         hdr = container.peek(path)  # verifies the whole file (BitstreamError if damaged)
         return hdr.codec, hdr.fps
-    head = path.read_bytes()[:4]
+    with open(path, "rb") as f:
+        head = f.read(4)
     if head.startswith(b"\x00\x00\x00\x01") or head.startswith(b"\x00\x00\x01"):
-        return "vvenc", None
+        return "vvc", None
     raise InputError(f"{path}: not a bitstream written by this suite (neither a gfvc container nor a VVC stream)")
+
+
+def vvc_decoder_codec(env: Environment) -> str:
+    """The codec whose decoder decodes a raw VVC stream: VTM when a VTM folder is given, else ffmpeg's."""
+    from anchors.vtm import vtm_root
+
+    root, _ = vtm_root(env)
+    return "vtm" if root is not None else "vvenc"
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from gfvc.fileio import check_output_file, work_dir
     from gfvc.runner import make_codec
-    from gfvc.video import write_video
+    from gfvc.video import WRITE_CONTAINER_SUFFIXES, check_video_output, video_format, write_video, write_yuv420_planes
     from test_conditions import load_condition
 
     bs = Path(args.bitstream)
     if not bs.is_file():
         raise InputError(f"{bs}: no such bitstream file")
-    name, fps = identify_bitstream(bs)
-    codec = make_codec(name, load_condition(args.condition), _env_from_args(args))
-    with tempfile.TemporaryDirectory(prefix="gfvc-decode-") as tmp:
-        dec = codec.decode(bs, Path(tmp))
-    out = Path(args.output)
-    fps = fps or 25.0
-    write_video(out, dec.frames, fps)
+    out = check_video_output(args.output, what="decoded output (-o)")
+    kind = video_format(out, must_exist=False)
+    name, stream_fps = identify_bitstream(bs)
+    env = _env_from_args(args)
+    cond = load_condition(args.condition)
+    codec = make_codec(vvc_decoder_codec(env) if name == "vvc" else name, cond, env)
+    if name == "vvc":
+        codec.check()  # e.g. --vtm-dir without DecoderApp: say so before decoding
+    decoder = codec.decoder_description()
+    with work_dir("gfvc-decode-") as tmp:  # kept on failure: error messages name its logs
+        dec = codec.decode(bs, tmp)
+    extras_paths = {k: (out.with_name(out.stem + f".{k}.npy") if kind != "png" else out / f"{k}.npy")
+                    for k in dec.extras}
+    for p in extras_paths.values():
+        check_output_file(p, what="decoded extra")
+    t, h, w = dec.frames.shape[:3]
+    c = cond.colour
+    if kind == "yuv420p" and dec.planes is not None:
+        write_yuv420_planes(out, dec.planes.y, dec.planes.u, dec.planes.v)
+        what = f"{dec.planes.pix_fmt}, the decoder's own planes (bit-exact)"
+    elif kind == "container":
+        fps, fps_from = (args.fps, "--fps") if args.fps else (
+            (stream_fps, "the stream") if stream_fps else (cond.fps, f"condition {cond.name}"))
+        write_video(out, dec.frames, fps)
+        what = (f"LOSSY viewing copy (H.264, {fps:g} fps from {fps_from}); never measure it: decode to .yuv/.rgb/"
+                f"PNG for the exact frames (allowed: {', '.join(sorted(WRITE_CONTAINER_SUFFIXES))})")
+    else:
+        write_video(out, dec.frames, matrix=c.matrix, range_=c.range)
+        what = {"rgb": "planar RGB", "png": "PNG frames",
+                "yuv420p": f"yuv420p converted from the decoder's RGB with {c.matrix} {c.range} (condition "
+                           f"{cond.name})"}[kind]
+        if kind == "rgb" and dec.planes is not None:
+            what += f", converted from the decoder's YUV with {c.matrix} {c.range} (condition {cond.name})"
     for k, arr in dec.extras.items():
-        p = out.with_name(out.stem + f".{k}.npy") if out.suffix else out / f"{k}.npy"
-        np.save(p, arr)
-        print(f"{p}: {k} {tuple(arr.shape)}")
-    print(f"{out}: {dec.frames.shape[0]} frames {dec.frames.shape[2]}x{dec.frames.shape[1]} decoded by {name}")
+        np.save(extras_paths[k], arr)
+        print(f"{extras_paths[k]}: {k} {tuple(arr.shape)}")
+    print(f"{out}: {t} frames {w}x{h}, {what}; decoded by {decoder}")
     return 0

@@ -500,7 +500,7 @@ def _frame_bin_string(u: np.ndarray) -> list[int]:
     """All exp-Golomb bins of one frame, value by value (prefix then suffix)."""
     k, s = eg0_split(u)
     out: list[int] = []
-    for kk, ss in zip(k.tolist(), s.tolist()):
+    for kk, ss in zip(k.tolist(), s.tolist(), strict=True):
         out.extend([1] * kk)
         out.append(0)
         out.extend((ss >> (kk - 1 - i)) & 1 for i in range(kk))

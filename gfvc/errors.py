@@ -32,6 +32,10 @@ class WeightsError(NotAvailable):
     """Model weights are missing or fail sha256 verification."""
 
 
+class OutputError(GfvcError):
+    """An output path cannot be written (under a file, read-only, a device, bad extension)."""
+
+
 class ExternalToolError(GfvcError):
     """An external program failed, timed out or produced unexpected output."""
 

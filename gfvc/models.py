@@ -65,12 +65,13 @@ def choose(codec: str, condition: Any, env: Any, default: Path | None, env_var: 
     models = getattr(env, "models", None) or {}
     if codec in models:
         return ModelChoice(codec, Path(models[codec]).expanduser(), "--model")
-    section = getattr(condition, "models", None) or {}
+    section: Any = getattr(condition, "models", None) or {}
     spec = section.get(codec) if hasattr(section, "get") else None
     if spec is not None:
         path = Path(getattr(spec, "path", None) or spec["path"]).expanduser()
-        if not path.is_absolute() and getattr(condition, "source", ""):
-            path = Path(condition.source).parent / path
+        source: str = getattr(condition, "source", "") or ""
+        if not path.is_absolute() and source:
+            path = Path(source).parent / path
         sha = getattr(spec, "sha256", None) if not isinstance(spec, dict) else spec.get("sha256")
         cfg = getattr(spec, "config", None) if not isinstance(spec, dict) else spec.get("config")
         return ModelChoice(codec, path, "condition", sha or None, Path(cfg) if cfg else None)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from gfvc.errors import InputError
 from gfvc.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
@@ -68,19 +69,56 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def current_records_filter(run_dir: Path) -> Any:
+    """A predicate: is a record's codec provenance the one RUN_DIR/run.json names for that codec?
+
+    A rerun with another binary, checkpoint or setting writes new records (new
+    content keys) and replaces the codec's provenance in run.json; the older
+    records stay on disk (listed under ``superseded`` in run.json) but are not
+    results of the recorded run command, so reports leave them out. Records
+    without provenance, and runs without run.json, are all current.
+    """
+    from gfvc.runner import identity_provenance
+
+    try:
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        run = None
+    codecs = (run or {}).get("codecs") if isinstance(run, dict) else None
+    if not isinstance(codecs, dict):
+        return lambda record: True
+    want = {c: stable_hash(identity_provenance(p)) for c, p in codecs.items() if isinstance(p, dict)}
+
+    def current(record: dict[str, Any]) -> bool:
+        prov = (record.get("provenance") or {}).get("codec")
+        w = want.get(record.get("codec", ""))
+        return w is None or not isinstance(prov, dict) or stable_hash(identity_provenance(prov)) == w
+
+    return current
+
+
+# yuv_psnr fields of a record (docs/metrics.md) that results_table exposes as yuv_psnr_<key> columns
+YUV_PSNR_KEYS = ("y", "u", "v", "yuv_611", "yuv_vtm")
+
+
 def results_table(run_dir: Path, include_failed: bool = False):
     """All records of a run as a pandas DataFrame, one row per job.
 
     Columns: condition, condition_version, condition_fingerprint, codec,
     family, sequence, sequence_sha256, qp, rate_point, frames, fps, bits,
     kbps, status, one float column per metric value (NaN when not computed)
-    and ``<metric>_status`` / ``<metric>_reason`` columns.
+    and ``<metric>_status`` / ``<metric>_reason`` columns; when some record has
+    PSNR on the decoder's YUV planes (anchors), ``yuv_psnr_y/u/v/yuv_611/yuv_vtm``
+    (NaN for the others).
     """
     import pandas as pd
 
     rows = []
+    current = current_records_filter(run_dir)
     for r in iter_records(run_dir):
         if r.get("status") != "ok" and not include_failed:
+            continue
+        if not current(r):
             continue
         row = {
             "condition": r["condition"]["name"],
@@ -105,6 +143,9 @@ def results_table(run_dir: Path, include_failed: bool = False):
             row[f"{name}_status"] = m.get("status", "ok")
             if m.get("reason"):
                 row[f"{name}_reason"] = m["reason"]
+        for k, v in (r.get("yuv_psnr") or {}).items():  # anchors: PSNR as VTM's log reports it
+            if k in YUV_PSNR_KEYS:
+                row[f"yuv_psnr_{k}"] = float(v)
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:

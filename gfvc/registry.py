@@ -7,8 +7,9 @@ proposal plugs in without editing the suite.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from gfvc.errors import ConfigError, UnknownName
 

@@ -18,9 +18,10 @@ import shutil
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -99,7 +100,8 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
                 f"is {condition.width}x{condition.height}"
             )
         if e.frames < condition.frames:
-            raise InputError(f"sequence {e.name!r} has {e.frames} frames; condition {condition.name!r} needs {condition.frames}")
+            raise InputError(f"sequence {e.name!r} has {e.frames} frames; condition {condition.name!r} needs "
+                             f"{condition.frames} (pass --frames {e.frames} or fewer to code fewer frames)")
     if check:  # fail fast, once, before any job: a wrong file would fail every job
         from gfvc.sequences import verify_entry
 
@@ -215,6 +217,8 @@ def run_job(job: Job) -> dict[str, Any]:
             ref_key=f"{seq.sha256}:{job.condition.frames}",
             cache_dir=run_dir / "cache" / "metrics", weights_dir=job.env.weights_dir,
         )
+        if dec.planes is not None:
+            rec["yuv_psnr"] = decoder_plane_psnr(seq.frames, dec.planes, job.condition)
         timings["metrics_s"] = time.perf_counter() - ts
         artifacts = {"bitstream": str(bitstream.relative_to(run_dir))}
         if job.save_decoded:
@@ -241,6 +245,31 @@ def run_job(job: Job) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - t0
     atomic_write_json(record_path(run_dir, job.key), rec)
     return rec
+
+
+def decoder_plane_psnr(original: np.ndarray, planes: Any, condition: Condition) -> dict[str, Any]:
+    """PSNR of a conventional codec's own output planes against the original converted like its input.
+
+    The original is converted with the condition's colour spec (the encoder's
+    input), so the values are those of VTM's encoder log when VTM codes at
+    8 bits internally; see metrics.classic.yuv_psnr.
+    """
+    from gfvc.video import rgb_to_yuv420, rgb_to_yuv444
+    from metrics.classic import yuv_psnr
+
+    c = condition.colour
+    ref: tuple[np.ndarray, ...]
+    if planes.chroma == "420":
+        ref = rgb_to_yuv420(original, c.matrix, c.range, c.chroma_downsampling)
+    else:
+        ref = rgb_to_yuv444(original, c.matrix, c.range)
+    out: dict[str, Any] = dict(yuv_psnr(ref, (planes.y, planes.u, planes.v)))
+    out["chroma"] = planes.chroma
+    out["method"] = ("decoder's 8-bit planes vs the original converted with the condition's colour spec "
+                     f"({c.matrix}, {c.range}, {c.chroma_downsampling}); y/u/v: mean of per-frame PSNR "
+                     "(peak 255, 999.99 dB for zero error); yuv_611: (6Y+U+V)/8; yuv_vtm: VTM log's YUV-PSNR "
+                     "(4:1:1-weighted MSE)")
+    return out
 
 
 RUN_DIR_TOKEN = "$RUN_DIR"
@@ -333,7 +362,31 @@ def execute(jobs: list[Job], executor: ExecutorName = "local", workers: int = 1,
     return done
 
 
-def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None, finish: Callable[[dict[str, Any]], None]) -> None:
+DASK_CONNECT_TIMEOUT_S = 20.0
+
+
+def connect_dask(address: str, timeout_s: float | None = None) -> Any:
+    """A distributed.Client for a running scheduler; one-line ConfigError when it does not answer."""
+    import os
+
+    try:
+        from distributed import Client
+    except ImportError:
+        from gfvc.errors import NotAvailable
+
+        raise NotAvailable("--scheduler needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
+    t = float(timeout_s if timeout_s is not None
+              else os.environ.get("GFVC_DASK_CONNECT_TIMEOUT", DASK_CONNECT_TIMEOUT_S))
+    try:
+        return Client(address, timeout=f"{t}s")
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"Dask scheduler {address} did not answer within {t:g} s ({why[:200]}); start it "
+                          "(`dask scheduler`) or fix --scheduler (e.g. tcp://HOST:8786)") from None
+
+
+def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None,
+                  finish: Callable[[dict[str, Any]], None]) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -342,7 +395,7 @@ def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None, finish: 
         raise NotAvailable("--executor dask needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
     cluster = None
     if scheduler:
-        client = Client(scheduler, timeout="30s")
+        client = connect_dask(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
@@ -357,19 +410,100 @@ def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None, finish: 
             cluster.close()
 
 
-def write_run_json(plan: RunPlan, argv: list[str]) -> None:
+RUN_JSON = "run.json"
+
+
+def reproducing_argv(argv: list[str], codecs: list[str], default_codecs: list[str]) -> list[str]:
+    """A ``gfvc run`` command line that reproduces every codec recorded in a run folder.
+
+    The latest invocation's options with its ``--codec`` choices replaced by
+    the union of all codecs run there (none when that is the condition's own
+    list), and without --force / --dry-run (which do not change the data).
+    """
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--codec":
+            skip = True
+            continue
+        if a.startswith("--codec=") or a in ("--force", "--dry-run"):
+            continue
+        out.append(a)
+    if list(codecs) != list(default_codecs):
+        for c in codecs:
+            out += ["--codec", c]
+    return out
+
+
+def _read_run_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write (or merge into) RUN_DIR/run.json: condition, every codec's provenance, a reproducing command.
+
+    A partial rerun (e.g. ``--codec s2d`` in a folder that also holds the
+    anchor) keeps the provenance of the codecs it did not run; ``argv`` becomes
+    a command that reproduces all of them, and ``invocations`` lists every
+    command that wrote into the folder. A folder holding another condition
+    (other fingerprint, e.g. other --frames) is refused: its records would mix.
+    """
+    path = plan.run_dir / RUN_JSON
+    old = _read_run_json(path) or {}
+    fp = plan.condition.fingerprint
+    if old.get("condition_fingerprint") and old["condition_fingerprint"] != fp:
+        raise ConfigError(
+            f"{plan.run_dir} holds results of condition {old.get('condition_name')!r} with fingerprint "
+            f"{str(old['condition_fingerprint'])[:12]}, this run is {plan.condition.name!r} {fp[:12]} (another "
+            "version, --frames or settings): use another --workdir, or remove that folder")
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    codecs: dict[str, Any] = dict(old.get("codecs") or {})
+    superseded = dict(old.get("superseded") or {})
+    for name, prov in plan.codecs.items():  # a rerun with another binary/checkpoint/setting
+        before = codecs.get(name)
+        if isinstance(before, dict) and stable_hash(identity_provenance(before)) != stable_hash(
+                identity_provenance(prov)):
+            superseded.setdefault(name, []).append({"provenance": before, "replaced": now})
+    codecs.update(plan.codecs)
+    order = [c for c in plan.condition.codecs if c in codecs] + [c for c in codecs if c not in plan.condition.codecs]
+    codecs = {c: codecs[c] for c in order}
+    seqs = {s["name"]: s for s in (old.get("sequences") or []) if isinstance(s, dict) and "name" in s}
+    seqs.update({e.name: e.to_dict() for e in plan.sequences})
+    invocations = list(old.get("invocations") or [])
+    if not invocations and old.get("argv"):  # a run.json written before invocations were kept
+        invocations.append({"argv": old.get("argv"), "created": old.get("created"),
+                            "codecs": list(old.get("codecs") or {})})
+    prov = suite_provenance()
+    invocations.append({"argv": list(argv), "created": now, "codecs": list(plan.codecs),
+                        "suite_version": __version__, "git_revision": prov.get("git_revision")})
+    weights = dict(old.get("metric_weights") or {})
+    weights.update(metric_weights or {})
     data = {
         "suite_version": __version__,
         "condition_name": plan.condition.name,
         "condition": plan.condition.to_dict(),
-        "condition_fingerprint": plan.condition.fingerprint,
-        "codecs": plan.codecs,
-        "sequences": [e.to_dict() for e in plan.sequences],
-        "provenance": suite_provenance(),
-        "argv": argv,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "condition_fingerprint": fp,
+        "codecs": codecs,
+        "sequences": list(seqs.values()),
+        "provenance": prov,
+        "argv": reproducing_argv(list(argv), order, list(plan.condition.codecs)),
+        "invocations": invocations,
+        "metric_weights": weights,
+        "superseded": superseded,
+        "created": old.get("created") or now,
+        "updated": now,
     }
-    atomic_write_json(plan.run_dir / "run.json", data)
+    atomic_write_json(path, data)
+    return data
 
 
 def failed(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

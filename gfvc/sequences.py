@@ -24,7 +24,7 @@ import yaml
 from gfvc.codec import Sequence
 from gfvc.errors import ChecksumError, ConfigError, InputError
 from gfvc.fileio import atomic_write_text, read_yaml_mapping
-from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, sha256_file
+from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, refuse_viewing_copy, sha256_file
 
 Format = Literal["rgb", "yuv420p", "png", "container", "builtin"]
 MANIFEST_SCHEMA = 1
@@ -142,6 +142,7 @@ def _read_all(entry: SequenceEntry, data_dir: Path | None, frames: int | None) -
         return read_yuv420(p, entry.width, entry.height, frames)
     if entry.format == "png":
         return read_png_folder(p, frames)
+    refuse_viewing_copy(p, f"sequence {entry.name!r}")
     return read_container(p, frames)[0]
 
 
@@ -160,7 +161,8 @@ def verify_entry(entry: SequenceEntry, data_dir: Path | None = None) -> None:
     got = actual_sha256(entry, data_dir)
     if got != entry.sha256:
         raise ChecksumError(
-            f"sequence {entry.name!r}: sha256 mismatch for {entry.path(data_dir) if entry.format != 'builtin' else entry.file}: "
+            f"sequence {entry.name!r}: sha256 mismatch for "
+            f"{entry.path(data_dir) if entry.format != 'builtin' else entry.file}: "
             f"manifest says {entry.sha256}, file has {got}; the file is not the one the manifest describes"
         )
     frames = _read_all(entry, data_dir, None)
@@ -175,7 +177,8 @@ def load_sequence(entry: SequenceEntry, frames: int, data_dir: Path | None = Non
                   verify: bool = True) -> Sequence:
     """Load the first ``frames`` frames of a sequence, verifying its sha256 first."""
     if frames > entry.frames:
-        raise InputError(f"sequence {entry.name!r} has {entry.frames} frames; the condition asks for {frames}")
+        raise InputError(f"sequence {entry.name!r} has {entry.frames} frames; the condition asks for {frames} "
+                         f"(pass --frames {entry.frames} or fewer)")
     raw = entry.format in ("rgb", "yuv420p")
     # Decoded formats are hashed over all decoded frames: decode once, hash, then slice.
     arr = _read_all(entry, data_dir, frames if (raw or not verify) else None)
@@ -188,6 +191,7 @@ def load_sequence(entry: SequenceEntry, frames: int, data_dir: Path | None = Non
     arr = np.ascontiguousarray(arr[:frames])
     if arr.shape[1:3] != (entry.height, entry.width):
         raise InputError(
-            f"sequence {entry.name!r}: frames are {arr.shape[2]}x{arr.shape[1]}, manifest says {entry.width}x{entry.height}"
+            f"sequence {entry.name!r}: frames are {arr.shape[2]}x{arr.shape[1]}, "
+            f"manifest says {entry.width}x{entry.height}"
         )
     return Sequence(name=entry.name, frames=arr, fps=entry.fps, sha256=entry.sha256)

@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -58,13 +58,13 @@ class TrainRecipe(abc.ABC):
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
 
-    def __init__(self, config: "BaselineConfig", device: str = "cpu", weights_dir: Path | None = None) -> None:
+    def __init__(self, config: BaselineConfig, device: str = "cpu", weights_dir: Path | None = None) -> None:
         self.config = config
         self.device = device
         self.weights_dir = weights_dir
 
     @abc.abstractmethod
-    def build(self) -> dict[str, "torch.nn.Module"]:
+    def build(self) -> dict[str, torch.nn.Module]:
         """All trained modules by official checkpoint name (generator side and discriminator)."""
 
     @abc.abstractmethod
@@ -76,12 +76,12 @@ class TrainRecipe(abc.ABC):
         return ()
 
     @abc.abstractmethod
-    def generator_losses(self, modules: dict[str, Any], batch: dict[str, "torch.Tensor"], step: int
-                         ) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Weighted loss terms of the generator phase and a cache for the discriminator phase."""
 
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, "torch.Tensor"], cache: dict[str, Any],
-                             step: int) -> dict[str, "torch.Tensor"]:
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
         """Weighted loss terms of the discriminator phase (default: no GAN)."""
         return {}
 
@@ -95,7 +95,7 @@ class TrainRecipe(abc.ABC):
         return {}
 
 
-RECIPES: "Registry[type[TrainRecipe]]" = Registry("training recipe")
+RECIPES: Registry[type[TrainRecipe]] = Registry("training recipe")
 
 
 @dataclass
@@ -226,7 +226,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
         raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
         batch = {k: v.to(device) for k, v in raw.items()}
         terms, cache = recipe.generator_losses(modules, batch, step)
-        loss_g = sum(terms.values()) if terms else torch.zeros((), device=device)
+        loss_g = cast(torch.Tensor, sum(terms.values())) if terms else torch.zeros((), device=device)
         for key, o in optims.items():
             if key not in d_keys:
                 o.zero_grad(set_to_none=True)
@@ -238,7 +238,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
         if d_keys:
             d_terms = recipe.discriminator_losses(modules, batch, cache, step)
             if d_terms:
-                loss_d = sum(d_terms.values())
+                loss_d = cast(torch.Tensor, sum(d_terms.values()))
                 for key in d_keys:
                     optims[key].zero_grad(set_to_none=True)
                 loss_d.backward()

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from gfvc.errors import InputError, NotAvailable
+from gfvc.errors import InputError, NotAvailable, OutputError
 
 Matrix = Literal["bt601", "bt709"]
 Range = Literal["limited", "full"]
@@ -150,7 +150,8 @@ def rgb_to_yuv444(frames: np.ndarray, matrix: Matrix = "bt601", range_: Range = 
     return rnd(y), rnd(u), rnd(v)
 
 
-def yuv444_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: Matrix = "bt601", range_: Range = "limited") -> np.ndarray:
+def yuv444_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: Matrix = "bt601",
+                  range_: Range = "limited") -> np.ndarray:
     return _yuv_float_to_rgb(y.astype(np.float64), u.astype(np.float64), v.astype(np.float64), matrix, range_)
 
 
@@ -172,7 +173,8 @@ def _want(path: Path, available: int, frames: int | None) -> int:
     if frames < 1:
         raise InputError(f"{path}: frame count must be >= 1, got {frames}")
     if frames > available:
-        raise InputError(f"{path}: holds {available} frames, {frames} requested")
+        raise InputError(f"{path}: holds {available} frames, {frames} requested "
+                         f"(use --frames {available} or fewer)")
     return frames
 
 
@@ -270,6 +272,33 @@ def _av():
     return av
 
 
+VIEWING_COPY_COMMENT = ("gfvc viewing copy: lossy H.264 (CRF {crf}); not the decoder's output, never measure it "
+                        "(decode to .yuv/.rgb/PNG for the exact frames)")
+VIEWING_COPY_MARK = "gfvc viewing copy"
+
+
+def is_viewing_copy(path: str | Path) -> bool:
+    """True for a video the suite wrote as a lossy viewing copy (tagged in its metadata)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in CONTAINER_SUFFIXES:
+        return False
+    av = _av()
+    try:
+        with av.open(str(path)) as c:
+            meta = {str(k).lower(): str(v) for k, v in (c.metadata or {}).items()}
+    except av.error.FFmpegError:
+        return False
+    return meta.get("comment", "").startswith(VIEWING_COPY_MARK)
+
+
+def refuse_viewing_copy(path: str | Path, what: str) -> None:
+    """Measurement and conformance never read a lossy viewing copy silently."""
+    if is_viewing_copy(path):
+        raise InputError(f"{path} is a lossy viewing copy written by the suite, not decoded frames; {what} "
+                         f"would measure H.264 artefacts: decode the bitstream to .yuv/.rgb/PNG "
+                         f"(gfvc decode BITSTREAM -o out.yuv) and use that")
+
+
 def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video container (mp4, mkv, ...) to RGB with PyAV; returns (frames, fps)."""
     av = _av()
@@ -279,40 +308,56 @@ def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndar
     out = []
     try:
         with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise InputError(f"{path}: no video stream")
             st = c.streams.video[0]
             fps = float(st.average_rate or st.guessed_rate or 25)
             for fr in c.decode(st):
                 out.append(fr.to_ndarray(format="rgb24"))
                 if frames is not None and len(out) >= frames:
                     break
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+    except av.error.FFmpegError as e:
         raise InputError(f"{path}: cannot decode video: {e}") from None
     if not out:
         raise InputError(f"{path}: no video frames")
     if frames is not None and len(out) < frames:
-        raise InputError(f"{path}: holds {len(out)} frames, {frames} requested")
+        raise InputError(f"{path}: holds {len(out)} frames, {frames} requested (use --frames {len(out)} or fewer)")
     return np.stack(out), fps
 
 
 def write_container(path: str | Path, frames: np.ndarray, fps: float, crf: int = 12) -> None:
-    """Write an H.264 mp4 for viewing (lossy; never used for measurement)."""
+    """Write an H.264 viewing copy (lossy; tagged as such in its metadata, refused by measurement)."""
     from fractions import Fraction
 
     av = _av()
     _check_rgb(frames)
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        st.width, st.height = frames.shape[2], frames.shape[1]
-        st.pix_fmt = "yuv420p"
-        st.options = {"crf": str(crf)}
-        for f in frames:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+    if not fps > 0:
+        raise InputError(f"{path}: frame rate must be > 0, got {fps!r}")
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_CONTAINER_SUFFIXES:
+        raise OutputError(f"{path}: cannot write {path.suffix or 'this'} video (H.264 viewing copies: "
+                          f"{', '.join(sorted(WRITE_CONTAINER_SUFFIXES))})")
+    try:
+        with av.open(str(path), "w") as c:
+            c.metadata["comment"] = VIEWING_COPY_COMMENT.format(crf=crf)
+            st = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            st.width, st.height = frames.shape[2], frames.shape[1]
+            st.pix_fmt = "yuv420p"
+            st.options = {"crf": str(crf)}
+            for f in frames:
+                for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(pkt)
+            for pkt in st.encode():
                 c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
+    except (av.error.FFmpegError, OSError) as e:
+        raise OutputError(f"{path}: cannot write video: {e}") from None
 
 
 CONTAINER_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+# Containers the suite writes (libx264 viewing copies); .webm cannot hold H.264.
+WRITE_CONTAINER_SUFFIXES = {".mp4", ".mkv", ".mov"}
+# Every video output: raw files, containers, or a folder of PNGs (no extension).
+WRITE_VIDEO_SUFFIXES = {".rgb", ".yuv"} | WRITE_CONTAINER_SUFFIXES
 
 
 def read_video(path: str | Path, size: tuple[int, int] | None = None, frames: int | None = None,
@@ -332,14 +377,32 @@ def read_video(path: str | Path, size: tuple[int, int] | None = None, frames: in
     return read_container(path, frames)[0]
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> None:
-    """Write frames in the format given by the suffix (.yuv, .rgb, container, or folder)."""
+def check_video_output(path: str | Path, what: str = "output") -> Path:
+    """Check a video output before the work (see gfvc.fileio); a path without extension is a PNG folder."""
+    from gfvc.fileio import check_output_dir, check_output_file
+
+    path = Path(path)
+    if path.is_dir() or (path.suffix == "" and not path.exists()):
+        return check_output_dir(path, what=f"{what} (PNG folder)")
+    if path.suffix == "" and path.is_file():
+        raise OutputError(f"{what} {path}: is a file; give a folder for PNG frames or a "
+                          f"{'/'.join(sorted(WRITE_VIDEO_SUFFIXES))} file")
+    return check_output_file(path, what=what, suffixes=WRITE_VIDEO_SUFFIXES)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, matrix: Matrix = "bt601",
+                range_: Range = "limited") -> None:
+    """Write frames in the format given by the suffix (.yuv, .rgb, container, or folder).
+
+    ``.yuv`` is converted from RGB with ``matrix``/``range_`` (pass the
+    condition's colour spec); containers are lossy viewing copies.
+    """
     path = Path(path)
     fmt = video_format(path, must_exist=False)
     if fmt == "rgb":
         write_rgb_planar(path, frames)
     elif fmt == "yuv420p":
-        write_yuv420(path, frames)
+        write_yuv420(path, frames, matrix, range_)
     elif fmt == "png":
         write_png_folder(path, frames)
     else:

@@ -5,6 +5,7 @@ Public API (docs/metrics.md, INTERFACES.md):
     evaluate(spec, ref, dist, *, fps, ref_key=None, cache_dir=None, weights_dir=None) -> dict
     protocol(spec) -> dict
     missing_weights(spec, weights_dir=None) -> list[str]
+    ensure_weights(spec, weights_dir=None) -> dict[str, str]
     weights.status(weights_dir=None) -> list[WeightStatus]
     LOWER_IS_BETTER: dict[str, bool]
 
@@ -15,9 +16,11 @@ yields a number from random or unverified weights.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +28,8 @@ from gfvc.errors import InputError, UnknownName, WeightsError
 from metrics import weights
 from metrics.classic import PSNR_CAP_DB, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 
-__all__ = ["evaluate", "protocol", "missing_weights", "weights", "LOWER_IS_BETTER", "METRIC_VALUES"]
+__all__ = ["evaluate", "protocol", "missing_weights", "ensure_weights", "weights", "LOWER_IS_BETTER",
+           "METRIC_VALUES"]
 
 LOWER_IS_BETTER: dict[str, bool] = {
     "psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True,
@@ -39,6 +43,9 @@ BATCH_FRAMES = 4
 
 
 def _check_names(spec: Any) -> None:
+    dup = next((n for i, n in enumerate(spec.names) if n in spec.names[:i]), None)
+    if dup is not None:
+        raise InputError(f"metric {dup!r} is listed twice in {list(spec.names)}")
     for n in spec.names:
         if n not in METRIC_VALUES:
             close = difflib.get_close_matches(n, list(METRIC_VALUES), n=2)
@@ -111,6 +118,27 @@ def missing_weights(spec: Any, weights_dir: Path | None = None) -> list[str]:
     return lines
 
 
+def ensure_weights(spec: Any, weights_dir: Path | None = None) -> dict[str, str]:
+    """Make the learned metrics' weight files available here; {metric: reason} for those that are not.
+
+    Missing hub files are downloaded (verified) unless GFVC_OFFLINE is set; a
+    failure is remembered by :mod:`metrics.weights`, so calling this once before
+    a run means every job gets the same one-line reason without retrying.
+    """
+    _check_names(spec)
+    reasons: dict[str, str] = {}
+    needed = list(_needed_files(spec))
+    if "fvd" in spec.names:
+        needed.append(("fvd", (_detector_file(spec),)))
+    for metric, files in needed:
+        for f in files:
+            try:
+                weights.locate(f, weights_dir)
+            except WeightsError as e:
+                reasons.setdefault(metric, str(e))
+    return reasons
+
+
 def _entry(value: float | None, name: str, status: str = "ok", reason: str = "") -> dict[str, Any]:
     if value is not None and not np.isfinite(value):
         return {"value": None, "status": "not_computed", "reason": f"non-finite result ({value})",
@@ -173,6 +201,10 @@ def _to_tensor(frames: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _chunk_features(model: Any, prep: Callable, frames: np.ndarray) -> Any:
+    return model.features(prep(_to_tensor(frames)))
+
+
 def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: Callable,
                 cache_dir: Path | None) -> float:
     """Mean per-frame score; reference features per chunk come from the cache when possible."""
@@ -184,7 +216,8 @@ def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: C
     with torch.inference_mode():
         for s in range(0, ref.shape[0], BATCH_FRAMES):
             e = min(s + BATCH_FRAMES, ref.shape[0])
-            fr = cache.cached(f"{key}|{s}:{e}", key, lambda: model.features(prep(_to_tensor(ref[s:e]))),
+            fr = cache.cached(f"{key}|{s}:{e}", key,
+                              functools.partial(_chunk_features, model, prep, ref[s:e]),
                               cache_dir, to_disk=cache.DISK_PERCEPTUAL)
             fd = model.features(prep(_to_tensor(dist[s:e])))
             scores.append(model.score(fr, fd).double())

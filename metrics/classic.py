@@ -68,7 +68,7 @@ def ssim_frames(ref_y: np.ndarray, dist_y: np.ndarray, data_range: float = 255.0
     g = torch.from_numpy(gaussian_window())
     gh, gv = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
 
-    def filt(z: "torch.Tensor") -> "torch.Tensor":
+    def filt(z: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(z, gh), gv)
 
     c1 = (SSIM_K1 * data_range) ** 2
@@ -84,3 +84,47 @@ def ssim_frames(ref_y: np.ndarray, dist_y: np.ndarray, data_range: float = 255.0
         m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
         out.append(m.mean(dim=(1, 2, 3)).numpy())
     return np.concatenate(out)
+
+
+# --- PSNR on YUV planes, the way VTM's encoder log computes it -------------------------------
+
+VTM_PSNR_CAP_DB = 999.99  # VTM prints 999.99 for a frame (or sequence) with zero error
+
+
+def _ssd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    t = a.shape[0]
+    d = a.reshape(t, -1).astype(np.int64) - b.reshape(t, -1).astype(np.int64)
+    return np.sum(d * d, axis=1)
+
+
+def yuv_psnr(ref: tuple[np.ndarray, ...], dec: tuple[np.ndarray, ...],
+             bit_depth: int = 8) -> dict[str, float | int | str]:
+    """PSNR of 8-bit YUV planes as VTM's encoder log reports it, plus the JVET 6:1:1 YUV PSNR.
+
+    * ``y``, ``u``, ``v``: per frame 10*log10(maxval^2 * samples / SSD) with
+      maxval = 255 << (bit_depth - 8) (VTM's rule), 999.99 when SSD is 0;
+      the sequence value is the mean over frames (VTM's summary line).
+    * ``yuv_611``: (6*Y + U + V) / 8 of those means (JVET CTC weighting).
+    * ``yuv_vtm``: VTM's "YUV-PSNR" column: the MSE of each component averaged
+      over frames, weighted 4:1:1 for 4:2:0 (1:1:1 for 4:4:4), then one PSNR.
+    """
+    maxval = 255 << (bit_depth - 8)
+    out: dict[str, float | int | str] = {}
+    mse: dict[str, float] = {}
+    weights: dict[str, int] = {}
+    for name, r, d in zip(("y", "u", "v"), ref, dec, strict=True):
+        if r.shape != d.shape:
+            raise ValueError(f"yuv_psnr: {name} planes differ in shape: {r.shape} vs {d.shape}")
+        ssd = _ssd(r, d)
+        n = int(np.prod(r.shape[1:]))
+        with np.errstate(divide="ignore"):
+            per_frame = np.where(ssd == 0, VTM_PSNR_CAP_DB,
+                                 10.0 * np.log10(float(maxval) ** 2 * n / np.maximum(ssd, 1)))
+        out[name] = float(np.mean(per_frame))
+        mse[name] = float(np.mean(ssd / n))
+        weights[name] = 4 if name == "y" or r.shape == ref[0].shape else 1
+    out["yuv_611"] = (6 * float(out["y"]) + float(out["u"]) + float(out["v"])) / 8
+    m = sum(weights[c] * mse[c] for c in mse) / sum(weights.values())
+    out["yuv_vtm"] = VTM_PSNR_CAP_DB if m == 0 else float(10.0 * np.log10(float(maxval) ** 2 / m))
+    out["frames"] = int(ref[0].shape[0])
+    return out

@@ -6,8 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
 
-def register(sub: "argparse._SubParsersAction") -> None:
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="score a decoded video against its original (PSNR, SSIM, DISTS, LPIPS, FVD)",
                        description="Score DIST against REF with the metric protocol of a test condition "
                                    "(default: the suite's default protocol). Missing weights are reported per "
@@ -15,12 +17,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("ref", type=Path, help="original video (.rgb, .yuv, .mp4/.mkv, or PNG folder)")
     p.add_argument("dist", type=Path, help="decoded video, same format rules")
     p.add_argument("--size", help="WxH for raw .rgb/.yuv input")
-    p.add_argument("--frames", type=int, help="score only the first N frames")
+    p.add_argument("--frames", type=positive_int, help="score only the first N frames")
     p.add_argument("--condition", help="take the metric protocol (and fps) from this test condition")
     p.add_argument("--metrics", help="comma-separated subset, e.g. psnr,ssim,dists")
     p.add_argument("--weights-dir", type=Path, help="look for weight files here before the torch hub cache")
     p.add_argument("--cache-dir", type=Path, help="on-disk reference-feature cache")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--allow-viewing-copy", action="store_true",
+                   help="score a lossy viewing copy written by the suite anyway (labelled in the output)")
+    add_offline_arg(p)
     p.set_defaults(func=_cmd_metrics)
 
     w = sub.add_parser("weights", help="status, install or download the metric weight files",
@@ -34,12 +39,26 @@ def register(sub: "argparse._SubParsersAction") -> None:
     ins.add_argument("dir", type=Path)
     ins.add_argument("--dest", type=Path, help="target folder (default $TORCH_HOME/hub/checkpoints)")
     ins.set_defaults(func=_cmd_install)
-    fe = ws.add_parser("fetch", help="download the files from their source URLs (needs internet)")
+    fe = ws.add_parser("fetch", help="download the files from their source URLs (needs internet)",
+                       description="Download the hub files into the torch hub cache (or --dest), verifying size "
+                                   "and sha256. GFVC_WEIGHTS_MIRROR=URL (or --mirror URL) downloads URL/FILE_NAME "
+                                   "instead of the original hosts.")
     fe.add_argument("names", nargs="*", help="file names (default: all downloadable files)")
     fe.add_argument("--dest", type=Path)
-    fe.add_argument("--timeout", type=float, default=60.0)
+    fe.add_argument("--mirror", metavar="URL", help="base URL that serves the files by name ($GFVC_WEIGHTS_MIRROR)")
+    fe.add_argument("--timeout", type=positive_float, default=60.0, help="connect/read timeout in seconds")
     fe.set_defaults(func=_cmd_fetch)
     w.set_defaults(func=lambda a: (w.print_help(), 2)[1])
+
+
+def _weights_dir(args: argparse.Namespace) -> Path | None:
+    """--weights-dir must exist: a typo is an error, not 'weights missing' later."""
+    from gfvc.errors import ConfigError
+
+    wd = getattr(args, "weights_dir", None)
+    if wd is not None and not Path(wd).expanduser().is_dir():
+        raise ConfigError(f"--weights-dir {wd}: no such folder")
+    return Path(wd).expanduser() if wd is not None else None
 
 
 def _spec_and_fps(args: argparse.Namespace):
@@ -60,37 +79,59 @@ def _spec_and_fps(args: argparse.Namespace):
 def _cmd_metrics(args: argparse.Namespace) -> int:
     import metrics
     from gfvc.errors import InputError
-    from gfvc.video import parse_size, read_video
+    from gfvc.fileio import check_output_dir
+    from gfvc.video import is_viewing_copy, parse_size, read_video, refuse_viewing_copy
 
+    args.weights_dir = _weights_dir(args)
+    if args.cache_dir is not None:
+        check_output_dir(args.cache_dir, what="--cache-dir")
+    copies = [str(p) for p in (args.ref, args.dist) if is_viewing_copy(p)]
+    if copies and not args.allow_viewing_copy:
+        refuse_viewing_copy(copies[0], "scoring it")
+    for c in copies:
+        warn(f"{c} is a LOSSY viewing copy: its scores include H.264 artefacts and are not the codec's")
     size = parse_size(args.size) if args.size else None
     ref = read_video(args.ref, size=size, frames=args.frames)
     dist = read_video(args.dist, size=size, frames=args.frames)
-    if ref.shape != dist.shape:
-        raise InputError(f"{args.ref} is {ref.shape} but {args.dist} is {dist.shape}; they must match")
+    if ref.shape[1:] != dist.shape[1:]:
+        raise InputError(f"{args.ref} is {ref.shape[2]}x{ref.shape[1]} but {args.dist} is "
+                         f"{dist.shape[2]}x{dist.shape[1]}; they must have the same size")
+    if ref.shape[0] != dist.shape[0]:
+        n = min(ref.shape[0], dist.shape[0])
+        raise InputError(f"{args.ref} has {ref.shape[0]} frames but {args.dist} has {dist.shape[0]}; "
+                         f"pass --frames {n} to score the first {n}")
     spec, fps = _spec_and_fps(args)
-    for line in metrics.missing_weights(spec, args.weights_dir):
-        print(f"gfvc: missing weights: {line}", file=sys.stderr)
+    reasons = metrics.ensure_weights(spec, args.weights_dir)  # downloads missing files unless --offline
     res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir)
     if args.json:
+        by_reason: dict[str, list[str]] = {}
+        for m, why in reasons.items():
+            by_reason.setdefault(why, []).append(m)
+        for why, ms in by_reason.items():  # stdout stays pure JSON; the reason once on stderr
+            print(f"gfvc: missing weights: {'/'.join(ms)} not computed: {why}", file=sys.stderr)
         print(json.dumps({"ref": str(args.ref), "dist": str(args.dist), "frames": int(ref.shape[0]),
                           "size": f"{ref.shape[2]}x{ref.shape[1]}", "results": res,
-                          "protocol": metrics.protocol(spec)}, indent=2, allow_nan=False))
+                          "viewing_copies": copies, "protocol": metrics.protocol(spec)}, indent=2, allow_nan=False))
         return 0
-    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]}")
+    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]}"
+          + (" (LOSSY VIEWING COPY)" if copies else ""))
+    said: set[str] = set()
     for name, r in res.items():
         arrow = "lower is better" if r["lower_is_better"] else "higher is better"
         if r["status"] == "ok":
             note = f"  ({r['reason']})" if r["reason"] else ""
             print(f"  {name:7s} {r['value']:12.6f}  [{arrow}]{note}")
         else:
-            print(f"  {name:7s} {'not computed':>12s}  {r['reason']}")
+            why = r["reason"]
+            print(f"  {name:7s} {'not computed':>12s}  {'(same as above)' if why in said else why}")
+            said.add(why)
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from metrics import weights
 
-    rows = weights.status(args.weights_dir)
+    rows = weights.status(_weights_dir(args))
     if args.json:
         print(json.dumps([{"file": r.name, "path": str(r.path) if r.path else None, "where": r.where,
                            "verified": r.verified, "reason": r.reason, "sha256": r.sha256_expected,
@@ -108,6 +149,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_install(args: argparse.Namespace) -> int:
     from metrics import weights
 
+    if args.dest is not None:
+        from gfvc.fileio import check_output_dir
+
+        check_output_dir(args.dest, what="--dest")
     rows = weights.install(args.dir, args.dest)
     if not rows:
         print(f"no registered weight files found in {args.dir} (names: {', '.join(weights.REGISTRY)})")
@@ -120,8 +165,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    import os
+
     from metrics import weights
 
+    if args.mirror:
+        os.environ[weights.MIRROR_ENV] = args.mirror
+    if args.dest is not None:
+        from gfvc.fileio import check_output_dir
+
+        check_output_dir(args.dest, what="--dest")
     for r in weights.fetch(args.names or None, args.dest, args.timeout):
         print(f"{r.name:26s} {'ok' if r.verified else 'NOT USABLE'}: {r.reason}")
     return 0

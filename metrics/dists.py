@@ -28,6 +28,8 @@ _POOLS = (4, 9, 16, 23)
 class L2Pool(nn.Module):
     """Hanning-window L2 pooling (stride 2) that DISTS uses instead of max pooling (anti-aliasing)."""
 
+    filter: torch.Tensor  # buffer
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         a = np.hanning(5)[1:-1]
@@ -42,6 +44,11 @@ class L2Pool(nn.Module):
 
 class DistsNet(nn.Module):
     """VGG16 stages with L2 pooling; ``features`` and ``score`` are split for caching."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
 
     def __init__(self, trunk: nn.Sequential, alpha: torch.Tensor, beta: torch.Tensor) -> None:
         super().__init__()
@@ -92,6 +99,7 @@ class DistsNet(nn.Module):
             cov = (fx[k] * fy[k]).mean([2, 3], keepdim=True) - xm * ym
             s2 = (2 * cov + c2) / (xv + yv + c2)
             d2 = d2 + (beta[k] * s2).sum(1, keepdim=True)
+        assert isinstance(d1, torch.Tensor) and isinstance(d2, torch.Tensor)  # CHANNELS is not empty
         return (1 - (d1 + d2)).reshape(-1)
 
 

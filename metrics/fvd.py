@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -56,7 +56,8 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise InputError(f"frechet_distance needs two (N, d) arrays with equal d, got {a.shape} and {b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:
-        raise InputError(f"frechet_distance needs at least 2 samples per set (ddof=1), got {a.shape[0]} and {b.shape[0]}")
+        raise InputError(f"frechet_distance needs at least 2 samples per set (ddof=1), "
+                         f"got {a.shape[0]} and {b.shape[0]}")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False, ddof=1))
     s_b = np.atleast_2d(np.cov(b, rowvar=False, ddof=1))

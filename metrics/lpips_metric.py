@@ -28,11 +28,14 @@ CHANNELS = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
 
 
 class LpipsNet(nn.Module):
+    shift: torch.Tensor  # buffers (plus lin0..lin4)
+    scale: torch.Tensor
+
     def __init__(self, net: str, trunk: nn.Sequential, lins: list[torch.Tensor]) -> None:
         super().__init__()
         self.net = net
         self.slices = nn.ModuleList(nn.Sequential(*[trunk[j] for j in range(a, b)]) for a, b in SLICES[net])
-        for k, (w, c) in enumerate(zip(lins, CHANNELS[net])):
+        for k, (w, c) in enumerate(zip(lins, CHANNELS[net], strict=True)):
             if tuple(w.shape) != (1, c, 1, 1):
                 raise ValueError(f"LPIPS {net} lin{k}: expected weight 1x{c}x1x1, got {tuple(w.shape)}")
             self.register_buffer(f"lin{k}", w.float().clone())
@@ -59,6 +62,7 @@ class LpipsNet(nn.Module):
         for k in range(len(fa)):
             d = (fa[k] - fb[k]) ** 2
             val = val + F.conv2d(d, getattr(self, f"lin{k}")).mean([2, 3], keepdim=True)
+        assert isinstance(val, torch.Tensor)  # at least one layer
         return val.reshape(-1)
 
 

@@ -12,14 +12,28 @@ the place torchvision itself reads). Package-shipped files (LPIPS linear
 layers, DISTS alpha/beta) are looked up in ``weights_dir`` first, then in the
 installed package folder (never ``sys.prefix``, the DISTS package's trap).
 The first file found decides: a wrong file is an error, not skipped.
+
+Downloading (like torchvision and lpips, but verified): the first use of a
+hub file that is found nowhere downloads it into the hub cache with a
+progress bar, checks size and sha256 while streaming, and refuses (deleting
+the file) on a mismatch. ``GFVC_OFFLINE=1`` (or ``--offline``) turns this
+off; ``GFVC_WEIGHTS_MIRROR=URL`` replaces the source hosts by one base URL
+(the file name is appended), for proxies and air-gapped mirrors. Hosts that
+do not answer fail fast (short DNS/connect timeouts) with one reason, "could
+not download NAME (offline?)", remembered for the rest of the process (and
+passed to a run's workers through ``GFVC_WEIGHTS_FAILED``) so a run says it
+once and never waits on the network again.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import shutil
-import tempfile
+import socket
+import sys
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,12 +259,57 @@ def sha256_of(path: Path) -> str:
     return _VERIFIED[key]
 
 
+OFFLINE_ENV = "GFVC_OFFLINE"
+MIRROR_ENV = "GFVC_WEIGHTS_MIRROR"
+FAILED_ENV = "GFVC_WEIGHTS_FAILED"  # JSON {file: reason}: downloads a run already found impossible
+CONNECT_TIMEOUT_S = 10.0  # DNS + TCP connect, and each read; a host that does not answer fails fast
+
+
+def offline() -> bool:
+    """True when GFVC_OFFLINE is set to 1/true/yes/on: never download."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def mirror() -> str:
+    return os.environ.get(MIRROR_ENV, "").strip()
+
+
+def source_urls(w: WeightFile) -> list[str]:
+    """Where a file is downloaded from: the mirror (base URL + file name) when set, else its sources."""
+    m = mirror()
+    if m:
+        return [m.rstrip("/") + "/" + urllib.parse.quote(w.name)]
+    return list(w.urls)
+
+
+_FAILED: dict[str, str] = {}
+
+
+def failed_downloads() -> dict[str, str]:
+    """Files whose download failed in this process or in the run that started it: {file: reason}."""
+    out: dict[str, str] = {}
+    raw = os.environ.get(FAILED_ENV, "")
+    if raw:
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                out.update({str(k): str(v) for k, v in data.items()})
+        except ValueError:
+            pass
+    out.update(_FAILED)
+    return out
+
+
+FETCH_FIX = ("fix: `gfvc weights fetch` where there is internet (or GFVC_WEIGHTS_MIRROR=URL), then "
+             "`gfvc weights install DIR` here; `gfvc weights status` lists the files")
+
+
 def how_to_get(w: WeightFile) -> str:
     if w.kind == "package":
         return (f"reinstall the '{w.package}' package (it ships {w.package_path}) or download {w.urls[0]} "
                 f"and put it in --weights-dir as {w.name}")
-    return (f"download {w.urls[0]} (or run `gfvc weights fetch`), then `gfvc weights install DIR` "
-            f"or copy it to {hub_dir() / w.name}")
+    return (f"run `gfvc weights fetch {w.name}` on a machine with internet (or download {source_urls(w)[0]}), "
+            f"then `gfvc weights install DIR` or copy it to {hub_dir() / w.name}")
 
 
 def verify_file(w: WeightFile, path: Path) -> str:
@@ -275,13 +334,31 @@ def check(name: str, weights_dir: Path | None = None) -> WeightStatus:
         str(p) for _, p in candidates(name, weights_dir)), w.sha256, w.used_by)
 
 
-def locate(name: str, weights_dir: Path | None = None) -> Path:
-    """Path of the verified file, else WeightsError naming file, hashes and source."""
+def locate(name: str, weights_dir: Path | None = None, *, fetch: bool | None = None) -> Path:
+    """Path of the verified file, else WeightsError naming file, hashes and source.
+
+    A hub file found nowhere is downloaded into the hub cache first, unless
+    ``fetch`` is False or (``fetch`` None) GFVC_OFFLINE is set. A file that is
+    present but wrong is refused, never replaced silently.
+    """
     st = check(name, weights_dir)
     w = get(name)
     if st.verified and st.path is not None:
         return st.path
     if st.path is None:
+        allowed = (not offline()) if fetch is None else fetch
+        if w.kind == "hub" and allowed:
+            known = failed_downloads().get(w.name)
+            if known:
+                raise WeightsError(known)
+            try:
+                return download(w, hub_dir())
+            except WeightsError as e:
+                _FAILED[w.name] = str(e)
+                raise
+        if w.kind == "hub":
+            why = "download disabled (GFVC_OFFLINE=1 / --offline)" if offline() else "not found"
+            raise WeightsError(f"weight file {w.name} (sha256 {w.sha256[:16]}...) is missing: {why}; {FETCH_FIX}")
         raise WeightsError(f"weight file {w.name} (sha256 {w.sha256}) is missing: {st.reason}; {how_to_get(w)}")
     raise WeightsError(f"weight file {w.name} at {st.path} is refused: {st.reason}; {how_to_get(w)}")
 
@@ -321,20 +398,21 @@ def install(src_dir: Path, dest: Path | None = None) -> list[WeightStatus]:
             out.append(WeightStatus(w.name, src, "source", True, "verified (package file, not copied)",
                                     w.sha256, w.used_by))
             continue
-        dest.mkdir(parents=True, exist_ok=True)
+        from gfvc.fileio import atomic_copy, check_output_dir
+
+        check_output_dir(dest, what="weights folder")
         target = dest / w.name
-        tmp = target.with_suffix(target.suffix + ".part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
+        atomic_copy(src, target)
         out.append(WeightStatus(w.name, target, "hub", True, f"installed from {src}", w.sha256, w.used_by))
     return out
 
 
-def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: float = 60.0) -> list[WeightStatus]:
-    """Download hub files from their source URLs into the hub cache, verifying sha256.
+def fetch(names: list[str] | None = None, dest: Path | None = None,
+          timeout: float = CONNECT_TIMEOUT_S) -> list[WeightStatus]:
+    """`gfvc weights fetch`: download hub files (from the mirror if set) into the hub cache, verified.
 
-    Network failures raise WeightsError with the URL and the reason (so offline
-    machines get a clear message, never a traceback or a partial file).
+    Files already verified in the hub cache are kept. Network failures raise
+    WeightsError with the URL and the reason (never a traceback or a partial file).
     """
     dest = Path(dest) if dest is not None else hub_dir()
     wanted = names or [n for n, w in REGISTRY.items() if w.kind == "hub"]
@@ -344,32 +422,124 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
         if w.kind != "hub":
             out.append(check(n))
             continue
-        have = check(n)
-        if have.verified and have.where == "hub":
-            out.append(have)
+        have = dest / w.name
+        if have.is_file() and not verify_file(w, have):
+            out.append(WeightStatus(w.name, have, "hub", True, "verified (already there)", w.sha256, w.used_by))
             continue
-        dest.mkdir(parents=True, exist_ok=True)
-        errors: list[str] = []
-        for url in w.urls:
-            fd, tmpname = tempfile.mkstemp(prefix=w.name + ".", suffix=".part", dir=dest)
-            tmp = Path(tmpname)
-            try:
-                with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
-                    shutil.copyfileobj(r, f, 1 << 20)
-                why = verify_file(w, tmp)
-                if why:
-                    errors.append(f"{url}: downloaded file has {why}")
-                    continue
-                os.replace(tmp, dest / w.name)
-                out.append(WeightStatus(w.name, dest / w.name, "hub", True, f"fetched from {url}", w.sha256, w.used_by))
-                break
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
-                errors.append(f"{url}: {getattr(e, 'reason', e)}")
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-        else:
-            raise WeightsError(
-                f"could not download {w.name}: " + "; ".join(errors)
-                + ". On a machine without internet, download it elsewhere and run `gfvc weights install DIR`.")
+        path = download(w, dest, timeout=timeout)
+        out.append(WeightStatus(w.name, path, "hub", True, "downloaded and verified", w.sha256, w.used_by))
     return out
+
+
+# --- downloading ---------------------------------------------------------------------------------
+
+_HOSTS: dict[tuple[str, int], str] = {}  # (host, port) -> '' reachable / why not (per process)
+
+
+def _uses_proxy(url: str) -> bool:
+    return bool(urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme))
+
+
+def _probe(url: str, timeout: float) -> str:
+    """'' when the URL's host resolves and accepts a TCP connection within ``timeout``, else why not.
+
+    DNS runs in a daemon thread so a resolver that never answers cannot stall
+    the run (socket timeouts do not cover getaddrinfo).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    key = (host, port)
+    if key in _HOSTS:
+        return _HOSTS[key]
+    box: dict[str, object] = {}
+
+    def resolve() -> None:
+        try:
+            box["addrs"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            box["error"] = e
+
+    t = threading.Thread(target=resolve, daemon=True)
+    t.start()
+    t.join(timeout)
+    why = ""
+    if t.is_alive():
+        why = f"{host}: no DNS answer within {timeout:g} s"
+    elif "error" in box:
+        why = f"{host}: {box['error']}"
+    else:
+        addrs = box.get("addrs") or []
+        errors: list[str] = []
+        for family, kind, proto, _, addr in addrs:  # type: ignore[attr-defined]
+            try:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.settimeout(timeout)
+                    sock.connect(addr)
+                errors = []
+                break
+            except OSError as e:
+                errors.append(f"{addr[0]}: {e}")
+        if errors:
+            why = f"{host}:{port}: {errors[0]}"
+    _HOSTS[key] = why
+    return why
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+
+
+def download(w: WeightFile, dest: Path, *, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> Path:
+    """Download ``w`` into ``dest`` with a progress bar; sha256 checked before the file is used.
+
+    The file is streamed into a temporary file in ``dest`` and hashed on the
+    way; a size or sha256 mismatch deletes it and raises WeightsError (the
+    next source is tried); a good file is moved into place atomically.
+    """
+    from tqdm import tqdm
+
+    from gfvc.fileio import atomic_open, check_output_dir
+
+    check_output_dir(dest, what="weights folder")
+    errors: list[str] = []
+    for url in source_urls(w):
+        why = "" if _uses_proxy(url) else _probe(url, timeout)
+        if why:
+            errors.append(why)
+            continue
+        target = Path(dest) / w.name
+        print(f"gfvc: downloading {w.name} ({_size_text(w.size)}, used by {', '.join(w.used_by)}) "
+              f"from {url} into {dest}", file=sys.stderr)
+        h = hashlib.sha256()
+        got = 0
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": "gfvc-weights"})
+            with urllib.request.urlopen(req, timeout=timeout) as r, atomic_open(target, "wb") as f, \
+                    tqdm(total=w.size, unit="B", unit_scale=True, desc=w.name, file=sys.stderr,
+                         disable=None if progress else True, leave=False) as bar:
+                while True:
+                    chunk = r.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    h.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+                    if got > w.size:
+                        break
+                if got != w.size or h.hexdigest() != w.sha256:
+                    raise _Mismatch(f"size {got} bytes, sha256 {h.hexdigest()}" if got == w.size else
+                                    f"size {got}{'+' if got > w.size else ''} bytes, expected {w.size}")
+        except _Mismatch as e:  # atomic_open removed the temporary file
+            errors.append(f"{url}: downloaded file refused and deleted ({e}; expected sha256 {w.sha256})")
+            continue
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
+            continue
+        return target
+    raise WeightsError(f"could not download {w.name} (offline?): {'; '.join(errors)}; {FETCH_FIX}")
+
+
+class _Mismatch(Exception):
+    """A downloaded file is not the registered one."""

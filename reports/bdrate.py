@@ -40,8 +40,9 @@ and the reason, and only ``ok`` results carry a value.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -397,7 +398,7 @@ def bd_rate_average_curve(anchor: Mapping[str, tuple[Sequence[float], Sequence[f
         rt, qt = average_curve({k: test[k] for k in common})
     except ValueError as e:
         return Aggregate("average-curve", TOO_FEW_POINTS, None, method, 0, n, str(e))
-    r = bd_rate(ra, qa, rt, qt, method=method, lower_is_better=lower_is_better)
+    r = bd_rate(list(ra), list(qa), list(rt), list(qt), method=method, lower_is_better=lower_is_better)
     missing = sorted((set(anchor) | set(test)) - set(common))
     reason = r.reason if not r.ok else ("missing for one codec: " + ", ".join(missing) if missing else "")
     status = r.status if not r.ok else (OK if not missing else "partial")

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gfvc.argtypes import nonnegative_float, nonnegative_int
 from gfvc.errors import RegressionDetected
 
 FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="BD-rate tables, RD plots and a contribution document for a run",
                        description="Write the report of RUN_DIR (default into RUN_DIR/report).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -28,7 +29,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--method", choices=METHODS, help="BD-rate method (default: the condition's bdrate.method)")
     p.add_argument("--aggregation", choices=("mean-of-sequences", "average-curve"),
                    help="summary over sequences (default: the condition's bdrate.aggregation)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+    p.add_argument("--bootstrap", type=nonnegative_int, default=0, metavar="N",
                    help="bootstrap resamples over sequences for a 95%% CI of the mean (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_report)
@@ -48,15 +49,18 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("regress", help="CI gate: fail (exit 1) when a BD-rate saving worsens beyond a tolerance")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--baseline", type=Path, required=True, metavar="FILE", help="baseline JSON (docs/reports.md)")
-    p.add_argument("--tolerance", type=float, metavar="PCT",
+    p.add_argument("--tolerance", type=nonnegative_float, metavar="PCT",
                    help="allowed worsening in percentage points (default: the baseline's tolerance_pct, else 0.5)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
     p.add_argument("--update-baseline", action="store_true",
                    help="write the current values to FILE for review instead of checking")
+    p.add_argument("--metrics", metavar="LIST",
+                   help="comma-separated metrics to gate, e.g. dists,lpips (default: every metric in the baseline)")
     p.set_defaults(func=cmd_regress)
 
     p = sub.add_parser("bdrate", help="BD-rate of your own RD data (CSV)",
-                       description="CSV columns: codec, sequence, rate_kbps and one column per metric.")
+                       description="CSV columns: codec, sequence, rate_kbps (or kbps, as in a report's "
+                                   "rd_data.csv) and one column per metric.")
     p.add_argument("csv", type=Path, metavar="CSV")
     p.add_argument("--anchor", required=True)
     p.add_argument("--test", required=True)
@@ -70,8 +74,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gfvc.fileio import check_output_dir
     from reports.document import build_report
 
+    check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
     paths = build_report(args.run_dir, anchor=args.anchor, formats=tuple(args.formats or FORMATS),
                          out_dir=args.out, method=args.method, aggregation=args.aggregation,
                          bootstrap=args.bootstrap, seed=args.seed)
@@ -106,10 +112,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
+    from gfvc.fileio import atomic_write_text, check_output_file
     from gfvc.records import results_table
     from reports import regress
     from reports.model import build_model, load_run
 
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    if args.update_baseline:
+        check_output_file(args.baseline, what="--baseline")
+    if args.junit:
+        check_output_file(args.junit, what="--junit")
     run = load_run(args.run_dir)
     df = results_table(args.run_dir)
     if args.update_baseline:
@@ -120,27 +132,34 @@ def cmd_regress(args: argparse.Namespace) -> int:
             except Exception:
                 old = None
         kw = {k: old.get(k) for k in ("anchor", "method", "aggregation")} if old else {}
-        model = build_model(df, run, run_dir=args.run_dir, **kw)
+        model = build_model(df, run, run_dir=args.run_dir, anchor=kw.get("anchor"), method=kw.get("method"),
+                            aggregation=kw.get("aggregation"))
         tol = args.tolerance if args.tolerance is not None else (old or {}).get("tolerance_pct")
-        data = regress.baseline_from_model(model, tol)
-        args.baseline.parent.mkdir(parents=True, exist_ok=True)
-        args.baseline.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        print(f"wrote baseline {args.baseline} ({sum(len(v) for v in data['entries'].values())} entries); "
-              "review and commit it")
+        data = regress.baseline_from_model(model, tol, wanted)
+        atomic_write_text(args.baseline, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        values = [f"{c} {m}" for c, ms in data["entries"].items() for m, v in ms.items() if v is not None]
+        nulls = [f"{c} {m}" for c, ms in data["entries"].items() for m, v in ms.items() if v is None]
+        print(f"wrote baseline {args.baseline}: {len(values)} value(s) to gate"
+              + (f" ({', '.join(values)})" if values else "")
+              + (f"; {len(nulls)} without a value, not gated ({', '.join(nulls)})" if nulls else "")
+              + "; review and commit it")
+        if not values:
+            print("warning: this baseline gates nothing; `gfvc regress` will refuse it", file=sys.stderr)
         return 0
     base = regress.load_baseline(args.baseline)
     model = build_model(df, run, run_dir=args.run_dir, anchor=base.get("anchor"), method=base.get("method"),
                         aggregation=base.get("aggregation"))
     tol = args.tolerance if args.tolerance is not None else float(base.get("tolerance_pct", regress.DEFAULT_TOLERANCE))
-    checks = regress.check(model, base, tol)
+    checks = regress.check(model, base, tol, wanted)
     if args.junit:
-        args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_text(regress.junit_xml(checks))
+        atomic_write_text(args.junit, regress.junit_xml(checks))
     for c in checks:
         print(f"{c.status.upper():<8} {c.codec} {c.metric}: {c.message}")
+    print(regress.summary(checks))
+    regress.require_comparisons(checks, args.baseline)
     fails = [c for c in checks if c.status == "fail"]
     if fails:
-        raise RegressionDetected(f"{len(fails)} of {len(checks)} BD-rate checks regressed "
+        raise RegressionDetected(f"{len(fails)} of {len(regress.compared(checks))} compared BD-rate checks regressed "
                                  f"(first: {fails[0].codec} {fails[0].metric}: {fails[0].message})")
     return 0
 

@@ -71,8 +71,8 @@ def check_compatible(run_a: dict[str, Any], run_b: dict[str, Any], df_a: Any, df
             f"runs used different test conditions: {names[0]} has {run_a.get('condition_name')} "
             f"({str(fa)[:12]}), {names[1]} has {run_b.get('condition_name')} ({str(fb)[:12]}); "
             "BD-rates across conditions are not comparable: rerun both with the same condition")
-    sha_a = dict(zip(df_a["sequence"], df_a["sequence_sha256"]))
-    sha_b = dict(zip(df_b["sequence"], df_b["sequence_sha256"]))
+    sha_a = dict(zip(df_a["sequence"], df_a["sequence_sha256"], strict=True))
+    sha_b = dict(zip(df_b["sequence"], df_b["sequence_sha256"], strict=True))
     bad = sorted(s for s in set(sha_a) & set(sha_b) if sha_a[s] != sha_b[s])
     if bad:
         raise IncompatibleRuns(f"sequence(s) {', '.join(bad)} have different sha256 in the two runs")
@@ -106,7 +106,8 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
     cond = ar.get("condition") or {}
     anchor = anchor or (cond.get("bdrate") or {}).get("anchor") or "vvenc"
     if anchor not in set(adf["codec"]):
-        raise ConfigError(f"anchor codec {anchor!r} has no records in {arun} (codecs: {', '.join(sorted(set(adf['codec'])))})")
+        raise ConfigError(f"anchor codec {anchor!r} has no records in {arun} "
+                          f"(codecs: {', '.join(sorted(set(adf['codec'])))})")
     if test is None:
         cand = [c for c in dict.fromkeys(tdf["codec"]) if c not in set(adf["codec"])]
         cand = cand or [c for c in dict.fromkeys(tdf["codec"]) if c != anchor]
@@ -115,7 +116,8 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
                               "pass --test CODEC")
         test = cand[0]
     if test not in set(tdf["codec"]):
-        raise ConfigError(f"test codec {test!r} has no records in {trun} (codecs: {', '.join(sorted(set(tdf['codec'])))})")
+        raise ConfigError(f"test codec {test!r} has no records in {trun} "
+                          f"(codecs: {', '.join(sorted(set(tdf['codec'])))})")
     names = ("A", "B")
     check_compatible(ra, rb, dfa, dfb, anchor, test, names)
     method = method or (cond.get("bdrate") or {}).get("method") or "jvet"
@@ -148,13 +150,16 @@ def bdrate_from_csv(path: Path, *, anchor: str, test: str, metric: str, method: 
         raise InputError(f"{path}: no such file") from None
     except (ValueError, pd.errors.ParserError) as e:
         raise InputError(f"{path}: not a readable CSV: {e}") from None
+    if "rate_kbps" not in df.columns and "kbps" in df.columns:  # the suite's own rd_data.csv
+        df = df.rename(columns={"kbps": "rate_kbps"})
     need = ["codec", "sequence", "rate_kbps", metric]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, df.columns))})")
     for name in (anchor, test):
         if name not in set(df["codec"].astype(str)):
-            raise InputError(f"{path}: no rows for codec {name!r} (codecs: {', '.join(sorted(set(df['codec'].astype(str))))})")
+            raise InputError(f"{path}: no rows for codec {name!r} "
+                             f"(codecs: {', '.join(sorted(set(df['codec'].astype(str))))})")
     df = df.rename(columns={"rate_kbps": "kbps"})
     df["codec"] = df["codec"].astype(str)
     df["sequence"] = df["sequence"].astype(str)

@@ -8,14 +8,17 @@ with their reason in the results section, never hidden.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 
+from gfvc.fileio import atomic_write_text
 from reports import plots, tables
 from reports.model import PLOT_AXIS, ReportModel, build_model, load_run, metric_label
 
@@ -191,7 +194,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         tables.write_xlsx(model, out / "report.xlsx")
         paths["xlsx"] = out / "report.xlsx"
     if "json" in fmts:
-        (out / "summary.json").write_text(json.dumps(tables.summary_json(model), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(tables.summary_json(model), indent=1, sort_keys=True) + "\n")
         paths["json"] = out / "summary.json"
     if "tex" in fmts:
         paths["tex"] = _write_tex(model, out / "tables.tex")
@@ -202,7 +205,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     img_fmts = [f for f in ("png", "svg") if f in fmts]
     # Markdown links PNG files, so it needs them even when png is not requested.
     file_fmts = img_fmts or (["png"] if "md" in fmts else [])
-    specs = []
+    specs: list[tuple[str, str, bool, Callable[[], Any]]] = []
     if keep:
         specs.append(("rd_average", "RD curves averaged over sequences (Figure 4 layout)", True,
                       lambda: plots.figure_average(model, keep)))
@@ -211,7 +214,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                       lambda: plots.figure_average(model, keep_ref)))
     for m in keep + keep_ref:
         specs.append((f"rd_sequences_{m}", f"Per-sequence RD curves, {PLOT_AXIS.get(m, (m,))[0]}", False,
-                      lambda m=m: plots.figure_sequences(model, m)))
+                      functools.partial(plots.figure_sequences, model, m)))
     figs_md: list[dict[str, str]] = []
     html_figs: list[dict[str, str]] = []
     seq_figs: list[dict[str, str]] = []
@@ -232,11 +235,11 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                                 "svg": f"{name}.svg" if "svg" in saved else ""})
     if "md" in fmts:
         ctx = context(model, figures={"list": figs_md, "notes": plot_notes})
-        (out / "report.md").write_text(render("report.md.j2", ctx))
+        atomic_write_text(out / "report.md", render("report.md.j2", ctx))
         paths["md"] = out / "report.md"
     if "html" in fmts:
         ctx = context(model, figures={"inline": html_figs, "sequences": seq_figs, "notes": plot_notes})
-        (out / "report.html").write_text(render("report.html.j2", ctx))
+        atomic_write_text(out / "report.html", render("report.html.j2", ctx))
         paths["html"] = out / "report.html"
     return paths
 
@@ -253,5 +256,5 @@ def _write_tex(model: ReportModel, path: Path) -> Path:
         parts.append(tables.tex_table(h, rows, f"Per-sequence BD-rate (%), Rate-{metric_label(m)}, vs {model.anchor}",
                                       f"tab:gfvc-bdrate-{m}"))
     notes = [f"% Metrics not computed: {metric_label(n.metric)}: {n.status}: {n.reason}" for n in model.notes.values()]
-    path.write_text("\n\n".join(parts + notes) + "\n")
+    atomic_write_text(path, "\n\n".join(parts + notes) + "\n")
     return path

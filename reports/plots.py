@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -74,7 +74,8 @@ def _panel(ax: plt.Axes, model: ReportModel, metric: str, sequence: str | None) 
             r, q = np.asarray(rr)[ok], np.asarray(qq)[ok]
         o = np.argsort(r)
         name = f"{codec} (anchor)" if codec == model.anchor else codec
-        ax.plot(r[o], fn(np.asarray(q)[o]), marker=MARKERS[i % len(MARKERS)], linestyle="--" if codec == model.anchor else "-",
+        ax.plot(r[o], fn(np.asarray(q)[o]), marker=MARKERS[i % len(MARKERS)],
+                linestyle="--" if codec == model.anchor else "-",
                 label=name, linewidth=1.4, markersize=4)
     ax.set_xlabel("Rate (kbps)")
     ax.set_ylabel(label)
@@ -85,7 +86,7 @@ def figure_average(model: ReportModel, metrics: Sequence[str]) -> plt.Figure:
     """Figure 4 layout: one panel per metric, curves averaged over sequences."""
     _style()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=False):
         _panel(ax, model, m, None)
         n = len(model.sequences)
         ax.set_title(f"{PLOT_AXIS.get(m, (metric_label(m),))[0]} (average of {n} sequence{'s' if n != 1 else ''})",

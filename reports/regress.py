@@ -12,7 +12,10 @@ Values are BD-rates in percent (negative = saving). An entry regresses when
 the current value is more than ``tolerance`` percentage points above the
 baseline, or when it has no ok value now (non-monotonic curve, missing
 codec, metric not computed) while the baseline had one. ``null`` entries
-(no value when the baseline was written) are reported as skipped.
+(no value when the baseline was written) are reported as skipped. A gate
+that compared none of the values it was asked to check fails (InputError,
+exit 2): passing it would prove nothing. ``metrics`` restricts the gate to
+some metrics.
 """
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
-def baseline_from_model(model: ReportModel, tolerance: float | None = None) -> dict[str, Any]:
+def baseline_from_model(model: ReportModel, tolerance: float | None = None,
+                        metrics: list[str] | None = None) -> dict[str, Any]:
     """A baseline holding the model's current summary values (null where there is no ok value)."""
     entries: dict[str, dict[str, float | None]] = {}
     for (test, m), pair in model.pairs.items():
@@ -60,13 +64,59 @@ def baseline_from_model(model: ReportModel, tolerance: float | None = None) -> d
     for test in model.tests:  # metrics without any value: recorded as null, so the gate skips them
         for m in model.bd_metrics:
             entries.setdefault(test, {}).setdefault(m, None)
+    entries = select_metrics(entries, metrics, "this run")
     return {"schema": 1, "kind": BASELINE_KIND, "condition": model.condition_name,
             "condition_fingerprint": model.fingerprint, "anchor": model.anchor, "method": model.method,
             "aggregation": model.aggregation,
             "tolerance_pct": DEFAULT_TOLERANCE if tolerance is None else tolerance, "entries": entries}
 
 
-def check(model: ReportModel, baseline: dict[str, Any], tolerance: float) -> list[Check]:
+def select_metrics(entries: dict[str, dict[str, Any]], metrics: list[str] | None,
+                   where: str) -> dict[str, dict[str, Any]]:
+    """The entries restricted to ``metrics`` (all when None); unknown names are refused."""
+    if not metrics:
+        return entries
+    known = sorted({m for ms in entries.values() for m in ms})
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise InputError(f"--metrics {','.join(unknown)}: not in {where} (it has {', '.join(known) or 'none'})")
+    return {c: {m: v for m, v in ms.items() if m in metrics} for c, ms in entries.items()
+            if any(m in metrics for m in ms)}
+
+
+def compared(checks: list[Check]) -> list[Check]:
+    """Checks that actually compared a current value with a baseline value (pass or fail)."""
+    return [c for c in checks if c.status in ("pass", "fail")]
+
+
+def summary(checks: list[Check]) -> str:
+    """One line: what the gate actually compared and what it skipped."""
+    done = compared(checks)
+    fails = sum(c.status == "fail" for c in done)
+    skipped = [c for c in checks if c.status == "skipped"]
+    text = (f"gate compared {len(done)} of {len(checks)} values"
+            + (f" ({', '.join(f'{c.codec} {c.metric}' for c in done)})" if done else "")
+            + f": {len(done) - fails} passed, {fails} failed")
+    if skipped:
+        text += f"; skipped {len(skipped)} ({', '.join(f'{c.codec} {c.metric}' for c in skipped)}: no baseline value)"
+    return text
+
+
+def require_comparisons(checks: list[Check], baseline_path: Any) -> None:
+    """A gate that compared nothing must not pass."""
+    if checks and compared(checks):
+        return
+    if not checks:
+        raise InputError(f"regress: baseline {baseline_path} has no entries to check (for the chosen --metrics)")
+    raise InputError(
+        f"regress: none of the {len(checks)} values asked for was compared: baseline {baseline_path} has no value "
+        f"for {', '.join(f'{c.codec} {c.metric}' for c in checks)} (written where they were not computed, e.g. "
+        "missing weights); write the baseline where they are computed (--update-baseline) or gate other metrics "
+        "with --metrics")
+
+
+def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
+          metrics: list[str] | None = None) -> list[Check]:
     """Compare the model (built with the baseline's anchor/method/aggregation) with the baseline."""
     if baseline.get("condition_fingerprint") and baseline["condition_fingerprint"] != model.fingerprint:
         raise InputError(
@@ -74,8 +124,9 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float) -> lis
             f"({str(baseline['condition_fingerprint'])[:12]}), this run used {model.condition_name} "
             f"({model.fingerprint[:12]}); review the change and write a new baseline with --update-baseline")
     out = []
-    for codec, metrics in sorted(baseline["entries"].items()):
-        for metric, base in sorted(metrics.items()):
+    entries = select_metrics(baseline["entries"], metrics, "the baseline")
+    for codec, values in sorted(entries.items()):
+        for metric, base in sorted(values.items()):
             pair = model.pairs.get((codec, metric))
             agg = pair.primary(model.aggregation) if pair else None
             cur = agg.value if agg is not None and agg.ok else None
@@ -85,6 +136,7 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float) -> lis
                 why = model.notes[metric].reason if metric in model.notes else "codec or metric missing from the run"
                 out.append(Check(codec, metric, base, None, "fail", f"no BD-rate now: {why}"))
             elif cur is None:
+                assert agg is not None  # pair exists, so its aggregate does
                 out.append(Check(codec, metric, base, agg.value, "fail",
                                  f"no complete BD-rate now: {agg.status}: {agg.reason}"))
             elif cur - base > tolerance:

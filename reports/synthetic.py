@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gfvc.records import atomic_write_json, content_key
 
@@ -86,7 +87,7 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                 over = perturb.get((codec, seq, qp), {})
                 kbps = float(over.get("kbps", kbps))
                 bits = int(round(kbps * 1000.0 * frames / fps))
-                mets = {}
+                mets: dict[str, dict[str, Any]] = {}
                 for m in metrics:
                     if m in not_computed:
                         mets[m] = {"value": None, "status": "not_computed", "reason": not_computed[m],

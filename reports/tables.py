@@ -7,7 +7,8 @@ shows its status and reason, never 0 or NaN.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -66,8 +67,8 @@ def summary_frame(model: ReportModel) -> pd.DataFrame:
     """Long-form summary: one row per test codec and metric, both aggregations."""
     rows = []
     for (test, m), pair in model.pairs.items():
-        row = {"anchor": model.anchor, "codec": test, "metric": m, "method": model.method,
-               "aggregation": model.aggregation}
+        row: dict[str, Any] = {"anchor": model.anchor, "codec": test, "metric": m, "method": model.method,
+                               "aggregation": model.aggregation}
         p = pair.primary(model.aggregation)
         row.update(bd_rate_pct=p.value, status=p.status, n_ok=p.n_ok, n_total=p.n_total, reason=p.reason)
         row.update(mean_of_sequences_pct=pair.mean.value, mean_of_sequences_status=pair.mean.status,

@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gfvc.codec import CODECS, Decoded
+from gfvc.codec import CODECS, Decoded, Environment
 from gfvc.errors import ModelMismatch, NotAvailable
 from gfvc.generative import GenerativeCodec
 from gfvc.video import sha256_file
 from s2d_model import DEMO_CHECKPOINT
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from s2d_model.config import S2DConfig
+    from s2d_model.networks import Sparse2Dense
+    from test_conditions import Condition
 
 SYNTH_BATCH = 8
 
@@ -59,7 +66,7 @@ class S2DCodec(GenerativeCodec):
     feature_dim = 45
     quant_scale = 64.0
 
-    def __init__(self, condition, env=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         super().__init__(condition, env)
         extra = self.env.extra or {}
         ck = extra.get("s2d_checkpoint") or os.environ.get("GFVC_S2D_CHECKPOINT") or DEMO_CHECKPOINT
@@ -67,8 +74,8 @@ class S2DCodec(GenerativeCodec):
         self.config_name = extra.get("s2d_config") or os.environ.get("GFVC_S2D_CONFIG") or None
         self.device = str(extra.get("s2d_device", "cpu"))
         self._state: dict[str, Any] | None = None
-        self._model = None
-        self._cfg = None
+        self._model: Sparse2Dense | None = None
+        self._cfg: S2DConfig | None = None
         self._sha: str | None = None
 
     # --------------------------------------------------------------- identity
@@ -77,7 +84,7 @@ class S2DCodec(GenerativeCodec):
             self._state = checkpoint_header(self.checkpoint)
         return self._state
 
-    def _config(self):  # type: ignore[no-untyped-def]
+    def _config(self) -> S2DConfig:
         if self._cfg is None:
             from s2d_model.config import config_from_dict, load_config
 
@@ -87,7 +94,8 @@ class S2DCodec(GenerativeCodec):
                 want = load_config(self.config_name)
                 if want.fingerprint() != cfg.fingerprint():
                     raise ModelMismatch(
-                        f"{self.checkpoint} was trained with s2d config {cfg.name!r} (architecture {cfg.fingerprint()}, "
+                        f"{self.checkpoint} was trained with s2d config {cfg.name!r} "
+                        f"(architecture {cfg.fingerprint()}, "
                         f"{cfg.image_size}px) but config {want.name!r} (architecture {want.fingerprint()}, "
                         f"{want.image_size}px) was asked: drop s2d_config, set it to {cfg.name!r}, or use a "
                         f"checkpoint trained with {want.name!r}")
@@ -114,7 +122,15 @@ class S2DCodec(GenerativeCodec):
         return self._sha
 
     def check(self) -> None:
+        """Checkpoint loads and its resolution is the condition's: fail once, before any job."""
         self.load()
+        w, h = self.resolution
+        c = self.condition
+        if (c.width, c.height) != (w, h):
+            raise ModelMismatch(
+                f"codec 's2d': checkpoint {self.checkpoint.name} (model {self.model_id()!r}) works at {w}x{h} but "
+                f"condition {c.name!r} is {c.width}x{c.height}: point $GFVC_S2D_CHECKPOINT at a checkpoint trained "
+                f"at {c.width}x{c.height} (docs/s2d.md), or run a condition at {w}x{h} (e.g. demo)")
 
     def load(self) -> None:
         if self._model is not None:
@@ -126,7 +142,12 @@ class S2DCodec(GenerativeCodec):
         self._model = model
 
     # ------------------------------------------------------------------ model
-    def _to_tensor(self, frames: np.ndarray):  # type: ignore[no-untyped-def]
+    def _net(self) -> Sparse2Dense:
+        self.load()
+        assert self._model is not None
+        return self._model
+
+    def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
@@ -134,24 +155,24 @@ class S2DCodec(GenerativeCodec):
     def analyse(self, frames: np.ndarray) -> np.ndarray:
         import torch
 
-        self.load()
+        net = self._net()
         with torch.inference_mode():
-            kp = self._model.detect(self._to_tensor(frames))
+            kp = net.detect(self._to_tensor(frames))
         return kp.reshape(frames.shape[0], -1).cpu().numpy().astype(np.float32)
 
     def _render(self, key_frame: np.ndarray, key_features: np.ndarray, features: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        self.load()
+        net = self._net()
         k = self._config().kp.num_kp
         frames, verts = [], []
         with torch.inference_mode():
-            tex = self._model.texture(self._to_tensor(key_frame[None]))
+            tex = net.texture(self._to_tensor(key_frame[None]))
             kp_s = torch.from_numpy(np.asarray(key_features, np.float32).reshape(1, k, 3)).to(self.device)
             drv = torch.from_numpy(np.asarray(features, np.float32).reshape(-1, k, 3)).to(self.device)
             for i in range(0, drv.shape[0], SYNTH_BATCH):
-                out = self._model.synthesise(tex, kp_s, drv[i:i + SYNTH_BATCH])
+                out = net.synthesise(tex, kp_s, drv[i:i + SYNTH_BATCH])
                 img = (out["prediction"].clamp(0, 1) * 255.0).round().to(torch.uint8)
                 frames.append(img.permute(0, 2, 3, 1).cpu().numpy())
                 verts.append(out["vertices"].float().cpu().numpy())
@@ -182,5 +203,6 @@ class S2DCodec(GenerativeCodec):
         meta = dict(st.get("meta") or {})
         p.update({"checkpoint": str(self.checkpoint), "config": cfg.name, "architecture": cfg.fingerprint(),
                   "image_size": cfg.image_size,
-                  "training": {k: meta.get(k) for k in ("step", "perceptual", "vertex_targets", "wall_seconds", "dtype")}})
+                  "training": {k: meta.get(k) for k in ("step", "perceptual", "vertex_targets", "wall_seconds",
+                                                        "dtype")}})
         return p

@@ -147,16 +147,20 @@ class S2DConfig:
     def validate(self) -> None:
         k = self.kp
         if k.reshape_channels % k.reshape_depth:
-            raise ConfigError(f"s2d config {self.name!r}: kp.reshape_channels ({k.reshape_channels}) must be a multiple of kp.reshape_depth ({k.reshape_depth})")
+            raise ConfigError(f"s2d config {self.name!r}: kp.reshape_channels ({k.reshape_channels}) must be a "
+                              f"multiple of kp.reshape_depth ({k.reshape_depth})")
         t = self.texture
         if t.feature_channels * t.depth != t.max_features:
-            raise ConfigError(f"s2d config {self.name!r}: texture.feature_channels x texture.depth must equal texture.max_features ({t.feature_channels}x{t.depth} != {t.max_features})")
+            raise ConfigError(f"s2d config {self.name!r}: texture.feature_channels x texture.depth must equal "
+                              f"texture.max_features ({t.feature_channels}x{t.depth} != {t.max_features})")
         kp_in = round(self.image_size * k.scale_factor)
         if kp_in % (2 ** k.num_blocks):
-            raise ConfigError(f"s2d config {self.name!r}: image_size*scale_factor={kp_in} must be divisible by 2**kp.num_blocks")
+            raise ConfigError(f"s2d config {self.name!r}: image_size*scale_factor={kp_in} must be divisible "
+                              "by 2**kp.num_blocks")
         feat = self.image_size // (2 ** t.num_down_blocks)
         if self.image_size % (2 ** t.num_down_blocks) or feat % (2 ** self.motion.num_blocks):
-            raise ConfigError(f"s2d config {self.name!r}: feature size {feat} must be divisible by 2**motion.num_blocks")
+            raise ConfigError(f"s2d config {self.name!r}: feature size {feat} must be divisible "
+                              "by 2**motion.num_blocks")
         if self.vertex.num_vertices < 1 or k.num_kp < 1:
             raise ConfigError(f"s2d config {self.name!r}: num_kp and num_vertices must be positive")
 
@@ -202,7 +206,8 @@ def config_from_dict(d: dict[str, Any], name: str = "custom") -> S2DConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         bad = set(sub) - known
         if bad:
-            raise ConfigError(f"s2d config {name!r}: unknown keys {sorted(bad)} in section {sec!r}; known: {sorted(known)}")
+            raise ConfigError(f"s2d config {name!r}: unknown keys {sorted(bad)} in section {sec!r}; "
+                              f"known: {sorted(known)}")
         if sec == "train" and "betas" in sub:
             sub = dict(sub, betas=tuple(float(b) for b in sub["betas"]))
         kw[sec] = cls(**sub)
@@ -221,7 +226,8 @@ def load_config(name_or_path: str | Path) -> S2DConfig:
     if not (p.suffix in (".yaml", ".yml") and p.is_file()):
         p = CONFIG_DIR / f"{name_or_path}.yaml"
         if not p.is_file():
-            raise UnknownName(f"unknown s2d config {str(name_or_path)!r}; available: {', '.join(available_configs())} (or a path to a .yaml file)")
+            raise UnknownName(f"unknown s2d config {str(name_or_path)!r}; available: "
+                              f"{', '.join(available_configs())} (or a path to a .yaml file)")
     try:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

@@ -49,7 +49,8 @@ def list_videos(root: Path) -> list[VideoEntry]:
     root = Path(root)
     base = root / "train" if (root / "train").is_dir() else root
     if not base.is_dir():
-        raise InputError(f"{root}: no such training data folder (expected {root}/train/<video>.mp4 or {root}/train/<video>/*.png)")
+        raise InputError(f"{root}: no such training data folder "
+                         f"(expected {root}/train/<video>.mp4 or {root}/train/<video>/*.png)")
     out = []
     for p in sorted(base.iterdir()):
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
@@ -86,7 +87,7 @@ class PairDataset:
         if self.vertex_root is not None and not self.vertex_root.is_dir():
             raise InputError(f"{self.vertex_root}: vertex target folder does not exist")
         self.num_vertices = num_vertices
-        self._cache: "OrderedDict[str, tuple[np.ndarray, np.ndarray | None]]" = OrderedDict()
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._cache_size = cache_videos
 
     def _load(self, v: VideoEntry) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,7 +100,8 @@ class PairDataset:
         if frames.shape[1:3] != (self.image_size, self.image_size):
             raise InputError(
                 f"{v.path}: frames are {frames.shape[2]}x{frames.shape[1]} but the config trains at "
-                f"{self.image_size}x{self.image_size}; resize/crop the data (tools/) or pick a config with that image_size")
+                f"{self.image_size}x{self.image_size}; resize/crop the data (tools/) "
+                "or pick a config with that image_size")
         verts = self._load_vertices(v, frames.shape[0])
         self._cache[v.name] = (frames, verts)
         while len(self._cache) > self._cache_size:
@@ -113,7 +115,8 @@ class PairDataset:
         if one.is_file():
             arr = np.load(one).astype(np.float32)
             if arr.shape != (n, self.num_vertices, 2):
-                raise InputError(f"{one}: vertex targets have shape {arr.shape}, expected ({n}, {self.num_vertices}, 2)")
+                raise InputError(f"{one}: vertex targets have shape {arr.shape}, "
+                                 f"expected ({n}, {self.num_vertices}, 2)")
             return arr
         folder = self.vertex_root / v.name
         if folder.is_dir():
@@ -174,7 +177,7 @@ class PairDataset:
 
         items = [self.sample(rng, hflip) for _ in range(size)]
 
-        def img(key: str) -> "torch.Tensor":
+        def img(key: str) -> torch.Tensor:
             return torch.from_numpy(np.stack([it[key] for it in items])).permute(0, 3, 1, 2).float() / 255.0
 
         out = {"source": img("source"), "driving": img("driving"),
@@ -198,7 +201,8 @@ class PairDataset:
         for v in self.videos:
             h.update(v.name.encode())
         return {"root": str(self.root.resolve()), "videos": len(self.videos),
-                "names_sha256": h.hexdigest(), "vertices": str(self.vertex_root.resolve()) if self.vertex_root else None,
+                "names_sha256": h.hexdigest(),
+                "vertices": str(self.vertex_root.resolve()) if self.vertex_root else None,
                 "image_size": self.image_size}
 
 

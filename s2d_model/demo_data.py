@@ -58,15 +58,17 @@ def prepare_source_variants(out: Path, qps: tuple[int, ...] = VARIANT_QPS) -> di
 
     cond = load_condition("demo")
     g = cond.generative
-    kw = {"coder": g.key_frame_coder, "chroma": g.key_frame_chroma, "condition": cond, "env": Environment()}
+    env = Environment()
     frames = demo_frames(TRAIN_FIRST, TRAIN_COUNT)
     h, w = frames.shape[1:3]
     for qp in qps:
         dec = []
         with tempfile.TemporaryDirectory(prefix="gfvc-variants-") as td:
             for f in frames:
-                r = intra.encode_intra(f, qp, workdir=Path(td), **kw)
-                dec.append(intra.decode_intra(r.payload, width=w, height=h, workdir=Path(td), **kw))
+                r = intra.encode_intra(f, qp, coder=g.key_frame_coder, chroma=g.key_frame_chroma, condition=cond,
+                                       env=env, workdir=Path(td))
+                dec.append(intra.decode_intra(r.payload, width=w, height=h, coder=g.key_frame_coder,
+                                              chroma=g.key_frame_chroma, condition=cond, env=env, workdir=Path(td)))
         write_png_folder(Path(out) / "variants" / "carphone" / f"qp{qp}", np.stack(dec))
     return {"variants": [f"qp{q}" for q in qps], "coder": g.key_frame_coder, "chroma": g.key_frame_chroma}
 

@@ -19,7 +19,9 @@ total = 10 * equivariance + 10 * keypoint prior + 10 * perceptual
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,9 @@ def find_vgg19_weights(weights_dir: Path | None = None) -> Path:
 class VGG19Features(nn.Module):
     """Frozen VGG19 giving relu1_1..relu5_1 on ImageNet-normalised input."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, weights: Path) -> None:
         super().__init__()
         from torchvision.models import vgg19
@@ -77,7 +82,8 @@ class VGG19Features(nn.Module):
 
 
 def _pyramid(x: torch.Tensor, scales: list[float]) -> list[torch.Tensor]:
-    return [x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False, antialias=True) for s in scales]
+    return [x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False, antialias=True)
+            for s in scales]
 
 
 class PerceptualLoss(nn.Module):
@@ -99,13 +105,13 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = pred.new_zeros(())
-        for p, t in zip(_pyramid(pred, self.scales), _pyramid(target, self.scales)):
+        for p, t in zip(_pyramid(pred, self.scales), _pyramid(target, self.scales), strict=True):
             if self.vgg is None:
                 total = total + (p - t).abs().mean()
             else:
                 with torch.no_grad():
                     ft = self.vgg(t)
-                for a, b in zip(self.vgg(p), ft):
+                for a, b in zip(self.vgg(p), ft, strict=True):
                     total = total + (a - b).abs().mean()
         return total
 
@@ -140,20 +146,22 @@ def keypoint_prior_loss(kp: torch.Tensor, min_dist: float = 0.1, depth: float = 
     return sep + dep
 
 
+def _tsum(values: Iterable[torch.Tensor]) -> torch.Tensor:
+    """sum() of tensors, typed as a tensor (it starts from int 0, so the value is unchanged)."""
+    return cast(torch.Tensor, sum(values))
+
+
 def hinge_d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits))
+    return _tsum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits, strict=True))
 
 
 def hinge_g_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    return sum(-f.mean() for f in fake_logits)
+    return _tsum(-f.mean() for f in fake_logits)
 
 
 def feature_matching_loss(real_feats: list[list[torch.Tensor]], fake_feats: list[list[torch.Tensor]]) -> torch.Tensor:
-    total = 0.0
-    for rs, fs in zip(real_feats, fake_feats):
-        for r, f in zip(rs, fs):
-            total = total + (r.detach() - f).abs().mean()
-    return total
+    return _tsum((r.detach() - f).abs().mean()
+                 for rs, fs in zip(real_feats, fake_feats, strict=True) for r, f in zip(rs, fs, strict=True))
 
 
 def vertex_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,4 +177,4 @@ def weighted_total(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Ten
     """Weighted sum of the generator-side terms present in ``terms``."""
     w = {"equivariance": cfg.equivariance, "keypoint_prior": cfg.keypoint_prior, "perceptual": cfg.perceptual,
          "adversarial": cfg.adversarial, "feature_matching": cfg.feature_matching, "vertex": cfg.vertex}
-    return sum(w[k] * v for k, v in terms.items() if k in w)
+    return _tsum(w[k] * v for k, v in terms.items() if k in w)

@@ -120,6 +120,8 @@ class Hourglass3d(nn.Module):
 class AntiAliasDownsample(nn.Module):
     """Gaussian blur then subsample (as FOMM/FV2V do before the keypoint U-Net)."""
 
+    weight: torch.Tensor  # buffer
+
     def __init__(self, channels: int, scale: float) -> None:
         super().__init__()
         self.scale = scale
@@ -233,12 +235,15 @@ class SparseToDenseMotion(nn.Module):
         super().__init__()
         m, t, k = cfg.motion, cfg.texture, cfg.kp
         self.num_kp, self.variance, self.compress_ch = k.num_kp, m.kp_variance, m.compress
-        self.compress = nn.Sequential(nn.Conv3d(t.feature_channels, m.compress, 1), nn.BatchNorm3d(m.compress), nn.ReLU(inplace=True))
+        self.compress = nn.Sequential(nn.Conv3d(t.feature_channels, m.compress, 1), nn.BatchNorm3d(m.compress),
+                                      nn.ReLU(inplace=True))
         self.hourglass = Hourglass3d((k.num_kp + 1) * (m.compress + 1), m.block_expansion, m.max_features, m.num_blocks)
         self.mask = nn.Conv3d(self.hourglass.out_filters, k.num_kp + 1, m.mask_kernel, padding=m.mask_kernel // 2)
-        self.occlusion = nn.Conv2d(self.hourglass.out_filters * t.depth, 1, m.occlusion_kernel, padding=m.occlusion_kernel // 2)
+        self.occlusion = nn.Conv2d(self.hourglass.out_filters * t.depth, 1, m.occlusion_kernel,
+                                   padding=m.occlusion_kernel // 2)
 
-    def forward(self, feature: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, feature: torch.Tensor, kp_source: torch.Tensor,
+                kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:
         n, _, d, h, w = feature.shape
         k1 = self.num_kp + 1
         grid = coordinate_grid(d, h, w, device=feature.device, dtype=feature.dtype)  # (D,H,W,3)
@@ -275,7 +280,8 @@ class FrameGenerator(nn.Module):
         super().__init__()
         t, g = cfg.texture, cfg.generator
         self.bottleneck = t.block_expansion * 2 ** t.num_down_blocks
-        self.third = nn.Sequential(nn.Conv2d(t.max_features, self.bottleneck, 3, padding=1), nn.BatchNorm2d(self.bottleneck), nn.LeakyReLU(0.2, inplace=True))
+        self.third = nn.Sequential(nn.Conv2d(t.max_features, self.bottleneck, 3, padding=1),
+                                   nn.BatchNorm2d(self.bottleneck), nn.LeakyReLU(0.2, inplace=True))
         self.fourth = nn.Conv2d(self.bottleneck, self.bottleneck, 1)
         self.res = nn.Sequential(*[ResBlock2d(self.bottleneck) for _ in range(g.num_resblocks)])
         ups = []
@@ -392,12 +398,14 @@ class MultiScaleDiscriminator(nn.Module):
         super().__init__()
         d = cfg.discriminator
         self.scales = list(d.scales)
-        self.discs = nn.ModuleList(PatchDiscriminator(d.block_expansion, d.max_features, d.num_blocks, d.spectral_norm) for _ in self.scales)
+        self.discs = nn.ModuleList(PatchDiscriminator(d.block_expansion, d.max_features, d.num_blocks, d.spectral_norm)
+                                   for _ in self.scales)
 
     def forward(self, x: torch.Tensor) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
         out = []
-        for s, disc in zip(self.scales, self.discs):
-            xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False, antialias=True)
+        for s, disc in zip(self.scales, self.discs, strict=True):
+            xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False,
+                                                  antialias=True)
             out.append(disc(xs))
         return out
 

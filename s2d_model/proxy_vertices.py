@@ -29,7 +29,7 @@ def template_points(n: int = NUM_VERTICES, seed: int = 0) -> np.ndarray:
     """(n, 2) points: 30% in a head ellipse, 70% in a torso trapezoid (normalised x, y)."""
     rng = np.random.default_rng(seed)
     n_head = int(round(0.3 * n))
-    pts = []
+    pts: list[np.ndarray] = []
     while sum(len(p) for p in pts) < n_head:  # head: ellipse centre (0, -0.35), radii 0.28 x 0.38
         c = rng.uniform(-1, 1, (4 * n_head, 2))
         keep = (c[:, 0] ** 2 + c[:, 1] ** 2) <= 1

@@ -60,11 +60,11 @@ class TrainOptions:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through gfvc.fileio.atomic_open (never half a checkpoint; the umask's file mode)."""
+    from gfvc.fileio import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _rng_state(py: random.Random) -> dict[str, Any]:
@@ -112,12 +112,14 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             raise InputError(f"--resume {rp}: no such checkpoint")
         state = torch.load(rp, map_location="cpu", weights_only=False)
         if state.get("format") != TRAIN_FORMAT:
-            raise ModelMismatch(f"{rp} is not a training checkpoint (format {state.get('format')!r}); resume from OUT/checkpoint.pt of a `gfvc train s2d` run")
+            raise ModelMismatch(f"{rp} is not a training checkpoint (format {state.get('format')!r}); "
+                                "resume from OUT/checkpoint.pt of a `gfvc train s2d` run")
         cfg = config_from_dict(state["config"], name=state["config"].get("name", "resumed"))
         asked = load_config(opts.config)
         if asked.fingerprint() != cfg.fingerprint():
-            raise ModelMismatch(f"--resume {rp} was trained with config {cfg.name!r} (architecture {cfg.fingerprint()}), "
-                                f"but --config {opts.config} has architecture {asked.fingerprint()}; pass the matching --config")
+            raise ModelMismatch(f"--resume {rp} was trained with config {cfg.name!r} "
+                                f"(architecture {cfg.fingerprint()}), but --config {opts.config} has "
+                                f"architecture {asked.fingerprint()}; pass the matching --config")
     else:
         cfg = load_config(opts.config)
     tc = cfg.train
@@ -140,8 +142,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     model = Sparse2Dense(cfg).to(device)
     disc = MultiScaleDiscriminator(cfg).to(device)
     perceptual = L.PerceptualLoss(cfg.loss.pyramid_scales).to(device)
-    opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(tc.betas))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=tuple(tc.betas))
+    betas = (float(tc.betas[0]), float(tc.betas[1]))
+    opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
     use_amp = bool(opts.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step = 0
@@ -168,7 +171,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         wall_before = float(state.get("wall_seconds", 0.0))
         _set_rng_state(py_rng, state["rng"])
         if state.get("perceptual") != perceptual.name:
-            log.warning("resuming a run trained with perceptual loss %r using %r", state.get("perceptual"), perceptual.name)
+            log.warning("resuming a run trained with perceptual loss %r using %r", state.get("perceptual"),
+                        perceptual.name)
     g_model: torch.nn.Module = model
     d_model: torch.nn.Module = disc
     if world > 1:  # pragma: no cover - needs several processes/GPUs
@@ -211,7 +215,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             terms = {
                 "perceptual": perceptual(pred, drv),
                 "equivariance": L.equivariance_loss(out_g["kp_driving"], kp_w, theta),
-                "keypoint_prior": L.keypoint_prior_loss(out_g["kp_driving"], cfg.loss.prior_distance, cfg.loss.prior_depth)
+                "keypoint_prior": L.keypoint_prior_loss(out_g["kp_driving"], cfg.loss.prior_distance,
+                                                        cfg.loss.prior_depth)
                 + L.keypoint_prior_loss(out_g["kp_source"], cfg.loss.prior_distance, cfg.loss.prior_depth),
             }
             if cfg.loss.adversarial > 0 or cfg.loss.feature_matching > 0:
@@ -221,7 +226,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 terms["adversarial"] = L.hinge_g_loss([f[1] for f in fake])
                 terms["feature_matching"] = L.feature_matching_loss([r[0] for r in real], [f[0] for f in fake])
             if b["valid"].sum() > 0:
-                terms["vertex"] = L.vertex_loss(out_g["vertices"].float(), b["vertices"].to(device), b["valid"].to(device))
+                terms["vertex"] = L.vertex_loss(out_g["vertices"].float(), b["vertices"].to(device),
+                                                b["valid"].to(device))
             loss_g = L.weighted_total(terms, cfg.loss)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
@@ -238,7 +244,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         scaler.update()  # once per iteration for both optimisers
         step += 1
         if not torch.isfinite(loss_g):
-            raise ConfigError(f"training diverged at step {step} (generator loss {loss_g.item()}); lower --lr or check the data")
+            raise ConfigError(f"training diverged at step {step} (generator loss {loss_g.item()}); "
+                              "lower --lr or check the data")
         last = {k: float(v.detach()) for k, v in terms.items()}
         last.update(total_g=float(loss_g.detach()), total_d=float(loss_d.detach()))
         if bar is not None:
@@ -267,7 +274,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 def write_model_checkpoint(state_dict: dict[str, torch.Tensor], cfg: S2DConfig, out: Path, fp16: bool = True,
                            meta: dict[str, Any] | None = None) -> Path:
     """Write an inference checkpoint (model weights + config + metadata), atomically."""
-    sd = {k: (v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()) for k, v in state_dict.items()}
+    sd = {k: (v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu())
+          for k, v in state_dict.items()}
     obj = {"format": MODEL_FORMAT, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "model": sd,
            "meta": {"dtype": "float16" if fp16 else "float32", **(meta or {})}}
     atomic_torch_save(obj, Path(out))
@@ -298,7 +306,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return st
 
 
-def load_model(path: Path, config: S2DConfig | str | None = None, device: str = "cpu") -> tuple[Sparse2Dense, dict[str, Any]]:
+def load_model(path: Path, config: S2DConfig | str | None = None,
+               device: str = "cpu") -> tuple[Sparse2Dense, dict[str, Any]]:
     """Load an exported (or training) checkpoint into a model in eval mode.
 
     ``config`` (a name or S2DConfig) must describe the same architecture as
@@ -306,17 +315,20 @@ def load_model(path: Path, config: S2DConfig | str | None = None, device: str = 
     """
     path = Path(path)
     if not path.is_file():
-        raise NotAvailable(f"Sparse2Dense checkpoint {path} not found; train one with `gfvc train s2d --config small --data DIR --out OUT` "
+        raise NotAvailable(f"Sparse2Dense checkpoint {path} not found; train one with "
+                           "`gfvc train s2d --config small --data DIR --out OUT` "
                            "and export it, or restore s2d_model/checkpoints/ from the repository")
     st = read_checkpoint(path)
     if st.get("format") not in (MODEL_FORMAT, TRAIN_FORMAT):
-        raise ModelMismatch(f"{path}: not a Sparse2Dense checkpoint (format {st.get('format') if isinstance(st, dict) else type(st).__name__!r})")
+        fmt = st.get("format") if isinstance(st, dict) else type(st).__name__
+        raise ModelMismatch(f"{path}: not a Sparse2Dense checkpoint (format {fmt!r})")
     ck_cfg = config_from_dict(st["config"], name=st["config"].get("name", "checkpoint"))
     if config is not None:
         want = load_config(config) if isinstance(config, (str, Path)) else config
         if want.fingerprint() != ck_cfg.fingerprint():
             raise ModelMismatch(
-                f"{path} was trained with s2d config {ck_cfg.name!r} (architecture {ck_cfg.fingerprint()}, {ck_cfg.image_size}px) "
+                f"{path} was trained with s2d config {ck_cfg.name!r} "
+                f"(architecture {ck_cfg.fingerprint()}, {ck_cfg.image_size}px) "
                 f"but config {want.name!r} (architecture {want.fingerprint()}, {want.image_size}px) was asked; "
                 f"use --config {ck_cfg.name} or a checkpoint trained with {want.name!r}")
         ck_cfg = want

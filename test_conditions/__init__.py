@@ -138,7 +138,7 @@ class Condition:
             p = base / p
         return p
 
-    def with_overrides(self, **kw: Any) -> "Condition":
+    def with_overrides(self, **kw: Any) -> Condition:
         """A copy with top-level fields replaced (validated like loaded data)."""
         d = self.to_dict()
         d.update(kw)
@@ -186,7 +186,13 @@ def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{file}: key {key!r}: expected a list, got {value!r}")
-        return tuple(_type_ok(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        items = tuple(_type_ok(args[0], v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        # Every list of a condition is a set of choices (QPs, codecs, metrics): a repeat would
+        # run the same job twice at once in one folder, or count a metric twice.
+        dup = next((v for i, v in enumerate(items) if v in items[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"{file}: key {key!r}: {dup!r} is listed twice in {list(value)!r}")
+        return items
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: key {key!r}: expected a mapping, got {value!r}")
@@ -211,7 +217,8 @@ def _build(cls: Any, data: dict[str, Any], file: str, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{file}: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(names - {'source'}))})")
+        raise ConfigError(f"{file}: unknown key '{prefix}{unknown[0]}' "
+                          f"(allowed: {', '.join(sorted(names - {'source'}))})")
     kwargs = {k: _type_ok(hints[k], v, file, prefix + k) for k, v in data.items()}
     try:
         obj = cls(**kwargs)

@@ -8,6 +8,9 @@ import pytest
 import yaml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests never download weight files (CI has no internet; a download would make a test slow and its
+# result depend on the network). tests/test_weights_fetch.py turns this off against a loopback server.
+os.environ.setdefault("GFVC_OFFLINE", "1")
 
 try:
     import torch
@@ -47,8 +50,9 @@ def plugin_env(monkeypatch):
 @pytest.fixture
 def fake_intra(monkeypatch: pytest.MonkeyPatch):
     """Replace anchors.intra by test_generative.FakeIntra (fast, no ffmpeg) for generative-codec tests."""
-    import anchors.intra
     from test_generative import FakeIntra
+
+    import anchors.intra
 
     fake = FakeIntra()
     for fn in ("encode_intra", "decode_intra", "intra_provenance"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anchors import common
-from anchors.common import (FfmpegInfo, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info)
+from anchors.common import FfmpegInfo, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info
 from anchors.vvenc import VvencCodec, VvencSettings, require_vvenc, settings_for
 from gfvc.codec import BUILTIN_CODEC_MODULES, CODECS, Environment, RatePoint, Sequence
 from gfvc.errors import ExternalToolError, InputError, NotAvailable

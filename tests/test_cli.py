@@ -80,9 +80,13 @@ def test_negative_qp(tmp_path, clip, capsys):
 
 def test_missing_vtm_binary(tmp_path, clip, capsys, monkeypatch):
     monkeypatch.delenv("GFVC_VTM_DIR", raising=False)
+    (tmp_path / "empty").mkdir()
+    rc = main(["encode", "--codec", "vtm", "--qp", "37", str(clip), "-o", str(tmp_path / "x"), "--size", "128x128",
+               "--vtm-dir", str(tmp_path / "empty")])
+    _one_line_error(capsys, rc, "EncoderApp")
     rc = main(["encode", "--codec", "vtm", "--qp", "37", str(clip), "-o", str(tmp_path / "x"), "--size", "128x128",
                "--vtm-dir", str(tmp_path / "nowhere")])
-    _one_line_error(capsys, rc, "EncoderApp")
+    _one_line_error(capsys, rc, "--vtm-dir")
 
 
 def test_decode_garbage(tmp_path, capsys):

@@ -124,7 +124,7 @@ def test_reference_resets_every_frame_and_pads_bytes() -> None:
     assert r.encode(q) == b"".join(per_frame)
     ideal = [r.ideal_bits(q[t:t + 1]) for t in range(q.shape[0])]
     sw = r.frame_sizes(q)  # the software's accounting: 1 termination bit, zeros past EOF
-    for p, i, n in zip(per_frame, ideal, sw):
+    for p, i, n in zip(per_frame, ideal, sw, strict=True):
         assert i - 2 <= 8 * n <= i + 2 + 8
         assert n <= len(p) <= n + 4  # WNC termination: 2 bits + pending underflow bits
 

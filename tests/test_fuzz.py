@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_generative import FakeIntra, ToyColour, demo_condition  # noqa: F401
 
 from gfvc.codec import RatePoint, Sequence
 from gfvc.codecs.keyframe_repeat import KeyframeRepeat
 from gfvc.errors import BitstreamError
-from test_generative import FakeIntra, ToyColour, demo_condition  # noqa: F401
 
 CASES = 200
 

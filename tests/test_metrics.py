@@ -64,7 +64,8 @@ def test_psnr_rgb_matches_direct_formula_and_mean_over_frames():
     ref, dist = _pair(t=4)
     per = []
     for f in range(4):
-        mse = sum((int(a) - int(b)) ** 2 for a, b in zip(ref[f].ravel().tolist(), dist[f].ravel().tolist())) / ref[f].size
+        pairs = zip(ref[f].ravel().tolist(), dist[f].ravel().tolist(), strict=True)
+        mse = sum((int(a) - int(b)) ** 2 for a, b in pairs) / ref[f].size
         per.append(10 * math.log10(255 ** 2 / mse))
     res = metrics.evaluate(MetricsSpec(names=("psnr",)), ref, dist, fps=25)
     assert res["psnr"]["value"] == pytest.approx(np.mean(per), abs=1e-9)
@@ -234,7 +235,8 @@ def test_missing_weights_give_not_computed_naming_the_file(empty_hub):
     assert "i3d_pretrained_400.pt" in metrics.missing_weights(other)[-1]
     assert metrics.protocol(other)["fvd"]["detector"] == "i3d_pretrained_400"
     assert lines[0].startswith("dists/lpips: vgg16-397923af.pth")
-    alex = metrics.missing_weights(dataclasses.replace(spec, names=("lpips",), lpips=dataclasses.replace(spec.lpips, net="alex")))
+    alex = metrics.missing_weights(dataclasses.replace(spec, names=("lpips",),
+                                                       lpips=dataclasses.replace(spec.lpips, net="alex")))
     assert alex and "alexnet-owt-7be5be79.pth" in alex[0]
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_generative import FakeIntra, demo_condition  # noqa: F401
 
 from gfvc import container
 from gfvc.codec import CODECS, RatePoint, Sequence
-from test_generative import FakeIntra, demo_condition  # noqa: F401
 
 PLUGIN_MODULE = "gfvc_plugin_brightness"
 PLUGIN_NAME = "plugin-brightness"

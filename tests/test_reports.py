@@ -34,7 +34,7 @@ def _close(a, b, path=""):
             _close(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _close(x, y, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, (int, float)):
         assert b == pytest.approx(a, rel=1e-9, abs=1e-9), path

@@ -119,8 +119,8 @@ def test_dry_run_runs_nothing(small_condition, plugin_env, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (["--codec", "test-lossyy"], "did you mean test-lossy"),
-    (["-j", "0"], "-j must be >= 1"),
-    (["--frames", "0"], "--frames must be >= 1"),
+    (["-j", "0"], "-j/--jobs: must be >= 1"),
+    (["--frames", "0"], "--frames: must be >= 1"),
     (["--frames", "500"], "has 32 frames"),
 ])
 def test_user_errors_are_one_line(small_condition, plugin_env, tmp_path, capsys, argv, words):

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_generative import demo_condition
+from test_s2d_networks import moving_square_video, tiny_config_dict
 
 from gfvc.codec import Environment, RatePoint, Sequence, get_codec
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
@@ -19,8 +21,6 @@ from s2d_model.config import config_from_dict
 from s2d_model.networks import Sparse2Dense
 from s2d_model.overlay import draw_vertices
 from s2d_model.train import write_model_checkpoint
-from test_generative import demo_condition
-from test_s2d_networks import moving_square_video, tiny_config_dict
 
 
 def _ckpt(path: Path, seed: int = 0, image_size: int = 128, name: str = "tiny128") -> Path:

