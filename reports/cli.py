@@ -13,7 +13,7 @@ from typing import Any
 
 from gfvc.errors import RegressionDetected
 
-FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "png", "svg")
+FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
