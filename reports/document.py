@@ -19,7 +19,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from reports import plots, tables
-from reports.model import KNOWN_METRICS, PLOT_AXIS, ReportModel, build_model, load_run, metric_label
+from reports.model import KNOWN_METRICS, PLOT_AXIS, SUB_LABELS, ReportModel, build_model, load_run, metric_label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
@@ -192,15 +192,18 @@ def _per_plane(model: ReportModel) -> list[dict[str, Any]]:
     metrics = sorted({c.split(".")[0] for c in d.columns if "." in c},
                      key=lambda m: (KNOWN_METRICS.index(m) if m in KNOWN_METRICS else 99, m))
     for m in metrics:
-        cols = [c for c in d.columns if c.startswith(m + ".")]
+        order = list(SUB_LABELS)
+        cols = sorted((c for c in d.columns if c.startswith(m + ".")),
+                      key=lambda c: order.index(c.split(".")[-1]) if c.split(".")[-1] in order else 99)
         sub = d.dropna(subset=cols, how="all")
         if sub.empty:
             continue
-        order = {c: i for i, c in enumerate(model.codecs)}
-        sub = sub.assign(_o=sub["codec"].map(order)).sort_values(["_o", "sequence", "qp"],
+        corder = {c: i for i, c in enumerate(model.codecs)}
+        sub = sub.assign(_o=sub["codec"].map(corder)).sort_values(["_o", "sequence", "qp"],
                                                                   ascending=[True, True, False], kind="stable")
         vals = model.df.set_index(["codec", "sequence", "qp"])[m] if m in model.df.columns else None
-        header = ["Codec", "Sequence", "QP", "kbps"] + [metric_label(c) for c in cols] + (
+        sub_label = (lambda c: f"{SUB_LABELS[c.split('.')[-1]]}-PSNR") if m.startswith("psnr") else metric_label
+        header = ["Codec", "Sequence", "QP", "kbps"] + [sub_label(c) for c in cols] + (
             [metric_label(m)] if vals is not None else [])
         rows = []
         for _, r in sub.iterrows():
@@ -457,16 +460,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
-              for i, h in enumerate(header)]
-    line = "  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
-    out = [line, "-" * len(line)]
-    for r in rows:
-        out.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    return out
-
-
 def terminal_summary(model: ReportModel) -> str:
     """Table 1 (both aggregations), the reference metrics, the vertex numbers and the caveats, as text."""
     prim, ref = plots.primary_and_reference(model)
@@ -477,13 +470,21 @@ def terminal_summary(model: ReportModel) -> str:
     for title, ms in (("Table 1", prim_t), ("Reference metrics", ref_t)):
         if not ms or not model.tests:
             continue
-        _, header, rows = tables.table1_both(model, ms)
-        lines += ["", f"{title}:"] + _text_table(header, rows)
+        groups, _, rows = tables.table1_both(model, ms)
+        header, trows = ["Codec"], [[r[0]] for r in rows]
+        col = 1
+        for label, span in groups:  # one column per metric: "mean of seq. / avg. curve"
+            header.append(label + (" (mean / curve)" if span == 2 else " (pooled)"))
+            for tr, r in zip(trows, rows):
+                tr.append(" / ".join(r[col:col + span]))
+            col += span
+        lines += ["", f"{title}: BD-rate (%) vs {model.anchor}, {AGG_TEXT['mean-of-sequences']} / "
+                  f"{AGG_TEXT['average-curve'].split(' (')[0]}"] + tables.text_table(header, trows)
     vm = model.vertex
     if vm is not None:
         from reports.vertices import terminal_lines
 
-        tl = terminal_lines(vm)
+        tl = terminal_lines(vm, model)
         if tl:
             lines += [""] + tl
     notes = banner(model)

@@ -153,15 +153,27 @@ def curve(df: Any, codec: str, sequence: str, metric: str) -> tuple[list[float],
     return [float(v) for v in sub["kbps"]], [float(v) for v in sub[metric]]
 
 
+def recorded_by(df: Any, metric: str) -> set[str]:
+    """Codecs whose records list ``metric`` (with a value or a not-computed status)."""
+    scol = f"{metric}_status"
+    if scol not in df.columns:
+        return set(df.loc[df[metric].notna(), "codec"]) if metric in df.columns else set()
+    return set(df.loc[df[scol].notna() | df[metric].notna(), "codec"])
+
+
 def _notes(df: Any, metrics: list[str]) -> dict[str, MetricNote]:
+    """Metrics without a value where a record lists them. A metric that some codecs do not produce
+    at all (e.g. a PSNR only anchors record) is not a missing value for those codecs."""
     out: dict[str, MetricNote] = {}
     for m in metrics:
-        vals = df[m].astype(float)
+        listed = df["codec"].isin(recorded_by(df, m))
+        vals = df.loc[listed, m].astype(float)
         missing = int(vals.isna().sum())
         if missing == 0:
             continue
         rcol = f"{m}_reason"
-        reasons = sorted({str(r) for r in df.loc[vals.isna(), rcol].dropna()}) if rcol in df.columns else []
+        reasons = (sorted({str(r) for r in df.loc[listed & df[m].isna(), rcol].dropna()})
+                   if rcol in df.columns else [])
         reason = "; ".join(reasons) if reasons else "no value recorded (no reason given)"
         status = "not_computed" if missing == len(vals) else "partial"
         out[m] = MetricNote(m, status, reason, missing, int(len(vals)))
@@ -212,6 +224,11 @@ def record_details(records: list[dict[str, Any]]) -> tuple[Any, dict[str, bool],
         if len(row) > 4:
             rows.append(row)
     df = pd.DataFrame(rows) if rows else None
+    if df is not None:  # plane columns in a fixed order (Y, U, V, YUV, ...), whatever the records' key order
+        planes = list(SUB_LABELS)
+        subs = sorted((c for c in df.columns if "." in c),
+                      key=lambda c: (c.split(".")[0], planes.index(c.split(".")[-1])))
+        df = df[["codec", "sequence", "qp", "kbps"] + subs]
     return df, polarity, protocols
 
 
@@ -266,6 +283,8 @@ def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, an
         for m in bd_metrics:
             if not model.computed(m):  # stated once in the notes, not as N flagged cells
                 continue
+            if not {anchor, test} <= recorded_by(df, m):  # a metric this codec does not produce
+                continue
             try:
                 lower = polarity[m] if m in polarity else bd.lower_is_better(m)
             except ConfigError as e:
@@ -273,7 +292,8 @@ def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, an
                 continue
             model.pairs[(test, m)] = compare_pair(df, df, anchor, test, m, method=method, lower=lower,
                                                   bootstrap=bootstrap, seed=seed, anchor_note=model.anchor_note)
-    model.bd_metrics = [m for m in model.bd_metrics if m not in model.skipped_bd]
+    model.bd_metrics = [m for m in model.bd_metrics if m not in model.skipped_bd
+                        and (anchor not in present or (anchor in recorded_by(df, m) and len(recorded_by(df, m)) > 1))]
     for m, curves in (pooled or {}).items():
         model.pooled[m] = curves
         if anchor not in curves:

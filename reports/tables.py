@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from reports import bdrate as bd
-from reports.model import ReportModel, metric_label
+from reports.model import ReportModel, metric_label, recorded_by
 
 NOT_COMPUTED = "n/c"  # short mark in RD tables; the notes list the reason
 # Table 1 cell of a metric without values; the reason (often a long weights hint) is stated once,
@@ -135,7 +135,8 @@ def table1_both(model: ReportModel, metrics: Sequence[str], digits: int = 2
             for a in aggs:
                 if pair is None:
                     note = model.notes.get(m)
-                    row.append("n/c" if note and note.status == "not_computed" else "n/a")
+                    row.append("n/c" if note and note.status == "not_computed" else
+                               "n/r" if m in model.metrics and t not in recorded_by(model.df, m) else "n/a")
                 else:
                     row.append(short_cell(pair.primary(a), digits))
         rows.append(row)
@@ -194,6 +195,18 @@ def rd_text_table(model: ReportModel, codec: str) -> tuple[list[str], list[list[
 
 
 # --------------------------------------------------------------------- emitters
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table for the terminal: first column left-aligned, the others right-aligned."""
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[Any]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    head = line(header)
+    return [head, "-" * len(head)] + [line(r) for r in rows]
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool = True) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped); numeric columns right-aligned."""
     def esc(s: Any) -> str:
@@ -224,32 +237,43 @@ def tex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str
     return "\n".join(out)
 
 
-def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], list[str], list[list[Any]],
-                                                list[str]]:
+def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], list[str], list[list[Any]]]:
     """JVET CTC anchor-spreadsheet layout: one row per sequence, codecs side by side, per codec and QP
-    the kbps and each computed metric. Returns (codec per column, QP per column, field per column,
-    rows, fields); the first column is the sequence."""
-    fields = ["kbps"] + [m for m in model.metrics if model.computed(m)]
+    the kbps and each metric the codec records (with its per-plane values, e.g. Y/U/V PSNR, when the
+    records carry them). Returns (codec per column, QP per column, field label per column, rows);
+    the first column is the sequence."""
     df = model.df
+    details = model.details
     codec_row, qp_row, field_row = ["Sequence"], [None], ["Sequence"]
     layout: list[tuple[str, Any, str]] = []
     for c in model.codecs:
+        fields = ["kbps"]
+        for m in model.metrics:
+            if not model.computed(m) or c not in recorded_by(df, m):
+                continue
+            if details is not None:
+                dc = details[details["codec"] == c]
+                fields += [col for col in details.columns if col.startswith(m + ".") and dc[col].notna().any()]
+            fields.append(m)
         qps = sorted({int(q) for q in df.loc[df["codec"] == c, "qp"].dropna()})
         for q in qps:
             for f in fields:
                 codec_row.append(c)
                 qp_row.append(q)
-                field_row.append("kbps" if f == "kbps" else metric_label(f))
+                field_row.append("kbps" if f == "kbps" else metric_label(f) if "." not in f
+                                 else f"{f.split('.')[-1].upper()}-PSNR" if f.startswith("psnr") else metric_label(f))
                 layout.append((c, q, f))
     rows = []
     for seq in model.sequences:
         row: list[Any] = [seq]
         sub = df[df["sequence"] == seq]
+        dsub = details[details["sequence"] == seq] if details is not None else None
         for c, q, f in layout:
-            hit = sub[(sub["codec"] == c) & (sub["qp"] == q)]
+            src = dsub if "." in f else sub
+            hit = src[(src["codec"] == c) & (src["qp"] == q)] if src is not None else []
             row.append(_num(hit[f].iloc[0]) if len(hit) else None)
         rows.append(row)
-    return codec_row, qp_row, field_row, rows, fields
+    return codec_row, qp_row, field_row, rows
 
 
 # Number formats by column name (Excel format codes); first match wins.
@@ -305,7 +329,7 @@ def _write_ctc_sheet(model: ReportModel, wb: Any) -> None:
     from openpyxl.styles import Alignment, Font
     from openpyxl.utils import get_column_letter
 
-    codec_row, qp_row, field_row, rows, _ = ctc_sheet_rows(model)
+    codec_row, qp_row, field_row, rows = ctc_sheet_rows(model)
     ws = wb.create_sheet("ctc", 0)
     ws.append(codec_row)
     ws.append(["QP"] + [q for q in qp_row[1:]])

@@ -197,7 +197,7 @@ def summary_table(vm: VertexModel, model: Any) -> tuple[list[str], list[list[str
     Errors in px, PCK in %, vertex-head time in ms per frame with its device."""
     pk = vm.pck_keys()
     header = (["Codec", "QP", "kbps", "Key frame mean", "Inter mean", "Inter median", "Inter p90"]
-              + [f"PCK@{k.split('@')[1]}" for k in pk] + ["Vertex head ms/frame"])
+              + [f"PCK@{k.split('@')[1]}" for k in pk] + ["Vertex head per frame"])
     rows: list[list[str]] = []
     df = vm.df
     blank = [""] * (len(header) - 4)
@@ -277,25 +277,21 @@ def summary_json(vm: VertexModel) -> dict[str, Any]:
     return out
 
 
-def terminal_lines(vm: VertexModel) -> list[str]:
-    """A few lines for the terminal: per vertex codec and rate point, error, PCK, head time."""
+def terminal_lines(vm: VertexModel, model: Any = None) -> list[str]:
+    """Table 3 as text for the terminal (errors in px, PCK in %, vertex-head time per frame)."""
     if not vm.codecs:
         return []
-    lab = "PROXY references" if vm.proxy else "reference vertices"
-    pk = vm.pck_keys()
-    lines = [f"Vertex prediction (against {lab}; inter frames, mean over sequences):"]
-    for c in vm.codecs:
-        sub = vm.df[vm.df["codec"] == c]
-        for qp, g in sorted(sub.groupby("qp"), key=lambda kv: -kv[0]):
-            pcks = ", ".join(f"PCK@{k.split('@')[1]} {_pct(g[f'inter_{k}'].mean())}%" for k in pk)
-            first = g.iloc[0]
-            head = head_text({"head_s_per_frame": g["head_s_per_frame"].mean() if "head_s_per_frame" in g else None,
-                              "head_device": first.get("head_device", "?"), "head_threads": first.get("head_threads")})
-            lines.append(f"  {c:<16} QP {int(qp):>2}  {g['kbps'].mean():8.2f} kbps  mean {_fmt(g['inter_mean_px'].mean())} px"
-                         f"  median {_fmt(g['inter_median_px'].mean())} px  {pcks}  key frame "
-                         f"{_fmt(g['key_mean_px'].mean())} px  head {head}")
+    from reports.tables import text_table
+
+    lab = "PROXY reference vertices" if vm.proxy else "reference vertices"
+    header, rows = summary_table(vm, model) if model is not None else ([], [])
+    rows = [r for r in rows if r[1]]  # measured rows; the others are named after the table
+    lines = [f"Vertex prediction against {lab} (px; PCK in %; inter frames unless 'key'; mean over sequences):"]
+    lines += text_table([h.replace("Inter ", "") for h in header], rows)
     if vm.not_applicable:
-        lines.append(f"  not applicable (no vertex output): {', '.join(vm.not_applicable)}")
+        lines.append(f"not applicable (no vertex output): {', '.join(vm.not_applicable)}")
+    for c, why in vm.not_computed.items():
+        lines.append(f"{c}: vertex metrics not computed: {why}")
     return lines
 
 
