@@ -424,18 +424,27 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
             fig = make()  # built once, written to every output that wants it
             if fig is None:
                 continue
+            raster = kind in ("sequence", "fig6")  # grids and pictures as PNG keep the HTML small
+            png = None
+            if (raster and "html" in fmts) or "png" in file_fmts:  # rendered once for the file and the HTML
+                png = plots.png_bytes(fig, dpi=130 if kind == "fig6" else 100 if raster else 120)
             if "html" in fmts:
-                if kind in ("inline", "vertex"):  # inline SVG: sharp, searchable text
+                if raster:
+                    uri = "data:image/png;base64," + base64.b64encode(png or b"").decode()
+                    html["sequences" if kind == "sequence" else "fig6"].append({"title": title, "uri": uri})
+                else:  # inline SVG: sharp, searchable text
                     item = {"title": title, "svg": plots.svg_text(fig)}
                     if kind == "inline":
                         html["inline"].append(item)
                     else:
                         html["vertex_curves"] = item
-                else:  # grids and pictures as PNG keep the HTML small
-                    uri = "data:image/png;base64," + base64.b64encode(
-                        plots.png_bytes(fig, dpi=130 if kind == "fig6" else 100)).decode()
-                    html["sequences" if kind == "sequence" else "fig6"].append({"title": title, "uri": uri})
-            saved = plots.save(fig, out / name, file_fmts)  # closes the figure
+            saved: dict[str, Path] = {}
+            if "png" in file_fmts and png is not None:
+                (out / f"{name}.png").write_bytes(png)
+                saved["png"] = out / f"{name}.png"
+            if "svg" in file_fmts and kind != "fig6":  # a picture gains nothing from SVG
+                saved.update(plots.save(fig, out / name, ["svg"]))
+            plots.close(fig)
             for f, p in saved.items():
                 paths[f if name == "rd_average" else f"{f}:{name}"] = p
             if saved:

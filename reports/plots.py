@@ -166,6 +166,10 @@ def save(fig: plt.Figure, stem: Path, formats: Sequence[str]) -> dict[str, Path]
     return out
 
 
+def close(fig: plt.Figure) -> None:
+    plt.close(fig)
+
+
 def svg_text(fig: plt.Figure) -> str:
     """Inline SVG markup of a figure (no XML prologue), for self-contained HTML."""
     buf = io.StringIO()
