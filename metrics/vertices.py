@@ -156,7 +156,7 @@ def evaluate_decoded(codec: Any, extras: dict[str, np.ndarray], entry: Any, cond
     except GfvcError as e:
         return not_computed(str(e), protocol=proto, reference=ref_info), None
     idx = figure_frames(pred.shape[0])
-    sample = {"index": np.asarray(idx, np.int64), "pred": pred[idx].astype(np.float32),
+    sample: dict[str, np.ndarray] = {"index": np.asarray(idx, np.int64), "pred": pred[idx].astype(np.float32),
               "ref": np.asarray(ref[idx], np.float32)}
     return {"schema": SCHEMA, "status": "ok", "reason": "", "extra": name, "reference": ref_info,
             "protocol": proto, **stats}, sample

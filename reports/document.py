@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jinja2
 from markupsafe import Markup, escape
@@ -114,7 +115,8 @@ def _model_caveats(codec: str, prov: dict[str, Any]) -> list[str]:
     out = [str(c) for c in (prov.get("caveats") or []) if str(c).strip()]
     model_id = str(prov.get("model_id") or "")
     ck = str(prov.get("checkpoint") or prov.get("checkpoint_path") or "")
-    training = prov.get("training") if isinstance(prov.get("training"), dict) else {}
+    t = prov.get("training")
+    training: dict[str, Any] = t if isinstance(t, dict) else {}
     ident = f"{model_id} {Path(ck).name}".lower()
     details = []
     step = training.get("step", training.get("steps"))
@@ -208,11 +210,11 @@ def _per_plane(model: ReportModel) -> list[dict[str, Any]]:
         rows = []
         for _, r in sub.iterrows():
             row = [str(r["codec"]), str(r["sequence"]), str(int(r["qp"])), f"{float(r['kbps']):.3f}"]
-            row += [f"{float(r[c]):.2f}" if r[c] == r[c] else "n/c" for c in cols]
+            row += [f"{float(r[c]):.2f}" if math.isfinite(float(r[c])) else "n/c" for c in cols]
             if vals is not None:
                 try:
                     v = float(vals.loc[(r["codec"], r["sequence"], r["qp"])])
-                    row.append(f"{v:.2f}" if v == v else "n/c")
+                    row.append(f"{v:.2f}" if math.isfinite(v) else "n/c")
                 except (KeyError, TypeError):
                     row.append("n/c")
             rows.append(row)
@@ -390,7 +392,8 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     img_fmts = [f for f in ("png", "svg") if f in fmts]
     # Markdown links PNG files, so it needs them even when png is not requested.
     file_fmts = img_fmts or (["png"] if "md" in fmts else [])
-    specs = []  # (file name, title, kind: "inline" | "sequence" | "vertex" | "fig6", maker)
+    # (file name, title, kind: "inline" | "sequence" | "vertex" | "fig6", maker)
+    specs: list[tuple[str, str, str, Callable[[], Any]]] = []
     if keep:
         specs.append(("rd_average", "RD curves averaged over sequences (Figure 4 layout of the "
                       "Sparse2Dense paper); point labels: QP (key-frame QP for generative codecs)", "inline",
@@ -503,7 +506,7 @@ def terminal_summary(model: ReportModel) -> str:
 
 
 def _write_tex(model: ReportModel, path: Path) -> Path:
-    prim, ref = plots.primary_and_reference(model)
+    prim, _ = plots.primary_and_reference(model)
     parts = [f"% GFVC CTC tables: {model.condition_name}, anchor {model.anchor}, method {model.method}, "
              f"{model.aggregation}", "% requires \\usepackage{booktabs}"]
     prim_t = [m for m in prim if m in model.bd_metrics] or prim

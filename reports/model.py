@@ -209,7 +209,9 @@ def record_details(records: list[dict[str, Any]]) -> tuple[Any, dict[str, bool],
     """(per-plane sub-values table or None, metric polarity from the records, metric protocols)."""
     import pandas as pd
 
-    rows, polarity, protocols = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    polarity: dict[str, bool] = {}
+    protocols: dict[str, Any] = {}
     for r in records:
         row: dict[str, Any] = {"codec": r["codec"], "sequence": r["sequence"]["name"],
                                "qp": r["rate_point"]["qp"], "kbps": r.get("kbps")}

@@ -244,7 +244,9 @@ def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], lis
     the first column is the sequence."""
     df = model.df
     details = model.details
-    codec_row, qp_row, field_row = ["Sequence"], [None], ["Sequence"]
+    codec_row: list[str] = ["Sequence"]
+    qp_row: list[int | None] = [None]
+    field_row: list[str] = ["Sequence"]
     layout: list[tuple[str, Any, str]] = []
     for c in model.codecs:
         fields = ["kbps"]
@@ -270,8 +272,8 @@ def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], lis
         dsub = details[details["sequence"] == seq] if details is not None else None
         for c, q, f in layout:
             src = dsub if "." in f else sub
-            hit = src[(src["codec"] == c) & (src["qp"] == q)] if src is not None else []
-            row.append(_num(hit[f].iloc[0]) if len(hit) else None)
+            hit = src[(src["codec"] == c) & (src["qp"] == q)] if src is not None else None
+            row.append(_num(hit[f].iloc[0]) if hit is not None and len(hit) else None)
         rows.append(row)
     return codec_row, qp_row, field_row, rows
 
@@ -349,8 +351,8 @@ def _write_ctc_sheet(model: ReportModel, wb: Any) -> None:
                 start = i
     for ci, f in enumerate(field_row[1:], start=2):
         fmt = _number_format("kbps" if f == "kbps" else f)
-        for r in range(4, 4 + len(rows)):
-            cell = ws.cell(row=r, column=ci)
+        for ri in range(4, 4 + len(rows)):
+            cell = ws.cell(row=ri, column=ci)
             if isinstance(cell.value, (int, float)):
                 cell.number_format = fmt or "0.0000"
         ws.column_dimensions[get_column_letter(ci)].width = max(9, len(str(f)) + 2)

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from reports import bdrate as bd
-
 PAPER_SPEED = ("Sparse2Dense paper: vertex head 0.002 s/frame vs 0.724 s/frame for OSX "
                "(GPU; the paper's model at 384x384)")
 SETS = (("key", "key_frame"), ("inter", "inter_frames"), ("all", "all_frames"))
@@ -87,7 +85,10 @@ def build_vertex_model(records: list[dict[str, Any]], model: Any, *, method: str
     """The vertex part of a report model, or None when no record carries vertex metrics."""
     import pandas as pd
 
-    rows, na, nc, nr = [], set(), {}, set()
+    rows: list[dict[str, Any]] = []
+    na: set[str] = set()
+    nc: dict[str, set[str]] = {}
+    nr: set[str] = set()
     refs: dict[str, dict[str, Any]] = {}
     thresholds: list[float] = []
     proto: dict[str, Any] = {}
@@ -188,7 +189,8 @@ def head_text(row: Any) -> str:
     th = row.get("head_threads")
     extra = ""
     if isinstance(th, numbers.Real) and math.isfinite(float(th)) and dev.startswith("cpu"):
-        extra = f", {int(th)} thread{'s' if int(th) != 1 else ''}"
+        n = int(float(th))
+        extra = f", {n} thread{'s' if n != 1 else ''}"
     return f"{1000 * float(v):.2f} ms ({dev}{extra})"
 
 
@@ -258,7 +260,7 @@ def summary_json(vm: VertexModel) -> dict[str, Any]:
         sub = vm.df[vm.df["codec"] == c]
         pts = []
         for qp, g in sorted(sub.groupby("qp"), key=lambda kv: -kv[0]):
-            pt = {"qp": int(qp), "kbps": float(g["kbps"].mean())}
+            pt: dict[str, Any] = {"qp": int(qp), "kbps": float(g["kbps"].mean())}
             for col in g.columns:
                 if col.startswith(("key_", "inter_", "all_")) and not col.endswith("_frames"):
                     v = float(g[col].mean())
@@ -326,8 +328,11 @@ def figure_six(vm: VertexModel, sequence: str):  # -> matplotlib Figure | None
     from gfvc.vertices import to_pixels
     from reports import plots
 
-    rows = [(c, load_sample(vm, c, sequence)) for c in vm.codecs]
-    rows = [(c, s) for c, s in rows if s is not None]
+    rows: list[tuple[str, dict[str, np.ndarray]]] = []
+    for c in vm.codecs:
+        sample = load_sample(vm, c, sequence)
+        if sample is not None:
+            rows.append((c, sample))
     if not rows:
         return None
     plots._style()

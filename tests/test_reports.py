@@ -125,7 +125,7 @@ def test_vertex_section(golden_report):
     assert s["bd_rate"]["status"] == "not_computed"
     assert [p["qp"] for p in s["codecs"]["s2d"]] == [52, 42, 32, 22]
     txt = paths["txt"].read_text()
-    assert "Vertex prediction (against PROXY references" in txt and "not applicable (no vertex output): vvenc" in txt
+    assert "Vertex prediction against PROXY reference vertices" in txt and "not applicable (no vertex output): vvenc" in txt
 
 
 def test_vertex_bd_rate_between_two_vertex_codecs(tmp_path):

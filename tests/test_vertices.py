@@ -133,6 +133,7 @@ def test_manifest_vertices_verified_like_the_sequence(tmp_path):
 def ted384(tmp_path: Path, plugin_env) -> tuple[Path, Path]:
     """Two 384x384 'videos' prepared by `gfvc sequences prepare --vertices` and a condition at 384."""
     from codecs_for_tests import vertex_template
+
     from gfvc.video import write_png_folder
 
     rng = np.random.default_rng(0)
