@@ -244,7 +244,7 @@ def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], lis
     the first column is the sequence."""
     df = model.df
     details = model.details
-    codec_row: list[str] = ["Sequence"]
+    codec_row: list[str] = ["Codec"]
     qp_row: list[int | None] = [None]
     field_row: list[str] = ["Sequence"]
     layout: list[tuple[str, Any, str]] = []
