@@ -31,7 +31,8 @@ from gfvc.errors import InputError
 from gfvc.vertices import check_array, to_pixels
 
 SCHEMA = 1
-FIGURE_FRAMES = 4  # frames kept per job for the Figure-6 style picture
+FIGURE_FRAMES = 4      # frames kept per job for the Figure-6 style picture
+FIGURE_VERTICES = 2048  # at most this many vertices (every n-th) kept per frame for it
 
 
 def pck_key(threshold: float) -> str:
@@ -156,7 +157,9 @@ def evaluate_decoded(codec: Any, extras: dict[str, np.ndarray], entry: Any, cond
     except GfvcError as e:
         return not_computed(str(e), protocol=proto, reference=ref_info), None
     idx = figure_frames(pred.shape[0])
-    sample: dict[str, np.ndarray] = {"index": np.asarray(idx, np.int64), "pred": pred[idx].astype(np.float32),
-              "ref": np.asarray(ref[idx], np.float32)}
+    vidx = np.arange(0, pred.shape[1], int(np.ceil(pred.shape[1] / FIGURE_VERTICES)))
+    sample: dict[str, np.ndarray] = {"index": np.asarray(idx, np.int64), "vertex_index": vidx,
+                                     "pred": pred[idx][:, vidx].astype(np.float32),
+                                     "ref": np.asarray(ref[idx][:, vidx], np.float32)}
     return {"schema": SCHEMA, "status": "ok", "reason": "", "extra": name, "reference": ref_info,
             "protocol": proto, **stats}, sample

@@ -137,7 +137,7 @@ def _model_caveats(codec: str, prov: dict[str, Any]) -> list[str]:
         size = prov.get("image_size")
         where = f", {size} px" if size else ""
         out.append(f"{codec}: demo checkpoint {model_id or Path(ck).name}{where}"
-                   + (f" ({'; '.join(details)})" if details else "") + ": far from the published model")
+                   + (f" ({'; '.join(details)})" if details else "") + ": far from the published model.")
     elif details and any("PROXY" in d or "fallback" in d for d in details):
         out.append(f"{codec}: " + "; ".join(d for d in details if "PROXY" in d or "fallback" in d))
     return out

@@ -361,6 +361,8 @@ def figure_six(vm: VertexModel, sequence: str):  # -> matplotlib Figure | None
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=REFERENCE_COLOUR, label=ref_name),
                    plt.Line2D([], [], marker="o", linestyle="", color=PREDICTED_COLOUR, label=f"{codec} (decoded)")]
         axes[i][0].legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.8)
-    fig.suptitle(f"{sequence}: every {stride}th vertex", fontsize=9)
+    step = stride * int(rows[0][1]["vertex_index"][1] - rows[0][1]["vertex_index"][0]) \
+        if "vertex_index" in rows[0][1] and len(rows[0][1]["vertex_index"]) > 1 else stride
+    fig.suptitle(f"{sequence}: every {step}th vertex drawn", fontsize=9)
     fig.tight_layout()
     return fig

@@ -187,6 +187,8 @@ def test_384_run_end_to_end_with_reference_vertices(ted384, tmp_path, capsys):
         assert r["decoder_info"]["vertex_head_frames"] == 3 and r["decoder_info"]["vertex_head_device"] == "cpu"
         sample = np.load(run / r["artifacts"]["vertex_sample"])
         assert sample["frames"].shape == (3, 384, 384, 3) and list(sample["index"]) == [0, 1, 2]
+        assert sample["pred"].shape == sample["ref"].shape == (3, 1746, 2)  # every 6th vertex
+        np.testing.assert_array_equal(sample["pred"], np.load(run / r["artifacts"]["vertices"])[:, ::6])
     html = (run / "report" / "report.html").read_text()
     sec = html[html.index("2. Vertex prediction"):html.index("Appendix A")]
     assert sec.count("data:image/png;base64,") == 2  # one Figure-6 picture per sequence
