@@ -231,3 +231,17 @@ def test_md_and_tex_escaping():
     md = tables.md_table(["a", "b"], [["x|y", "1"]])
     assert "x\\|y" in md
     assert tables.tex_escape("a_b & 5%") == r"a\_b \& 5\%"
+
+
+def test_pooled_curves_get_their_own_table1_column():
+    """Aggregate RD points over all sequences (e.g. pooled FVD) get a BD-rate on the curves only."""
+    run = DATA / "run"
+    pooled = {"fvd": {"vvenc": ([10.0, 20.0, 40.0, 80.0], [900.0, 700.0, 500.0, 300.0]),
+                      "s2d": ([5.0, 10.0, 20.0, 40.0], [900.0, 700.0, 500.0, 300.0])}}
+    model = build_model(results_table(run), load_run(run), run_dir=run, pooled=pooled)
+    groups, head, rows = tables.table1_both(model, ["dists", "lpips", "fvd"])
+    assert groups[-1] == ("Rate-FVD", 1) and head[-1] == "Rate-FVD (pooled over sequences)"
+    by_codec = {r[0]: r for r in rows}
+    assert by_codec["s2d"][-1] == "-50.00"        # same quality at half the rate
+    assert by_codec["keyframe-repeat"][-1] == "n/a"  # no pooled curve for it
+    assert tables.summary_json(model)["pooled"]["s2d:fvd"]["value"] == pytest.approx(-50.0)
