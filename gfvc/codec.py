@@ -174,6 +174,10 @@ class Codec(abc.ABC):
     name: ClassVar[str] = ""
     family: ClassVar[Family] = "anchor"
     description: ClassVar[str] = ""
+    # Name of the Decoded.extras entry holding body vertices (T, 10475, 2) in the convention of
+    # gfvc/vertices.py, or None. A codec that sets it gets the vertex metrics (metrics/vertices.py)
+    # against the sequence's reference vertices; others are reported "not applicable".
+    vertex_extra: ClassVar[str | None] = None
 
     def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         self.condition = condition
@@ -211,6 +215,15 @@ class Codec(abc.ABC):
 
         The runner saves each as ``NAME.mp4`` next to the decoded viewing copy;
         they are never measured. Default: none.
+        """
+        return {}
+
+    def decoder_report(self) -> dict[str, Any]:
+        """Measurements of the last :meth:`decode` that are not results (default: none).
+
+        E.g. the time a model part took and where it ran. The runner records
+        numbers named ``*_s`` under the record's ``timings`` (prefixed
+        ``decoder.``) and the rest under ``decoder_info``.
         """
         return {}
 

@@ -307,6 +307,8 @@ def _write_report(run_dir: Path) -> None:
     except (ImportError, AttributeError):  # pragma: no cover
         return
     out = build(run_dir)
+    if out.get("txt"):  # the report's Table-1 summary, vertex numbers and caveats
+        print(out["txt"].read_text().rstrip())
     main = out.get("html") or out.get("md")
     if main:
         print(f"report: {main}")

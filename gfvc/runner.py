@@ -118,7 +118,7 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
         phash = stable_hash(identity_provenance(prov))
         for rp in codec.rate_points():
             for e in entries:
-                key = content_key(condition.fingerprint, e.sha256, phash, rp.key)
+                key = content_key(condition.fingerprint, e.identity, phash, rp.key)
                 jobs.append(Job(key=key, condition=condition, sequence=e, codec=name, rate_point=rp,
                                 run_dir=str(run_dir), env=env, codec_provenance=prov,
                                 data_dir=str(data_dir) if data_dir else None, save_decoded=save_decoded,
@@ -220,9 +220,21 @@ def run_job(job: Job) -> dict[str, Any]:
         if dec.planes is not None:
             rec["yuv_psnr"] = decoder_plane_psnr(seq.frames, dec.planes, job.condition)
         timings["metrics_s"] = time.perf_counter() - ts
+        from metrics import vertices as vertex_metrics
+
+        ts = time.perf_counter()
+        vblock, vsample = vertex_metrics.evaluate_decoded(
+            codec, dec.extras, job.sequence, job.condition, Path(job.data_dir) if job.data_dir else None)
+        timings["vertex_metrics_s"] = time.perf_counter() - ts
+        dinfo, dtimes = split_timings(codec.decoder_report())
+        timings.update({f"decoder.{k}": v for k, v in dtimes.items()})
         artifacts = {"bitstream": str(bitstream.relative_to(run_dir))}
         if job.save_decoded:
             artifacts.update(_save_decoded(jdir, run_dir, dec, seq.fps, codec.views(dec)))
+            if vsample is not None:  # exact decoded frames + both vertex sets for the report's Figure-6 view
+                arrays: dict[str, Any] = {"frames": dec.frames[vsample["index"]], **vsample}
+                np.savez_compressed(jdir / "vertex_sample.npz", **arrays)
+                artifacts["vertex_sample"] = str((jdir / "vertex_sample.npz").relative_to(run_dir))
         duration = seq.num_frames / seq.fps
         info, enc_timings = split_timings(enc.info)
         timings.update({f"encoder.{k}": v for k, v in enc_timings.items()})
@@ -234,6 +246,8 @@ def run_job(job: Job) -> dict[str, Any]:
             "kbps": bits / 1000.0 / duration,
             "metrics": scores,
             "metric_protocol": metrics.protocol(job.condition.metrics),
+            "vertex_metrics": vblock,
+            "decoder_info": relative_to_run(dinfo, run_dir),
             "commands": relative_to_run(enc.commands, run_dir),
             "encoder_info": relative_to_run(info, run_dir),
             "artifacts": artifacts,

@@ -9,6 +9,14 @@ sha256 convention: for raw files (``rgb``, ``yuv420p``) it is the sha256 of
 the file's bytes; for PNG folders, containers and built-in sequences it is the
 sha256 of the decoded frames laid out as planar RGB (the bytes the ``.rgb``
 file of that sequence would hold), so it identifies content, not packaging.
+
+An entry may name reference body vertices (docs/vertices.md)::
+
+    vertices: {file: NAME.vertices.npy, sha256: ..., source: "OSX ... (how made)", proxy: false}
+
+``file`` resolves like the sequence's ``file`` (``builtin:NAME`` for packaged
+ones); the array is (T, 10475, 2) in the convention of gfvc/vertices.py and
+its sha256 is that of the file's bytes, verified like the sequence's.
 """
 from __future__ import annotations
 
@@ -32,6 +40,19 @@ BUILTIN_PREFIX = "builtin:"
 
 
 @dataclass(frozen=True)
+class VertexReference:
+    """Reference vertices of a sequence: file, sha256 of its bytes, how they were made."""
+
+    file: str
+    sha256: str
+    source: str = ""
+    proxy: bool = False  # True: not a body-model estimate (e.g. the demo's PROXY); labelled wherever shown
+
+
+_VERTEX_KEYS = {"file", "sha256", "source", "proxy"}
+
+
+@dataclass(frozen=True)
 class SequenceEntry:
     """One manifest row."""
 
@@ -44,30 +65,57 @@ class SequenceEntry:
     fps: float
     format: Format
     manifest_dir: str = ""
+    vertices: VertexReference | None = None
 
-    def path(self, data_dir: Path | None = None) -> Path:
-        p = Path(os.path.expanduser(self.file))
+    def __post_init__(self) -> None:
+        if isinstance(self.vertices, dict):  # from to_dict() / JSON
+            object.__setattr__(self, "vertices", VertexReference(**self.vertices))
+
+    def _resolve(self, file: str, data_dir: Path | None) -> Path:
+        p = Path(os.path.expanduser(file))
         if p.is_absolute():
             return p
         base = data_dir or (Path(os.environ["GFVC_DATA_DIR"]) if os.environ.get("GFVC_DATA_DIR") else None)
         return (base or Path(self.manifest_dir)) / p
 
+    def path(self, data_dir: Path | None = None) -> Path:
+        return self._resolve(self.file, data_dir)
+
+    def vertices_path(self, data_dir: Path | None = None) -> Path | None:
+        """Path of the reference-vertex file (None if the entry has none)."""
+        if self.vertices is None:
+            return None
+        if self.vertices.file.startswith(BUILTIN_PREFIX):
+            from gfvc.vertices import builtin_path
+
+            return builtin_path(self.vertices.file[len(BUILTIN_PREFIX):])
+        return self._resolve(self.vertices.file, data_dir)
+
+    @property
+    def identity(self) -> str:
+        """What a result depends on: the sequence's sha256, plus its reference vertices' if any."""
+        return self.sha256 if self.vertices is None else f"{self.sha256}+vertices:{self.vertices.sha256}"
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("manifest_dir")
+        if d.get("vertices") is None:
+            d.pop("vertices", None)
         return d
 
 
 _ENTRY_KEYS = {"name", "file", "sha256", "frames", "width", "height", "fps", "format"}
+_OPTIONAL_KEYS = {"vertices"}
 _FORMATS = ("rgb", "yuv420p", "png", "container", "builtin")
 
 
 def _entry(raw: Any, where: str, manifest_dir: Path) -> SequenceEntry:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: each sequence must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    unknown = sorted(set(raw) - _ENTRY_KEYS - _OPTIONAL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} "
+                          f"(allowed: {', '.join(sorted(_ENTRY_KEYS | _OPTIONAL_KEYS))})")
     missing = sorted(_ENTRY_KEYS - set(raw))
     if missing:
         raise ConfigError(f"{where}: missing key {missing[0]!r}")
@@ -78,14 +126,36 @@ def _entry(raw: Any, where: str, manifest_dir: Path) -> SequenceEntry:
             raise ConfigError(f"{where}: key {k!r} must be a positive integer, got {raw[k]!r}")
     if not isinstance(raw["fps"], (int, float)) or raw["fps"] <= 0:
         raise ConfigError(f"{where}: key 'fps' must be a positive number, got {raw['fps']!r}")
-    sha = str(raw["sha256"]).lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ConfigError(f"{where}: key 'sha256' must be 64 hex digits, got {raw['sha256']!r}")
+    sha = _sha(raw["sha256"], f"{where}: key 'sha256'")
     return SequenceEntry(
         name=str(raw["name"]), file=str(raw["file"]), sha256=sha, frames=raw["frames"],
         width=raw["width"], height=raw["height"], fps=float(raw["fps"]), format=raw["format"],
-        manifest_dir=str(manifest_dir),
+        manifest_dir=str(manifest_dir), vertices=_vertex_ref(raw.get("vertices"), f"{where}: key 'vertices'"),
     )
+
+
+def _sha(value: Any, where: str) -> str:
+    sha = str(value).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ConfigError(f"{where} must be 64 hex digits, got {value!r}")
+    return sha
+
+
+def _vertex_ref(raw: Any, where: str) -> VertexReference | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping {{file, sha256, source, proxy}}, got {raw!r}")
+    unknown = sorted(set(raw) - _VERTEX_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_VERTEX_KEYS))})")
+    for k in ("file", "sha256"):
+        if k not in raw:
+            raise ConfigError(f"{where}: missing key {k!r}")
+    if not isinstance(raw.get("proxy", False), bool):
+        raise ConfigError(f"{where}.proxy: expected true or false, got {raw['proxy']!r}")
+    return VertexReference(file=str(raw["file"]), sha256=_sha(raw["sha256"], f"{where}.sha256"),
+                           source=str(raw.get("source", "")), proxy=bool(raw.get("proxy", False)))
 
 
 def load_manifest(path: str | Path) -> list[SequenceEntry]:
@@ -171,6 +241,20 @@ def verify_entry(entry: SequenceEntry, data_dir: Path | None = None) -> None:
             f"sequence {entry.name!r}: holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, "
             f"manifest says {entry.frames} of {entry.width}x{entry.height}"
         )
+    if entry.vertices is not None:
+        load_reference_vertices(entry, entry.frames, data_dir)
+
+
+def load_reference_vertices(entry: SequenceEntry, frames: int, data_dir: Path | None = None) -> np.ndarray:
+    """The first ``frames`` rows of a sequence's reference vertices, sha256 and layout verified."""
+    from gfvc.vertices import read_reference
+
+    path = entry.vertices_path(data_dir)
+    if path is None or entry.vertices is None:
+        raise InputError(f"sequence {entry.name!r} has no reference vertices (manifest key 'vertices')")
+    arr = read_reference(path, entry.vertices.sha256, max(frames, entry.frames),
+                         what=f"sequence {entry.name!r}")
+    return arr[:frames]
 
 
 def load_sequence(entry: SequenceEntry, frames: int, data_dir: Path | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 from gfvc.argtypes import nonnegative_float, nonnegative_int
 from gfvc.errors import RegressionDetected
 
-FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "png", "svg")
+FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
@@ -74,13 +74,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report and print its Table-1 summary (the text of summary.txt), then the files."""
     from gfvc.fileio import check_output_dir
-    from reports.document import build_report
+    from reports.document import report_model, terminal_summary, write_report
 
     check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
-    paths = build_report(args.run_dir, anchor=args.anchor, formats=tuple(args.formats or FORMATS),
-                         out_dir=args.out, method=args.method, aggregation=args.aggregation,
+    model = report_model(args.run_dir, anchor=args.anchor, method=args.method, aggregation=args.aggregation,
                          bootstrap=args.bootstrap, seed=args.seed)
+    out = args.out if args.out else args.run_dir / "report"
+    paths = write_report(model, out, tuple(args.formats or FORMATS))
+    print(terminal_summary(model))
+    print()
     for key in sorted(paths):
         print(f"{key}\t{paths[key]}")
     return 0

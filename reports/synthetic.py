@@ -29,7 +29,8 @@ CONDITION: dict[str, Any] = {
                    "feature_coder": "cabac"},
     "metrics": {"names": ["psnr", "ssim", "dists", "lpips", "fvd"], "frame_aggregation": "mean",
                 "dists": {"resize": "gfvc-avgpool"}, "lpips": {"net": "vgg", "version": "0.1"},
-                "fvd": {"clip_length": 16, "stride": 16, "pooling": "per-sequence", "resolution": 224}},
+                "fvd": {"clip_length": 16, "stride": 16, "pooling": "per-sequence", "resolution": 224},
+                "vertices": {"pck_thresholds_px": [1.0, 2.0, 5.0], "pixel_scale": "sequence"}},
     "bdrate": {"anchor": "vvenc", "method": "jvet", "aggregation": "mean-of-sequences",
                "metrics": ["dists", "lpips", "fvd"]},
     "schema": 1,
@@ -41,6 +42,13 @@ CODECS: dict[str, tuple[str, tuple[int, ...], float, float, float, float, float]
     "vvenc": ("anchor", (37, 42, 47, 52), 2.2, 0.05, 1.2, 0.0, 0.3),
     "keyframe-repeat": ("generative", (22, 32, 42, 52), 1.5, 0.01, 0.8, 0.5, 0.1),
     "s2d": ("generative", (22, 32, 42, 52), 1.3, 0.025, 1.5, 0.6, 0.15),
+}
+
+
+# What the real codecs' provenance says that the report's caveats read (stand-in anchor, demo model).
+_SYNTHETIC_PROVENANCE: dict[str, dict[str, Any]] = {
+    "vvenc": {"approximates": "VTM-22.2 (synthetic stand-in)"},
+    "s2d": {"model_id": "s2d-demo", "training": {"step": 100, "vertex_targets": "proxy-synthetic"}},
 }
 
 
@@ -57,23 +65,50 @@ def fingerprint(cond: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cond, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _vertex_block(steps: int, frames: int, thresholds: Sequence[float], gain: float, proxy: bool,
+                  seq: str) -> dict[str, Any]:
+    """Synthetic vertex metrics: inter-frame mean error = gain * (4 + 0.4 * QP steps above the lowest QP)
+    px (so it falls with rate), key frame 0.8x, median 0.9x, p90 1.8x, PCK@t = 1 - exp(-t / mean)."""
+    from metrics.vertices import pck_key
+
+    def stats(mean: float, n: int) -> dict[str, Any]:
+        return {"frames": n, "frames_without_reference": 0, "mean_px": round(mean, 9),
+                "median_px": round(0.9 * mean, 9), "p90_px": round(1.8 * mean, 9),
+                "pck": {pck_key(t): round(1.0 - math.exp(-t / mean), 9) for t in thresholds}}
+
+    inter = gain * (4.0 + 0.4 * steps)
+    key = 0.8 * inter
+    return {"schema": 1, "status": "ok", "reason": "", "extra": "vertices",
+            "reference": {"file": f"{seq}.vertices.npy", "sha256": hashlib.sha256(seq.encode()).hexdigest(),
+                          "source": "PROXY (synthetic)" if proxy else "synthetic", "proxy": proxy},
+            "protocol": {"pixel_scale": "sequence", "pck_thresholds_px": list(thresholds)},
+            "key_frame": stats(key, 1), "inter_frames": stats(inter, frames - 1),
+            "all_frames": stats((key + inter * (frames - 1)) / frames, frames),
+            "per_frame": {"mean_px": [round(key, 6)] + [round(inter, 6)] * (frames - 1)}}
+
+
 def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
              codecs: dict[str, tuple[str, tuple[int, ...], float, float, float, float, float]] | None = None,
              metrics: Sequence[str] = ("psnr", "psnr_y", "ssim", "dists", "lpips", "fvd"),
              not_computed: dict[str, str] | None = None, condition: dict[str, Any] | None = None,
              provenance: dict[str, dict[str, Any]] | None = None,
-             perturb: dict[tuple[str, str, int], dict[str, float]] | None = None) -> Path:
+             perturb: dict[tuple[str, str, int], dict[str, float]] | None = None,
+             vertices: dict[str, float] | None = None, proxy_vertices: bool = True,
+             planes: dict[str, str] | None = None) -> Path:
     """Write a synthetic run. ``not_computed`` {metric: reason} records the metric as not computed;
     ``perturb`` {(codec, sequence, qp): {field: value}} overrides kbps or a metric value (e.g. to make
-    a curve non-monotonic)."""
+    a curve non-monotonic). ``vertices`` {codec: gain} gives those codecs vertex metrics (others are
+    "not_applicable"; None: no vertex block at all, like records from before vertex metrics);
+    ``planes`` {codec: metric} adds a per-plane PSNR metric (value, y, u, v; 6:1:1 weighted) to
+    that codec's records, like VTM's log."""
     run_dir = Path(run_dir)
     codecs = codecs or CODECS
     cond = condition or CONDITION
     fp = fingerprint(cond)
     not_computed = not_computed or {}
     perturb = perturb or {}
-    prov_all = provenance or {c: {"name": c, "family": f, "version": "synthetic-1", "binary_sha256": "0" * 64}
-                              for c, (f, *_r) in codecs.items()}
+    prov_all = provenance or {c: {"name": c, "family": f, "version": "synthetic-1", "binary_sha256": "0" * 64,
+                                  **_SYNTHETIC_PROVENANCE.get(c, {})} for c, (f, *_r) in codecs.items()}
     frames, fps = int(cond["frames"]), float(cond["fps"])
     for si, seq in enumerate(sequences):
         sha = hashlib.sha256(seq.encode()).hexdigest()
@@ -95,9 +130,15 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                     else:
                         mets[m] = {"value": round(float(over.get(m, _quality(m, x))), 9), "status": "ok",
                                    "reason": "", "lower_is_better": LOWER[m]}
+                if planes and codec in planes:
+                    y = 22.0 + 18.0 / (1.0 + math.exp(-x))
+                    u, v = y + 6.0, y + 7.5
+                    mets[planes[codec]] = {"value": round((6 * y + u + v) / 8, 9), "status": "ok", "reason": "",
+                                           "lower_is_better": False, "y": round(y, 9), "u": round(u, 9),
+                                           "v": round(v, 9)}
                 label = f"qp{qp}"
                 key = content_key(fp, sha, hashlib.sha256(codec.encode()).hexdigest(), label)
-                rec = {
+                rec: dict[str, Any] = {
                     "schema": 1, "key": key, "status": "ok",
                     "condition": {"name": cond["name"], "version": cond["version"], "fingerprint": fp},
                     "codec": codec, "family": family,
@@ -108,6 +149,16 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                     "metrics": mets, "provenance": {"suite_version": "0.1.0", "codec": prov_all.get(codec, {})},
                     "timings": {"encode_s": 0.0, "decode_s": 0.0, "metrics_s": 0.0},
                 }
+                if vertices is not None:
+                    th = (cond.get("metrics") or {}).get("vertices", {}).get("pck_thresholds_px", [2.0, 5.0, 10.0])
+                    if codec in vertices:
+                        rec["vertex_metrics"] = _vertex_block(steps, frames, th, vertices[codec], proxy_vertices, seq)
+                        rec["timings"]["decoder.vertex_head_s"] = 0.002 * frames
+                        rec["decoder_info"] = {"vertex_head_frames": frames, "vertex_head_device": "cpu",
+                                               "vertex_head_device_name": "synthetic", "vertex_head_torch_threads": 1}
+                    else:
+                        rec["vertex_metrics"] = {"schema": 1, "status": "not_applicable",
+                                                 "reason": f"codec {codec!r} does not output vertices"}
                 atomic_write_json(run_dir / "records" / f"{key}.json", rec)
     run = {"suite_version": "0.1.0", "condition": cond, "condition_fingerprint": fp, "condition_name": cond["name"],
            "codecs": prov_all,
@@ -121,9 +172,11 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
 GOLDEN_SCENARIO: dict[str, Any] = {
     "not_computed": {"fvd": "missing weights: i3d_torchscript.pt (install with gfvc weights install)"},
     "perturb": {("keyframe-repeat", "seq_b", 42): {"dists": 0.5}},
+    "vertices": {"s2d": 1.0},
+    "planes": {"vvenc": "psnr_yuv"},
 }
 GOLDEN_FILES: tuple[str, ...] = ("report.md", "summary.csv", "rd_data.csv", "bdrate_per_sequence.csv",
-                                 "summary.json")
+                                 "summary.json", "vertices.csv", "summary.txt")
 
 
 def golden_normalise(name: str, text: str, run_dir: Path) -> str:

@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 
 from reports import bdrate as bd
-from reports.model import ReportModel, metric_label
+from reports.model import ReportModel, metric_label, recorded_by
 
 NOT_COMPUTED = "n/c"  # short mark in RD tables; the notes list the reason
 # Table 1 cell of a metric without values; the reason (often a long weights hint) is stated once,
-# in the "Metrics not computed" list of every document and in the JSON/CSV outputs.
+# at the top of every document and in the JSON/CSV outputs.
 NOT_COMPUTED_CELL = "n/a (not computed: see Metrics not computed)"
+AGG_SHORT = {"mean-of-sequences": "mean of seq.", "average-curve": "avg. curve"}
 
 
 def _num(v: Any) -> float | None:
@@ -105,6 +106,60 @@ def table1(model: ReportModel, metrics: Sequence[str] | None = None, aggregation
     return header, rows
 
 
+def short_cell(r: Any, digits: int = 2) -> str:
+    """Compact BD-rate cell: the value (``*`` when partial) or ``n/a (status)``; reasons are listed once
+    under "Flagged BD-rate outcomes", not in every cell."""
+    if r is None:
+        return "n/a"
+    if getattr(r, "value", None) is not None:
+        return f"{r.value:.{digits}f}" + ("" if r.ok else "*")
+    return f"n/a ({str(r.status).replace('_', '-')})"
+
+
+def table1_both(model: ReportModel, metrics: Sequence[str], digits: int = 2
+                ) -> tuple[list[tuple[str, int]], list[str], list[list[str]]]:
+    """Table 1 with both aggregations: one row per test codec; per metric a column pair (the
+    condition's aggregation first, then the other: mean of the per-sequence BD-rates, BD-rate of
+    the average curve). Returns (groups [(metric label, columns spanned)], flat header, rows); the
+    groups give the HTML two-row header, the flat header suits Markdown, LaTeX and text."""
+    aggs = [model.aggregation] + [a for a in ("mean-of-sequences", "average-curve") if a != model.aggregation]
+    groups: list[tuple[str, int]] = []
+    header = ["Codec"]
+    for m in metrics:
+        groups.append((f"Rate-{metric_label(m)}", len(aggs)))
+        header += [f"Rate-{metric_label(m)} ({AGG_SHORT[a]})" for a in aggs]
+    rows = []
+    for t in model.tests:
+        row = [t]
+        for m in metrics:
+            pair = model.pairs.get((t, m))
+            for a in aggs:
+                if pair is None:
+                    note = model.notes.get(m)
+                    row.append("n/c" if note and note.status == "not_computed" else
+                               "n/r" if m in model.metrics and t not in recorded_by(model.df, m) else "n/a")
+                else:
+                    row.append(short_cell(pair.primary(a), digits))
+        rows.append(row)
+    for m in model.pooled:  # aggregate curves computed over all sequences at once (e.g. pooled FVD)
+        if m not in metrics and m.split(":")[0] not in metrics:
+            continue
+        groups.append((f"Rate-{metric_label(m)}", 1))
+        header.append(f"Rate-{metric_label(m)} (pooled over sequences)")
+        for row, t in zip(rows, model.tests, strict=True):
+            row.append(short_cell(model.pooled_pairs.get((t, m)), digits))
+    return groups, header, rows
+
+
+def sub_labels(header: Sequence[str]) -> list[str]:
+    """The parenthesised part of each flat Table-1 column name (second header row in HTML)."""
+    out = []
+    for h in header[1:]:
+        i = h.rfind(" (")
+        out.append(h[i + 2:-1] if i >= 0 and h.endswith(")") else "")
+    return out
+
+
 def sequence_table(model: ReportModel, metric: str, digits: int = 2) -> tuple[list[str], list[list[str]]]:
     """Per-sequence BD-rates of every test codec for one metric, with the mean row."""
     header = ["Sequence"] + list(model.tests)
@@ -113,13 +168,13 @@ def sequence_table(model: ReportModel, metric: str, digits: int = 2) -> tuple[li
         row = [s]
         for t in model.tests:
             r = model.pairs[(t, metric)].per_sequence.get(s) if (t, metric) in model.pairs else None
-            row.append(r.cell(digits) if r else "n/a")
+            row.append(short_cell(r, digits))
         rows.append(row)
     for label, attr in (("Mean of sequences", "mean"), ("Average RD curve", "curve")):
         row = [label]
         for t in model.tests:
             pair = model.pairs.get((t, metric))
-            row.append(getattr(pair, attr).cell(digits) if pair else "n/a")
+            row.append(short_cell(getattr(pair, attr), digits) if pair else "n/a")
         rows.append(row)
     return header, rows
 
@@ -141,6 +196,18 @@ def rd_text_table(model: ReportModel, codec: str) -> tuple[list[str], list[list[
 
 
 # --------------------------------------------------------------------- emitters
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table for the terminal: first column left-aligned, the others right-aligned."""
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[Any]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
+
+    head = line(header)
+    return [head, "-" * len(head)] + [line(r) for r in rows]
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool = True) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped); numeric columns right-aligned."""
     def esc(s: Any) -> str:
@@ -171,16 +238,156 @@ def tex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str
     return "\n".join(out)
 
 
+def ctc_sheet_rows(model: ReportModel) -> tuple[list[str], list[int | None], list[str], list[list[Any]]]:
+    """JVET CTC anchor-spreadsheet layout: one row per sequence, codecs side by side, per codec and QP
+    the kbps and each metric the codec records (with its per-plane values, e.g. Y/U/V PSNR, when the
+    records carry them). Returns (codec per column, QP per column, field label per column, rows);
+    the first column is the sequence."""
+    df = model.df
+    details = model.details
+    codec_row: list[str] = ["Codec"]
+    qp_row: list[int | None] = [None]
+    field_row: list[str] = ["Sequence"]
+    layout: list[tuple[str, Any, str]] = []
+    for c in model.codecs:
+        fields = ["kbps"]
+        for m in model.metrics:
+            if not model.computed(m) or c not in recorded_by(df, m):
+                continue
+            if details is not None:
+                dc = details[details["codec"] == c]
+                fields += [col for col in details.columns if col.startswith(m + ".") and dc[col].notna().any()]
+            fields.append(m)
+        qps = sorted({int(q) for q in df.loc[df["codec"] == c, "qp"].dropna()})
+        for q in qps:
+            for f in fields:
+                codec_row.append(c)
+                qp_row.append(q)
+                field_row.append("kbps" if f == "kbps" else metric_label(f) if "." not in f
+                                 else f"{f.split('.')[-1].upper()}-PSNR" if f.startswith("psnr") else metric_label(f))
+                layout.append((c, q, f))
+    rows = []
+    for seq in model.sequences:
+        row: list[Any] = [seq]
+        sub = df[df["sequence"] == seq]
+        dsub = details[details["sequence"] == seq] if details is not None else None
+        for c, q, f in layout:
+            src = dsub if "." in f else sub
+            hit = src[(src["codec"] == c) & (src["qp"] == q)] if src is not None else None
+            row.append(_num(hit[f].iloc[0]) if hit is not None and len(hit) else None)
+        rows.append(row)
+    return codec_row, qp_row, field_row, rows
+
+
+# Number formats by column name (Excel format codes); first match wins.
+_FORMATS: tuple[tuple[str, str], ...] = (
+    ("kbps", "0.000"), ("bits", "0"), ("qp", "0"), ("frames", "0"), ("fps", "0.000"),
+    ("pck", "0.0%"), ("_px", "0.00"), ("ms", "0.00"), ("psnr", "0.00"), ("ssim", "0.0000"),
+    ("dists", "0.0000"), ("lpips", "0.0000"), ("fvd", "0.00"), ("bd_rate", "0.00"), ("pct", "0.00"),
+    ("ci_", "0.00"), ("overlap", "0.000"), ("quality", "0.0000"), ("head_s", "0.00000"),
+)
+
+
+def _number_format(name: str) -> str | None:
+    n = str(name).lower()
+    for key, fmt in _FORMATS:
+        if key in n:
+            return fmt
+    return None
+
+
+def _format_sheet(ws: Any, header_rows: int = 1, freeze_col: int = 1) -> None:
+    """Column widths from the content, frozen header rows (and first column), filters, number formats."""
+    from openpyxl.utils import get_column_letter
+
+    widths: dict[int, int] = {}
+    for row in ws.iter_rows():
+        for cell in row:
+            if cell.value is None:
+                continue
+            text = f"{cell.value:.4f}" if isinstance(cell.value, float) else str(cell.value)
+            widths[cell.column] = max(widths.get(cell.column, 0), min(len(text), 60))
+    for col, wd in widths.items():
+        ws.column_dimensions[get_column_letter(col)].width = max(8, wd + 2)
+    last = ws.max_row
+    names = [c.value for c in ws[header_rows]]
+    for ci, name in enumerate(names, start=1):
+        fmt = _number_format(name or "")
+        if not fmt:
+            continue
+        for r in range(header_rows + 1, last + 1):
+            cell = ws.cell(row=r, column=ci)
+            if isinstance(cell.value, (int, float)) and not isinstance(cell.value, bool):
+                cell.number_format = fmt
+    ws.freeze_panes = ws.cell(row=header_rows + 1, column=freeze_col + 1)
+    if ws.max_column >= 1 and last > header_rows:
+        ws.auto_filter.ref = f"A{header_rows}:{get_column_letter(ws.max_column)}{last}"
+    from openpyxl.styles import Font
+
+    for cell in ws[header_rows]:
+        cell.font = Font(bold=True)
+
+
+def _write_ctc_sheet(model: ReportModel, wb: Any) -> None:
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+
+    codec_row, qp_row, field_row, rows = ctc_sheet_rows(model)
+    ws = wb.create_sheet("ctc", 0)
+    ws.append(codec_row)
+    ws.append(["QP"] + [q for q in qp_row[1:]])
+    ws.append(field_row)
+    for r in rows:
+        ws.append(r)
+    bold, centre = Font(bold=True), Alignment(horizontal="center")
+    # merge the codec cells and the QP cells over their columns (the spreadsheet's block layout)
+    for row_idx, keys in ((1, codec_row[1:]), (2, list(zip(codec_row[1:], qp_row[1:], strict=True)))):
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                if i - 1 > start:
+                    ws.merge_cells(start_row=row_idx, start_column=start + 2, end_row=row_idx, end_column=i + 1)
+                cell = ws.cell(row=row_idx, column=start + 2)
+                cell.alignment, cell.font = centre, bold
+                start = i
+    for ci, f in enumerate(field_row[1:], start=2):
+        fmt = _number_format("kbps" if f == "kbps" else f)
+        for ri in range(4, 4 + len(rows)):
+            cell = ws.cell(row=ri, column=ci)
+            if isinstance(cell.value, (int, float)):
+                cell.number_format = fmt or "0.0000"
+        ws.column_dimensions[get_column_letter(ci)].width = max(9, len(str(f)) + 2)
+    ws.column_dimensions["A"].width = max([10] + [len(str(r[0])) + 2 for r in rows])
+    for cell in ws[3]:
+        cell.font = bold
+    ws.freeze_panes = "B4"
+    if rows:
+        ws.auto_filter.ref = f"A3:{get_column_letter(len(field_row))}{3 + len(rows)}"
+
+
 def write_xlsx(model: ReportModel, path: Any) -> None:
-    """Workbook with sheets rd (one row per sequence and QP), bdrate, summary, notes."""
+    """Workbook: ``ctc`` (JVET anchor-spreadsheet layout), ``summary`` (Table 1, both aggregations),
+    ``rd`` (one row per sequence and QP), ``bdrate`` (per sequence), ``vertices`` (when measured),
+    ``notes``. Every sheet has number formats, column widths, a frozen header and filters."""
+    from openpyxl import load_workbook
+
     notes = pd.DataFrame([{"metric": n.metric, "status": n.status, "reason": n.reason,
                            "missing": n.missing, "total": n.total} for n in model.notes.values()],
                          columns=["metric", "status", "reason", "missing", "total"])
     with pd.ExcelWriter(path, engine="openpyxl") as xw:
+        summary_frame(model).to_excel(xw, sheet_name="summary", index=False)
         rd_frame(model).to_excel(xw, sheet_name="rd", index=False)
         bd_sequence_frame(model).to_excel(xw, sheet_name="bdrate", index=False)
-        summary_frame(model).to_excel(xw, sheet_name="summary", index=False)
+        if model.vertex is not None and model.vertex.measured:
+            from reports.vertices import frame as vertex_frame
+
+            vertex_frame(model.vertex).to_excel(xw, sheet_name="vertices", index=False)
         notes.to_excel(xw, sheet_name="notes", index=False)
+    wb = load_workbook(path)
+    for ws in wb.worksheets:
+        _format_sheet(ws, 1, 1 if ws.title != "rd" else 3)
+    _write_ctc_sheet(model, wb)
+    wb.save(path)
 
 
 def summary_json(model: ReportModel) -> dict[str, Any]:
@@ -220,7 +427,22 @@ def summary_json(model: ReportModel) -> dict[str, Any]:
         "not_computed": {m: {"status": n.status, "reason": n.reason, "missing": n.missing, "total": n.total}
                          for m, n in model.notes.items()},
         "summary": summary,
+        **_optional_json(model),
     }
+
+
+def _optional_json(model: ReportModel) -> dict[str, Any]:
+    """Sections present only when the run has them (vertex metrics, pooled curves, metrics without polarity)."""
+    out: dict[str, Any] = {}
+    if model.vertex is not None:
+        from reports.vertices import summary_json as vertex_json
+
+        out["vertices"] = vertex_json(model.vertex)
+    if model.pooled_pairs:
+        out["pooled"] = {f"{t}:{m}": r.to_dict() for (t, m), r in model.pooled_pairs.items()}
+    if model.skipped_bd:
+        out["bd_skipped"] = dict(model.skipped_bd)
+    return out
 
 
 def flagged(model: ReportModel) -> list[str]:

@@ -36,6 +36,7 @@ from s2d_model import DEMO_CHECKPOINT
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from gfvc.timing import ModuleTimer
     from s2d_model.config import S2DConfig
     from s2d_model.networks import Sparse2Dense
     from test_conditions import Condition
@@ -65,6 +66,7 @@ class S2DCodec(GenerativeCodec):
                    "decodes frames and 10475x2 body vertices")
     feature_dim = 45
     quant_scale = 64.0
+    vertex_extra = "vertices"  # measured against the sequence's reference vertices (metrics/vertices.py)
 
     def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         super().__init__(condition, env)
@@ -77,6 +79,7 @@ class S2DCodec(GenerativeCodec):
         self._model: Sparse2Dense | None = None
         self._cfg: S2DConfig | None = None
         self._sha: str | None = None
+        self._vertex_timer: ModuleTimer | None = None  # times the vertex head in every decode (decoder_report)
 
     # --------------------------------------------------------------- identity
     def _ck(self) -> dict[str, Any]:
@@ -140,6 +143,9 @@ class S2DCodec(GenerativeCodec):
         cfg = self._config()
         model, _ = load_model(self.checkpoint, cfg, device=self.device)
         self._model = model
+        from gfvc.timing import ModuleTimer
+
+        self._vertex_timer = ModuleTimer(model.vertex_head, "vertex_head")
 
     # ------------------------------------------------------------------ model
     def _net(self) -> Sparse2Dense:
@@ -187,6 +193,15 @@ class S2DCodec(GenerativeCodec):
         """Vertices of the key frame: the generator driven by the key frame's own keypoints."""
         _, verts = self._render(key_frame, key_features, np.asarray(key_features)[None])
         return {"vertices": verts}
+
+    def decode(self, bitstream: Path, workdir: Path) -> Decoded:
+        if self._vertex_timer is not None:
+            self._vertex_timer.reset()
+        return super().decode(bitstream, workdir)
+
+    def decoder_report(self) -> dict[str, Any]:
+        """Vertex head time of the last decode (key frame + inter frames, batches of <= 8) and its device."""
+        return self._vertex_timer.report() if self._vertex_timer is not None else {}
 
     def views(self, decoded: Decoded) -> dict[str, np.ndarray]:
         """The decoded frames with the predicted vertices drawn over them (for inspection)."""

@@ -9,12 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gfvc.errors import InputError
-
-
-def to_pixels(vertices: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Normalised (.., 2) -> pixel (x, y) float coordinates."""
-    v = np.asarray(vertices, np.float64)
-    return np.stack([(v[..., 0] + 1) * (width - 1) / 2, (v[..., 1] + 1) * (height - 1) / 2], -1)
+from gfvc.vertices import to_pixels  # noqa: F401  (the convention lives in gfvc.vertices; re-exported)
 
 
 def draw_vertices(frames: np.ndarray, vertices: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0),

@@ -81,12 +81,25 @@ class FvdProtocol:
 
 
 @dataclass(frozen=True)
+class VertexSpec:
+    """Protocol of the vertex metrics (metrics/vertices.py) for codecs that output body vertices.
+
+    Errors are in pixels at the sequence resolution (``pixel_scale: sequence``);
+    PCK@t counts vertices within t pixels, so thresholds depend on the resolution.
+    """
+
+    pck_thresholds_px: tuple[float, ...] = (2.0, 5.0, 10.0)
+    pixel_scale: Literal["sequence"] = "sequence"
+
+
+@dataclass(frozen=True)
 class MetricsSpec:
     names: tuple[str, ...] = ("psnr", "ssim", "dists", "lpips", "fvd")
     frame_aggregation: Literal["mean"] = "mean"
     dists: DistsProtocol = field(default_factory=DistsProtocol)
     lpips: LpipsProtocol = field(default_factory=LpipsProtocol)
     fvd: FvdProtocol = field(default_factory=FvdProtocol)
+    vertices: VertexSpec = field(default_factory=VertexSpec)
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,10 @@ class Condition:
             raise ConfigError(f"{where}: metrics.fvd.clip_length must be >= 9 (I3D needs 9 frames)")
         if self.metrics.fvd.stride < 1:
             raise ConfigError(f"{where}: metrics.fvd.stride must be >= 1")
+        th = self.metrics.vertices.pck_thresholds_px
+        if not th or any(not t > 0 for t in th) or list(th) != sorted(set(th)):
+            raise ConfigError(f"{where}: metrics.vertices.pck_thresholds_px must be positive, increasing pixel "
+                              f"values, got {list(th)}")
         if self.colour.chroma == "444" and self.anchor.encoder == "vvenc":
             pass  # vvenc supports 4:4:4 through ffmpeg's yuv444p
 

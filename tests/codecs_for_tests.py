@@ -67,3 +67,31 @@ class TestFail(_Quant):
         if rate_point.qp == 42:
             raise ExternalToolError("test-fail: simulated encoder crash at QP 42")
         return super().encode(sequence, rate_point, workdir)
+
+
+def vertex_template(n: int = 10475, seed: int = 7) -> np.ndarray:
+    """(n, 2) normalised points: the reference vertices of every frame in the vertex tests."""
+    return np.random.default_rng(seed).uniform(-0.8, 0.8, (n, 2)).astype(np.float32)
+
+
+@CODECS.register()
+class TestVertices(_Quant):
+    """test-lossy that also outputs body vertices: the template, exact on the key frame and shifted
+    right by ``step / 250`` (normalised units, step = QP // 4) on inter frames, so the vertex error
+    of an inter frame is exactly ``step / 250 * (W - 1) / 2`` pixels."""
+
+    name = "test-vertices"
+    vertex_extra = "vertices"
+
+    def decode(self, bitstream: Path, workdir: Path) -> Decoded:
+        dec = super().decode(bitstream, workdir)
+        step = int(np.frombuffer(bitstream.read_bytes()[16:20], dtype=np.int32)[0])
+        t = dec.frames.shape[0]
+        v = np.repeat(vertex_template()[None], t, axis=0)
+        v[1:, :, 0] += step / 250.0
+        self._frames = t
+        return Decoded(dec.frames, {"vertices": v})
+
+    def decoder_report(self) -> dict:
+        return {"vertex_head_s": 0.001 * self._frames, "vertex_head_frames": self._frames,
+                "vertex_head_device": "cpu", "vertex_head_device_name": "test"}

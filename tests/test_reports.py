@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ DATA = Path(__file__).parent / "data" / "reports"
 def golden_report(tmp_path_factory):
     run = tmp_path_factory.mktemp("golden") / "run"
     shutil.copytree(DATA / "run", run)
-    paths = build_report(run, formats=("md", "csv", "json", "png"), out_dir=run / "report")
+    paths = build_report(run, formats=("md", "csv", "json", "txt", "png"), out_dir=run / "report")
     return run, paths
 
 
@@ -67,20 +68,34 @@ def test_golden_report_outputs(golden_report):
 def test_report_content(golden_report):
     run, paths = golden_report
     md = paths["md"].read_text()
-    # Table 1 layout: rows Rate-DISTS / Rate-LPIPS / Rate-FVD, one column per test codec, anchor named.
-    assert "| BD-rate vs vvenc (%) | keyframe-repeat | s2d |" in md
-    for row in ("| Rate-DISTS |", "| Rate-LPIPS |", "| Rate-FVD |"):
-        assert row in md
-    # FVD not computed: stated with its reason, not hidden, not a number.
-    assert "FVD: not computed (missing weights: i3d_torchscript.pt" in md
+    # Results first: the banner, then Table 1, long before the appendices of parameters and provenance.
+    order = [md.index(x) for x in ("Read first: what these numbers are not", "Table 1.", "## 2. Vertex prediction",
+                                   "## Appendix A. Test conditions", "## Appendix B.", "## Appendix E.")]
+    assert order == sorted(order)
+    # Table 1: one row per test codec, both aggregations per metric, anchor named.
+    assert ("| Codec | Rate-DISTS (mean of seq.) | Rate-DISTS (avg. curve) | Rate-LPIPS (mean of seq.) | "
+            "Rate-LPIPS (avg. curve) | Rate-FVD (mean of seq.) | Rate-FVD (avg. curve) |") in md
+    assert "| s2d | -78.10 | -78.94 | -78.10 | -78.94 | n/c | n/c |" in md
+    # FVD not computed: its reason is said exactly once in the body (banner) and once in Appendix D.
+    reason = GOLDEN_SCENARIO["not_computed"]["fvd"]
+    banner = md[:md.index("## 1. Results")]
+    assert f"FVD not computed: {reason}" in banner
+    assert md.count(reason) == 2 and md.index("## Appendix D") < md.rindex(reason)
     assert "FVD not plotted" in md
+    # The stand-in anchor and the demo model are in the banner.
+    assert "The anchor vvenc stands in for VTM-22.2 (synthetic stand-in)" in banner
+    assert "s2d: demo checkpoint s2d-demo" in banner and "PROXY reference vertices" in banner
     # The non-monotonic sequence is flagged, and the mean is marked partial.
     assert "keyframe-repeat vs vvenc, dists, seq_b: non_monotonic" in md
-    assert "-60.34* (2/3 sequences: seq_b: non_monotonic)" in md
-    # Every condition parameter is listed.
-    for key in ("anchor.qps", "generative.key_frame_qps", "metrics.fvd.clip_length", "colour.matrix", "fps"):
+    assert "| keyframe-repeat | -60.34* | n/a (non-monotonic) |" in md
+    # Every condition parameter is listed (appendix).
+    for key in ("anchor.qps", "generative.key_frame_qps", "metrics.fvd.clip_length", "colour.matrix", "fps",
+                "metrics.vertices.pck_thresholds_px"):
         assert f"| {key} |" in md
-    assert "nan" not in md.lower().replace("nan_input", "")
+    assert not re.search(r"\bnan\b", md.lower())
+    # Per-plane PSNR of the anchor, as VTM's log prints it; it is not a BD-rate column (anchor only).
+    assert "| Codec | Sequence | QP | kbps | Y-PSNR | U-PSNR | V-PSNR | PSNR-YUV |" in md
+    assert "Rate-PSNR-YUV" not in md
     summary = json.loads(paths["json"].read_text())
     assert summary["summary"]["s2d"]["fvd"] == {"value": None, "status": "not_computed",
                                                 "reason": GOLDEN_SCENARIO["not_computed"]["fvd"]}
@@ -88,6 +103,49 @@ def test_report_content(golden_report):
     per_seq = pd.read_csv(paths["csv:bdrate"])
     bad = per_seq[per_seq["status"] != "ok"]
     assert len(bad) == 1 and bad["reason"].iloc[0] and math.isnan(bad["bd_rate_pct"].iloc[0])
+
+
+def test_vertex_section(golden_report):
+    run, paths = golden_report
+    md = paths["md"].read_text()
+    sec = md[md.index("## 2. Vertex prediction"):md.index("## Appendix A")]
+    assert "PROXY" in sec and "Table 3. Vertex error (px) and PCK (%)" in sec
+    assert "| vvenc |  |  | not applicable (no vertex output) |" in sec
+    assert "| keyframe-repeat |  |  | not applicable (no vertex output) |" in sec
+    # Synthetic inter error = 4 + 0.4 * (QP - 22) px in every sequence, key frame 0.8x, p90 1.8x,
+    # PCK@t = 1 - exp(-t / mean): at QP 32, 8.00 px, key 6.40, median 7.20, p90 14.40, PCK@5 = 46.5 %.
+    vx = pd.read_csv(paths["csv:vertices"])
+    q32 = vx[(vx["codec"] == "s2d") & (vx["qp"] == 32)]
+    assert f"| s2d | 32 | {q32['kbps'].mean():.3f} | 6.40 | 8.00 | 7.20 | 14.40 | 11.8 | 22.1 | 46.5 |" in sec
+    assert "0.002 s/frame vs 0.724 s/frame for OSX" in sec and "2.00 ms (cpu, 1 thread)" in sec
+    # One vertex codec: no vertex BD-rate, and the report says why instead of printing a number.
+    assert "no vertex BD-rate: only s2d outputs vertices" in sec
+    s = json.loads(paths["json"].read_text())["vertices"]
+    assert s["proxy"] is True and s["not_applicable"] == ["vvenc", "keyframe-repeat"]
+    assert s["bd_rate"]["status"] == "not_computed"
+    assert [p["qp"] for p in s["codecs"]["s2d"]] == [52, 42, 32, 22]
+    txt = paths["txt"].read_text()
+    assert "Vertex prediction against PROXY reference vertices" in txt
+    assert "not applicable (no vertex output): vvenc" in txt
+
+
+def test_vertex_bd_rate_between_two_vertex_codecs(tmp_path):
+    codecs = {"vvenc": ("anchor", (37, 42, 47, 52), 2.2, 0.05, 1.2, 0.0, 0.3),
+              "s2d": ("generative", (22, 32, 42, 52), 1.3, 0.025, 1.5, 0.6, 0.15),
+              "ihvc": ("generative", (22, 32, 42, 52), 1.3 + math.log10(0.64), 0.025, 1.5, 0.6, 0.15)}
+    run = make_run(tmp_path / "run", codecs=codecs, vertices={"s2d": 1.0, "ihvc": 1.0}, proxy_vertices=False)
+    model = build_model(results_table(run), load_run(run), run_dir=run)
+    vm = model.vertex
+    assert vm.codecs == ["s2d", "ihvc"] and vm.bd_reference == "s2d" and not vm.proxy
+    # Same vertex error per QP, ihvc at 0.64 x s2d's rate everywhere: BD-rate on vertex error = -36 %.
+    pair = vm.pairs["ihvc"]
+    # (to 0.01: kbps come from whole bits)
+    assert pair.mean.value == pytest.approx(-36.0, abs=0.01) and pair.curve.value == pytest.approx(-36.0, abs=0.01)
+    from reports import vertices as vx
+
+    head, rows = vx.bd_table(vm)
+    assert head[1].startswith("BD-rate vs s2d") and rows == [["ihvc", "-36.00", "-36.00"]]
+    assert "PROXY" not in vx.terminal_lines(vm)[0] and "PROXY" not in vm.reference_label()
 
 
 def test_tables_agree_with_engine():
@@ -102,13 +160,16 @@ def test_tables_agree_with_engine():
     assert model.pairs[("s2d", "lpips")].per_sequence["seq_a"].value == direct.value
     pair = model.pairs[("s2d", "lpips")]
     assert pair.mean.value != pytest.approx(pair.curve.value, abs=0.1)  # the two aggregations differ
-    head, rows = tables.table1(model, ["dists", "lpips", "fvd"])
-    assert head == ["BD-rate vs vvenc (%)", "keyframe-repeat", "s2d"]
-    assert rows[1][2] == f"{pair.mean.value:.2f}"
-    assert rows[2][1].startswith("n/a (not computed:")
+    groups, head, rows = tables.table1_both(model, ["dists", "lpips", "fvd"])
+    assert groups == [("Rate-DISTS", 2), ("Rate-LPIPS", 2), ("Rate-FVD", 2)]
+    assert head[0] == "Codec" and [r[0] for r in rows] == ["keyframe-repeat", "s2d"]
+    assert rows[1][3] == f"{pair.mean.value:.2f}" and rows[1][4] == f"{pair.curve.value:.2f}"
+    assert rows[0][5] == "n/c"
 
 
-def test_xlsx_rows_by_sequence_and_qp(tmp_path):
+def test_xlsx_sheets_formats_and_ctc_layout(tmp_path):
+    from openpyxl import load_workbook
+
     run = DATA / "run"
     paths = build_report(run, formats=("xlsx",), out_dir=tmp_path)
     rd = pd.read_excel(paths["xlsx"], sheet_name="rd")
@@ -120,19 +181,31 @@ def test_xlsx_rows_by_sequence_and_qp(tmp_path):
     assert set(summary["codec"]) == {"keyframe-repeat", "s2d"}
     notes = pd.read_excel(paths["xlsx"], sheet_name="notes")
     assert notes["metric"].tolist() == ["fvd"]
-
-
-def test_html_is_self_contained_and_tex(tmp_path):
-    paths = build_report(DATA / "run", formats=("html", "tex", "svg"), out_dir=tmp_path)
-    html = paths["html"].read_text()
-    assert "<svg" in html and "data:image/png;base64," in html
-    assert "src=\"http" not in html and "href=\"http" not in html and "<link" not in html
-    assert "not computed (missing weights" in html
-    tex = paths["tex"].read_text()
-    assert r"\begin{tabular}" in tex and "Rate-DISTS" in tex and r"keyframe-repeat" in tex
-    assert "n/a (not computed" in tex and r"\%" in tex
-    svg = paths["svg"].read_text()
-    assert "1-DISTS" in svg and "1-LPIPS" in svg and "5000-FVD" not in svg  # FVD skipped, not zeros
+    wb = load_workbook(paths["xlsx"])
+    assert wb.sheetnames[0] == "ctc" and "vertices" in wb.sheetnames
+    ws = wb["rd"]
+    head = [c.value for c in ws[1]]
+    assert ws.freeze_panes == "D2" and ws.auto_filter.ref.startswith("A1:")
+    kbps = ws.cell(row=2, column=head.index("kbps") + 1)
+    assert kbps.number_format == "0.000" and ws.column_dimensions["A"].width >= len("keyframe-repeat")
+    assert ws.cell(row=2, column=head.index("dists") + 1).number_format == "0.0000"
+    # JVET CTC anchor-spreadsheet layout: one row per sequence, per codec and QP kbps + metrics side by side.
+    ws = wb["ctc"]
+    assert ws.freeze_panes == "B4" and ws.auto_filter.ref.startswith("A3:")
+    assert [ws.cell(row=r, column=1).value for r in range(4, 7)] == ["seq_a", "seq_b", "seq_c"]
+    # The anchor's per-plane PSNR (as VTM logs it) sits next to its other metrics; FVD (not computed)
+    # and metrics a codec does not record get no columns.
+    fields = ["kbps", "PSNR", "PSNR-Y", "Y-PSNR", "U-PSNR", "V-PSNR", "PSNR-YUV", "SSIM", "DISTS", "LPIPS"]
+    assert [ws.cell(row=3, column=c).value for c in range(2, 2 + len(fields))] == fields
+    start = next(c for c in range(2, ws.max_column + 1) if ws.cell(row=1, column=c).value == "s2d")
+    s2d_cols = range(start, ws.max_column + 1)  # the last codec block (merged header cell over it)
+    assert {ws.cell(row=3, column=c).value for c in s2d_cols} == {"kbps", "PSNR", "PSNR-Y", "SSIM", "DISTS", "LPIPS"}
+    assert ws.cell(row=1, column=2).value == "vvenc" and ws.cell(row=2, column=2).value == 37
+    assert any(str(r) .startswith("B1:") for r in ws.merged_cells.ranges)
+    df = pd.read_csv(DATA / "golden" / "rd_data.csv")
+    want = df[(df["codec"] == "vvenc") & (df["sequence"] == "seq_b") & (df["qp"] == 37)]["kbps"].iloc[0]
+    assert ws.cell(row=5, column=2).value == pytest.approx(want)
+    assert ws.cell(row=5, column=2).number_format == "0.000"
 
 
 def test_all_metrics_missing_and_anchor_missing(tmp_path):
@@ -142,7 +215,7 @@ def test_all_metrics_missing_and_anchor_missing(tmp_path):
     paths = build_report(run, formats=("md", "json", "png"), out_dir=tmp_path / "rep")
     md = paths["md"].read_text()
     assert "anchor 'vvenc' has no successful records" in md
-    assert "DISTS not plotted: not computed (no weights)" in md
+    assert "DISTS, LPIPS not plotted: not computed" in md and "DISTS, LPIPS not computed: no weights." in md
     assert not (tmp_path / "rep" / "rd_average.png").exists()
 
 
@@ -159,3 +232,17 @@ def test_md_and_tex_escaping():
     md = tables.md_table(["a", "b"], [["x|y", "1"]])
     assert "x\\|y" in md
     assert tables.tex_escape("a_b & 5%") == r"a\_b \& 5\%"
+
+
+def test_pooled_curves_get_their_own_table1_column():
+    """Aggregate RD points over all sequences (e.g. pooled FVD) get a BD-rate on the curves only."""
+    run = DATA / "run"
+    pooled = {"fvd": {"vvenc": ([10.0, 20.0, 40.0, 80.0], [900.0, 700.0, 500.0, 300.0]),
+                      "s2d": ([5.0, 10.0, 20.0, 40.0], [900.0, 700.0, 500.0, 300.0])}}
+    model = build_model(results_table(run), load_run(run), run_dir=run, pooled=pooled)
+    groups, head, rows = tables.table1_both(model, ["dists", "lpips", "fvd"])
+    assert groups[-1] == ("Rate-FVD", 1) and head[-1] == "Rate-FVD (pooled over sequences)"
+    by_codec = {r[0]: r for r in rows}
+    assert by_codec["s2d"][-1] == "-50.00"        # same quality at half the rate
+    assert by_codec["keyframe-repeat"][-1] == "n/a"  # no pooled curve for it
+    assert tables.summary_json(model)["pooled"]["s2d:fvd"]["value"] == pytest.approx(-50.0)

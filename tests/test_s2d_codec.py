@@ -66,6 +66,11 @@ def test_round_trip_frames_and_vertices(fake_intra, ckpt_a, tmp_path):
     prov = codec.provenance()
     assert prov["model_checksum"] == codec.model_checksum() and len(prov["model_checksum"]) == 64
     assert prov["config"] == "tiny128"
+    # The vertex head is timed in every decode (key frame + 3 inter frames), with its device.
+    rep = codec.decoder_report()
+    assert rep["vertex_head_frames"] == 4 and rep["vertex_head_calls"] == 2 and rep["vertex_head_s"] > 0
+    assert rep["vertex_head_device"] == "cpu" and rep["vertex_head_device_name"]
+    assert S2DCodec.vertex_extra == "vertices"
 
 
 def test_analyse_matches_detector(ckpt_a):

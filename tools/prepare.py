@@ -8,6 +8,13 @@ of its first N frames, and a manifest entry with the .rgb file's sha256.
 Sequence names of the paper's 30-sequence selection are not public: pass
 ``--list names.txt`` to pick yours, or ``--count 30`` for the first 30 in
 name order (recorded in the manifest description).
+
+``--vertices VDIR`` adds reference body vertices (docs/vertices.md): for each
+video NAME, ``VDIR/NAME.npy`` (T, 10475, 2) or ``VDIR/NAME/*.npy`` (one
+(10475, 2) file per frame, in name order; the layout of the S2D training
+targets), normalised coordinates; the first N frames are written next to the
+sequence as NAME_..._vertices.npy and named in its manifest entry with their
+sha256 (``tools/osx_vertices.py`` converts OSX outputs to this layout).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import numpy as np
 
 from gfvc.argtypes import positive_float, positive_int
 from gfvc.errors import ConfigError, InputError
-from gfvc.sequences import SequenceEntry, load_manifest, write_manifest
+from gfvc.sequences import SequenceEntry, VertexReference, load_manifest, write_manifest
 from gfvc.video import CONTAINER_SUFFIXES, read_container, read_png_folder, sha256_file, write_rgb_planar, write_yuv420
 
 
@@ -35,6 +42,13 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", dest="names_file", help="text file with one video name per line to select")
     p.add_argument("--resize", action="store_true", help="resize (PIL bicubic) inputs that are not SIZExSIZE")
     p.add_argument("--no-yuv", action="store_true", help="write only the planar RGB file")
+    p.add_argument("--vertices", dest="vertices_dir", metavar="VDIR",
+                   help="folder of reference vertices: VDIR/NAME.npy (T,10475,2) or VDIR/NAME/*.npy per frame "
+                        "(docs/vertices.md)")
+    p.add_argument("--vertices-source", default="",
+                   help="how the reference vertices were made (recorded in the manifest and shown in reports)")
+    p.add_argument("--vertices-proxy", action="store_true",
+                   help="the reference vertices are a proxy, not a body-model estimate (labelled PROXY in reports)")
     p.set_defaults(func=cmd_prepare)
 
 
@@ -81,8 +95,32 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)) for f in frames])
 
 
+def read_vertex_folder(vdir: Path, name: str, frames: int) -> np.ndarray:
+    """Reference vertices of video ``name`` from VDIR (NAME.npy or NAME/*.npy), first ``frames`` rows."""
+    from gfvc.vertices import check_array
+
+    one, folder = vdir / f"{name}.npy", vdir / name
+    if one.is_file():
+        try:
+            arr = np.load(one, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise InputError(f"{one}: not a .npy array: {e}") from None
+    elif folder.is_dir() and any(folder.glob("*.npy")):
+        files = sorted(folder.glob("*.npy"))[:frames]
+        try:
+            arr = np.stack([np.load(f, allow_pickle=False) for f in files])
+        except (ValueError, OSError) as e:
+            raise InputError(f"{folder}: per-frame vertex files must all be (10475, 2) arrays: {e}") from None
+    else:
+        raise InputError(f"no reference vertices for {name!r} in {vdir} (expected {one.name} or {name}/*.npy); "
+                         "convert OSX outputs with `python -m tools.osx_vertices`, or drop --vertices")
+    check_array(arr, f"reference vertices of {name!r}", frames)
+    return np.ascontiguousarray(arr[:frames], dtype=np.float32)
+
+
 def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
-                write_yuv: bool = True) -> SequenceEntry:
+                write_yuv: bool = True, vertices_dir: Path | None = None, vertices_source: str = "",
+                vertices_proxy: bool = False) -> SequenceEntry:
     from gfvc.argtypes import warn
     from gfvc.video import is_viewing_copy
 
@@ -102,8 +140,14 @@ def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, re
     write_rgb_planar(rgb, arr)
     if write_yuv:
         write_yuv420(out_dir / f"{stem}_420.yuv", arr)
+    vref = None
+    if vertices_dir is not None:
+        vfile = out_dir / f"{stem}_vertices.npy"
+        np.save(vfile, read_vertex_folder(vertices_dir, name, frames))
+        vref = VertexReference(file=vfile.name, sha256=sha256_file(vfile), source=vertices_source,
+                               proxy=vertices_proxy)
     return SequenceEntry(name=name, file=rgb.name, sha256=sha256_file(rgb), frames=frames, width=size,
-                         height=size, fps=fps, format="rgb", manifest_dir=str(out_dir))
+                         height=size, fps=fps, format="rgb", manifest_dir=str(out_dir), vertices=vref)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -123,15 +167,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     sources = discover([Path(p) for p in args.inputs], args.count, names)
     entries = load_manifest(manifest) if manifest.exists() else []
     by_name = {e.name: e for e in entries}
-    for i, src in enumerate(sources, 1):
-        entry = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv)
-        # manifest paths are relative to the manifest's folder
-        rel = Path(out_dir.resolve() / entry.file)
+    vdir = Path(args.vertices_dir) if args.vertices_dir else None
+    if vdir is not None and not vdir.is_dir():
+        raise InputError(f"--vertices {vdir}: no such folder")
+
+    def rel(file: str) -> str:  # manifest paths are relative to the manifest's folder
+        p = Path(out_dir.resolve() / file)
         try:
-            rel = rel.relative_to(manifest.resolve().parent)
+            return str(p.relative_to(manifest.resolve().parent))
         except ValueError:
-            pass
-        by_name[entry.name] = SequenceEntry(**{**entry.to_dict(), "file": str(rel)}, manifest_dir=str(manifest.parent))
+            return str(p)
+
+    for i, src in enumerate(sources, 1):
+        entry = prepare_one(src, out_dir, args.size, args.frames, args.fps, args.resize, not args.no_yuv,
+                            vdir, args.vertices_source, args.vertices_proxy)
+        d = {**entry.to_dict(), "file": rel(entry.file)}
+        if entry.vertices is not None:
+            d["vertices"] = {**d["vertices"], "file": rel(entry.vertices.file)}
+        by_name[entry.name] = SequenceEntry(**d, manifest_dir=str(manifest.parent))
         write_manifest(manifest, list(by_name.values()),
                        description=f"prepared by `gfvc sequences prepare` ({args.frames} frames, "
                                    f"{args.size}x{args.size}, {args.fps:g} fps)")

@@ -1,6 +1,6 @@
 """Regenerate the golden report inputs and outputs (review the diff before committing).
 
-    /work/venv/bin/python tests/data/reports/regenerate.py
+    PYTHONPATH=. python tests/data/reports/regenerate.py
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main() -> None:
     golden = HERE / "golden"
     golden.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_report(run, formats=("md", "csv", "json", "png"), out_dir=Path(tmp))
+        paths = build_report(run, formats=("md", "csv", "json", "txt", "png"), out_dir=Path(tmp))
         for name in GOLDEN_FILES:
             text = (Path(tmp) / name).read_text()
             (golden / name).write_text(golden_normalise(name, text, run))
