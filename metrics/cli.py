@@ -21,6 +21,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--weights-dir", type=Path, help="look for weight files here before the torch hub cache")
     p.add_argument("--cache-dir", type=Path, help="on-disk reference-feature cache")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="device of DISTS/LPIPS/FVD (default auto: CUDA if torch sees it, else CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=_cmd_metrics)
 
     w = sub.add_parser("weights", help="status, install or download the metric weight files",
@@ -62,6 +65,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from gfvc.errors import InputError
     from gfvc.video import parse_size, read_video
 
+    from gfvc.devices import resolve_device
+    from gfvc.progress import MetricProgress
+
+    device = resolve_device(args.device)  # `--device cuda` without CUDA: one line, exit 2
     size = parse_size(args.size) if args.size else None
     ref = read_video(args.ref, size=size, frames=args.frames)
     dist = read_video(args.dist, size=size, frames=args.frames)
@@ -70,13 +77,19 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     spec, fps = _spec_and_fps(args)
     for line in metrics.missing_weights(spec, args.weights_dir):
         print(f"gfvc: missing weights: {line}", file=sys.stderr)
-    res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir)
+    progress = None if args.no_progress else MetricProgress()
+    try:
+        res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
+                               device=device, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print(json.dumps({"ref": str(args.ref), "dist": str(args.dist), "frames": int(ref.shape[0]),
-                          "size": f"{ref.shape[2]}x{ref.shape[1]}", "results": res,
+                          "size": f"{ref.shape[2]}x{ref.shape[1]}", "device": device, "results": res,
                           "protocol": metrics.protocol(spec)}, indent=2, allow_nan=False))
         return 0
-    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]}")
+    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]} (device {device})")
     for name, r in res.items():
         arrow = "lower is better" if r["lower_is_better"] else "higher is better"
         if r["status"] == "ok":

@@ -31,6 +31,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="bootstrap resamples over sequences for a 95%% CI of the mean (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-mixed-devices", action="store_true",
+                   help="report records computed on different device types (CPU and CUDA) together")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
@@ -43,6 +45,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--metric", dest="metrics", action="append", help="metric value name; repeat (default: condition)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-mixed-devices", action="store_true",
+                   help="compare records computed on different device types (CPU and CUDA)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("regress", help="CI gate: fail (exit 1) when a BD-rate saving worsens beyond a tolerance")
@@ -74,7 +78,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     paths = build_report(args.run_dir, anchor=args.anchor, formats=tuple(args.formats or FORMATS),
                          out_dir=args.out, method=args.method, aggregation=args.aggregation,
-                         bootstrap=args.bootstrap, seed=args.seed)
+                         bootstrap=args.bootstrap, seed=args.seed, allow_mixed_devices=args.allow_mixed_devices)
     for key in sorted(paths):
         print(f"{key}\t{paths[key]}")
     return 0
@@ -93,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
 
     c = compare_runs(args.run_a, args.run_b, anchor_run=args.anchor_run, test=args.test, anchor=args.anchor,
-                     method=args.method, metrics=args.metrics)
+                     method=args.method, metrics=args.metrics, allow_mixed_devices=args.allow_mixed_devices)
     if args.json:
         print(json.dumps(c.to_dict(), indent=1, sort_keys=True))
         return 0

@@ -154,7 +154,7 @@ def render(template: str, ctx: dict[str, Any]) -> str:
 
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,
                  out_dir: Path | None = None, method: str | None = None, aggregation: str | None = None,
-                 bootstrap: int = 0, seed: int = 0) -> dict[str, Path]:
+                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False) -> dict[str, Path]:
     """Write the report of a run; returns {format or "format:name": path}.
 
     Primary keys: ``md`` report.md, ``html`` report.html, ``tex`` tables.tex,
@@ -169,12 +169,22 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     unknown = sorted(set(formats) - set(ALL_FORMATS))
     if unknown:
         raise ConfigError(f"unknown report format(s) {', '.join(unknown)} (known: {', '.join(ALL_FORMATS)})")
+    from gfvc.devices import check_uniform_devices
+    from gfvc.records import iter_records
+
     run_dir = Path(run_dir)
     run = load_run(run_dir)
+    check_uniform_devices((r for r in iter_records(run_dir) if r.get("status") == "ok"),
+                          allow=allow_mixed_devices, what=f"the records of {run_dir}")
     df = results_table(run_dir)
     model = build_model(df, run, run_dir=run_dir, anchor=anchor, method=method, aggregation=aggregation,
                         bootstrap=bootstrap, seed=seed)
-    return write_report(model, Path(out_dir) if out_dir else run_dir / "report", formats)
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    paths = write_report(model, out, formats)
+    from reports import pooled_fvd  # self-contained section: pooled FVD table and its BD-rate
+
+    paths.update(pooled_fvd.add_to_report(run_dir, model.anchor, model.method, out, paths))
+    return paths
 
 
 def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS) -> dict[str, Path]:

@@ -13,7 +13,8 @@ Checkpoint: ``env.extra["s2d_checkpoint"]`` or ``$GFVC_S2D_CHECKPOINT``, else
 the committed CPU demo checkpoint (s2d_model/checkpoints/s2d-small-demo.pt,
 128x128). ``env.extra["s2d_config"]`` / ``$GFVC_S2D_CONFIG`` optionally names
 the config the checkpoint must match. The checkpoint's sha256 is the model
-checksum carried in every bitstream.
+checksum carried in every bitstream. The model runs on ``Environment.device``
+(``--device``; gfvc.devices.resolve_device).
 
 quant_scale = 64 was chosen by measurement on the demo clip (docs/s2d.md):
 the keypoint-stream rate vs the synthesis error against unquantised
@@ -65,11 +66,20 @@ class S2DCodec(GenerativeCodec):
         ck = extra.get("s2d_checkpoint") or os.environ.get("GFVC_S2D_CHECKPOINT") or DEMO_CHECKPOINT
         self.checkpoint = Path(ck)
         self.config_name = extra.get("s2d_config") or os.environ.get("GFVC_S2D_CONFIG") or None
-        self.device = str(extra.get("s2d_device", "cpu"))
+        self._device: str | None = None
         self._state: dict[str, Any] | None = None
         self._model = None
         self._cfg = None
         self._sha: str | None = None
+
+    @property
+    def device(self) -> str:
+        """The torch device of the model: Environment.device (auto|cpu|cuda|cuda:N), resolved once."""
+        if self._device is None:
+            from gfvc.devices import resolve_device
+
+            self._device = resolve_device(self.env.device or "auto")
+        return self._device
 
     # --------------------------------------------------------------- identity
     def _ck(self) -> dict[str, Any]:
