@@ -155,6 +155,7 @@ def job_process_main(argv: list[str]) -> None:
         sys.path[:] = rx.recv()  # the parent's import path first, so its job functions unpickle here
     except (EOFError, OSError):
         os._exit(0)
+    _warm_up()
     while True:
         try:
             msg = rx.recv()
@@ -162,7 +163,8 @@ def job_process_main(argv: list[str]) -> None:
             os._exit(0)
         if msg is None:
             os._exit(0)
-        fn, args = msg
+        fn, args = msg  # unpickled: the job's modules are imported now, before its clock starts
+        tx.send(("start",))
         try:
             out = ("ok", fn(*args))
         except BaseException as e:  # noqa: BLE001 - reported to the supervisor, never lost
@@ -171,6 +173,23 @@ def job_process_main(argv: list[str]) -> None:
             tx.send(out)
         except Exception as e:  # noqa: BLE001 - e.g. an unpicklable result
             tx.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+
+
+def _warm_up() -> None:
+    """Import what every job needs (torch, codecs, metrics) before the first job's clock starts.
+
+    A job's wall-clock limit is about the job; a cold start on a loaded node
+    (importing torch can take seconds) must not eat into it.
+    """
+    import importlib
+
+    for mod in ("torch", "gfvc.runner", "metrics"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(mod)
+    with contextlib.suppress(Exception):
+        from gfvc.codec import load_builtin_codecs
+
+        load_builtin_codecs()
 
 
 class JobProcess:
@@ -201,6 +220,8 @@ class JobProcess:
         self.tx.send(list(sys.path))
         self.task: Any = None          # what the supervisor is waiting for (opaque)
         self.started: float = 0.0      # monotonic start of the current task
+        self._pending: Any = None      # a result read by ready(), returned by result()
+        self.running = False           # the child said the task started (after its imports)
 
     @property
     def busy(self) -> bool:
@@ -214,26 +235,47 @@ class JobProcess:
         self.tx.send((fn, args))
         self.task = task
         self.started = time.monotonic()
+        self.running = False
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started if self.busy else 0.0
+        """Seconds the current task has been running (0 while the process still starts up)."""
+        return time.monotonic() - self.started if (self.busy and self.running) else 0.0
 
     def ready(self) -> bool:
-        """A result (or the child's death) is waiting."""
+        """A result (or the child's death) is waiting.
+
+        The child announces when the task starts running (after unpickling it,
+        i.e. after importing the job's modules): the timeout clock restarts
+        there, so a slow first import on a loaded node does not count.
+        """
         try:
-            return self.conn.poll()
+            while self.conn.poll():
+                if self._pending is not None:
+                    return True
+                msg = self.conn.recv()
+                if msg == ("start",):
+                    self.started = time.monotonic()
+                    self.running = True
+                    continue
+                self._pending = msg
+                return True
+            return self._pending is not None
         except (OSError, EOFError, ValueError):
             return True
 
     def result(self) -> Any:
         """The finished task's return value; WorkerLost if the child died, RuntimeError for its exception."""
         try:
-            msg = self.conn.recv()
+            msg = self._pending
+            while msg is None or msg == ("start",):
+                msg = self.conn.recv()
         except (EOFError, OSError, ValueError):
             self.task = None
+            self._pending = None
             raise WorkerLost(f"job process {self.name} (pid {self.proc.pid}) died "
                              f"(exit code {self.exitcode()})") from None
         self.task = None
+        self._pending = None
         if msg[0] == "ok":
             return msg[1]
         raise RuntimeError(f"{msg[1]}\n{msg[2]}")
