@@ -265,7 +265,7 @@ def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
         seq = load_sequence(job.sequence, job.condition.frames, Path(job.data_dir) if job.data_dir else None)
         timings["load_s"] = time.perf_counter() - ts
         codec = make_codec(job.codec, job.condition, job.env, job.codec_module)
-        if job.codec_provenance.get("family") == "generative":
+        if getattr(type(codec), "device", None) is not None:  # a codec with a torch model (s2d, baselines)
             _configure_device(job)
         ts = time.perf_counter()
         enc = codec.encode(seq, job.rate_point, jdir)

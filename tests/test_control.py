@@ -316,3 +316,22 @@ def test_eta_weights_pending_jobs_by_codec_cost():
     pr2 = RunProgress(jobs, slots=2, stream=io.StringIO(), tty=False)
     pr2.done(rec("slow", 100.0))
     assert pr2.eta() == pytest.approx((2 * 100.0 + 3 * 100.0) / 2)  # unseen codec: overall mean
+
+
+def test_unreachable_scheduler_is_one_line_exit_2(small_condition, plugin_env, tmp_path, capsys, monkeypatch):
+    from gfvc import executors
+    from gfvc.cli import main
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 2.0)
+    rc = main(["run", "--condition", small_condition.source, "--workdir", str(tmp_path / "r"),
+               "--scheduler", f"tcp://127.0.0.1:{_free_port()}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "did not answer within 2 s" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
