@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from gfvc.records import comparable, iter_records
-from test_control import ROOT, TESTS, kill_tagged, tool_pids, wait_for
+from test_control import ROOT, TESTS, kill_tagged, tagged_pids, tool_pids, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +203,28 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, cond, tmp_path):
     assert len(recs) == 4 and len({r["key"] for r in recs}) == 4 and all(r["status"] == "ok" for r in recs)
     assert {r["worker"] for r in recs} == {"w1"}  # nothing finished on w2; its job was rerun on w1
     assert len(list((run / "records").glob("*"))) == 4  # no duplicate, no leftover temp file
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_local_dask_cluster_stops_and_leaves_no_orphan(cond, tmp_path, plugin_env, how):
+    """--executor dask (a LocalCluster this run owns): Ctrl-C or kill -9 of `gfvc run` leaves no process."""
+    tag = uuid.uuid4().hex
+    p = cond(["test-tool"], [20, 28])
+    env = {**os.environ, "GFVC_PLUGINS": "codecs_for_tests", "GFVC_TEST_TAG": tag, "GFVC_TEST_TOOL_S": "120",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    main = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
+                             str(tmp_path / "r"), "--executor", "dask", "-j", "2", "--no-report", "--device", "cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: len(tool_pids(tag)) >= 2, 180, "two encoders running on the local cluster")
+        if how == "ctrl-c":
+            os.killpg(main.pid, signal.SIGINT)
+            _, err = main.communicate(timeout=60)
+            assert main.returncode == 130, err
+        else:
+            os.kill(main.pid, signal.SIGKILL)
+            main.communicate(timeout=60)
+        wait_for(lambda: not tagged_pids(tag), 30, "every process of the run to be gone")
+    finally:
+        kill_tagged(tag)
