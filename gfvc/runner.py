@@ -340,6 +340,8 @@ def score_job(job: Job, coded: dict[str, Any]) -> dict[str, Any]:
             rec.update({"status": "ok", "metrics": scores,
                         "metric_protocol": metrics.protocol(job.condition.metrics)})
             rec["device"] = _device_block(job, rec["device"].get("codec"), dev)
+            if feats.get("batch"):
+                rec["device"]["batch"] = feats["batch"]  # memory-bounded: changes the last bits (docs/running.md)
             # key order as before: status/metrics beside the rate fields
         except BaseException as e:  # noqa: BLE001
             rec["status"] = "failed"

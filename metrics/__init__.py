@@ -49,6 +49,25 @@ METRIC_VALUES: dict[str, tuple[str, ...]] = {
 # a single job from taking the whole device.
 MAX_BATCH = {"cpu": 8, "cuda": 64}
 MAX_CLIPS = {"cpu": 2, "cuda": 16}
+# The batch size changes the last bits of DISTS/LPIPS/FVD (convolution kernels are chosen by shape:
+# measured ~1e-6 relative on CPU, benchmarks/metrics_device_bench.py); it is recorded with every
+# result, and GFVC_METRICS_BATCH=N fixes it (frames; FVD clips: min(N, MAX_CLIPS)) for bit-reproducibility.
+FIXED_BATCH_ENV = "GFVC_METRICS_BATCH"
+
+
+def _fixed_batch() -> int | None:
+    import os
+
+    v = os.environ.get(FIXED_BATCH_ENV, "").strip()
+    if not v:
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer") from None
+    if n < 1:
+        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer")
+    return n
 # Progress callback: (metric name, items done, items total).
 ProgressFn = Callable[[str, int, int], None]
 
@@ -198,7 +217,7 @@ def _to_tensor(frames: np.ndarray, device: str = "cpu"):
 
 def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: Callable,
                 cache_dir: Path | None, device: str = "cpu", name: str = "",
-                progress: ProgressFn | None = None) -> float:
+                progress: ProgressFn | None = None, batch_out: dict[str, int] | None = None) -> float:
     """Mean per-frame score, frames batched on ``device`` with a memory-bounded batch size.
 
     Reference features are cached per frame (memory, optionally disk), so a
@@ -212,7 +231,9 @@ def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: C
     t = ref.shape[0]
     h, w = prep(_to_tensor(ref[:1], device)).shape[-2:]
     per_frame = 2 * batching.image_bytes(model, key.split("|")[0], int(h), int(w))  # ref + dist features
-    bs = batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
+    bs = _fixed_batch() or batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
+    if batch_out is not None:
+        batch_out[name] = bs
     scores = []
     with torch.inference_mode():
         for s in range(0, t, bs):
@@ -253,21 +274,24 @@ def _ref_identity(ref: np.ndarray, ref_key: str | None) -> str:
     return (ref_key or sha256_frames(ref)) + f"|{ref.shape}"
 
 
-def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None) -> float:
+def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
+                batch_out=None) -> float:
     from metrics import dists
 
     model, tag = _model("dists", weights_dir, device=device)
     rule = spec.dists.resize
     key = f"dists|{rule}|{tag}|{ident}"
-    return _perceptual(model, ref, dist, key, lambda x: dists.resize(x, rule), cache_dir, device, "dists", progress)
+    return _perceptual(model, ref, dist, key, lambda x: dists.resize(x, rule), cache_dir, device, "dists", progress,
+                       batch_out)
 
 
-def _eval_lpips(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None) -> float:
+def _eval_lpips(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
+                batch_out=None) -> float:
     if spec.lpips.version != "0.1":
         raise _NotComputable(f"LPIPS version {spec.lpips.version!r} not supported (only 0.1 weights are registered)")
     model, tag = _model("lpips", weights_dir, spec.lpips.net, device=device)
     key = f"lpips|{spec.lpips.net}|{spec.lpips.version}|{tag}|{ident}"
-    return _perceptual(model, ref, dist, key, lambda x: x, cache_dir, device, "lpips", progress)
+    return _perceptual(model, ref, dist, key, lambda x: x, cache_dir, device, "lpips", progress, batch_out)
 
 
 class _NotComputable(Exception):
@@ -275,7 +299,7 @@ class _NotComputable(Exception):
 
 
 def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
-              features_out: dict | None = None) -> tuple[float | None, str]:
+              features_out: dict | None = None, batch_out: dict | None = None) -> tuple[float | None, str]:
     """Per-sequence FVD; the clip features of both sides go to ``features_out`` (for pooled FVD).
 
     The features are kept even when this sequence alone has too few clips for a
@@ -284,7 +308,8 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu",
     """
     import torch
 
-    from metrics import cache, fvd
+    from gfvc.devices import batch_size, device_type
+    from metrics import batching, cache, fvd
 
     f = spec.fvd
     n = len(fvd.clip_starts(ref.shape[0], f.clip_length, f.stride))
@@ -293,16 +318,23 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu",
     if n < 1 or (n < 2 and features_out is None):
         raise _NotComputable(few)
     name, det, tag = _detector(weights_dir, _detector_file(spec), device)
+    fixed = _fixed_batch()
+    clips = min(fixed, MAX_CLIPS[device_type(device) or "cpu"]) if fixed else batch_size(
+        device, batching.clip_bytes(det, f.clip_length, f.resolution), MAX_CLIPS[device_type(device) or "cpu"])
+    if batch_out is not None:
+        batch_out["fvd"] = clips
     key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
     fr = cache.cached(key, key, lambda: torch.from_numpy(
-        fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution, device=device)), cache_dir, to_disk=True)
+        fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution, batch=clips, device=device)),
+        cache_dir, to_disk=True)
     fr_np = fr.numpy() if isinstance(fr, torch.Tensor) else np.asarray(fr)
 
     def prog(done: int, total: int) -> None:
         if progress:
             progress("fvd", done, total)
 
-    fd = fvd.clip_features(det, dist, f.clip_length, f.stride, f.resolution, device=device, progress=prog)
+    fd = fvd.clip_features(det, dist, f.clip_length, f.stride, f.resolution, batch=clips, device=device,
+                           progress=prog)
     if features_out is not None:
         features_out["fvd"] = {"ref": fr_np.astype(np.float64), "dist": np.asarray(fd, np.float64),
                                "detector": name, "clip_length": f.clip_length, "stride": f.stride,
@@ -328,7 +360,8 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
     future frame-rate-aware protocols; the current protocols do not use it.
     ``device`` runs DISTS/LPIPS/FVD there (resolved only when one of them is
     asked for); ``progress(metric, done, total)`` is called after each batch;
-    ``features_out`` (a dict) receives FVD's clip features of both sides.
+    ``features_out`` (a dict) receives FVD's clip features of both sides
+    (``"fvd"``) and the batch sizes used (``"batch"``: {metric: frames or clips}).
     """
     from metrics import classic
 
@@ -350,6 +383,9 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
         configure_torch(device)
     even = ref.shape[1] % 2 == 0 and ref.shape[2] % 2 == 0
     out: dict[str, dict] = {}
+    batch_out: dict[str, int] | None = None
+    if features_out is not None:
+        batch_out = features_out.setdefault("batch", {})
     for name in spec.names:
         try:
             if name == "psnr":
@@ -363,13 +399,16 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
                     raise _NotComputable(f"frames smaller than the {classic.SSIM_WINDOW}x{classic.SSIM_WINDOW} window")
                 out["ssim"] = _entry(float(np.mean(classic.ssim_frames(classic.luma(ref), classic.luma(dist)))), "ssim")
             elif name == "dists":
-                out["dists"] = _entry(_eval_dists(spec, ref, dist, ident, cache_dir, weights_dir, device, progress),
+                out["dists"] = _entry(_eval_dists(spec, ref, dist, ident, cache_dir, weights_dir, device, progress,
+                                                  batch_out),
                                       "dists")
             elif name == "lpips":
-                out["lpips"] = _entry(_eval_lpips(spec, ref, dist, ident, cache_dir, weights_dir, device, progress),
+                out["lpips"] = _entry(_eval_lpips(spec, ref, dist, ident, cache_dir, weights_dir, device, progress,
+                                                  batch_out),
                                       "lpips")
             elif name == "fvd":
-                v, note = _eval_fvd(spec, ref, dist, ident, cache_dir, weights_dir, device, progress, features_out)
+                v, note = _eval_fvd(spec, ref, dist, ident, cache_dir, weights_dir, device, progress, features_out,
+                                    batch_out)
                 out["fvd"] = _entry(v, "fvd", reason=note) if v is not None else _not_computed("fvd", note)
         except (WeightsError, _NotComputable) as e:
             for vn in METRIC_VALUES[name]:

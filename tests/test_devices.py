@@ -119,7 +119,9 @@ def test_device_batches_equal_the_per_frame_loop_bitwise(monkeypatch):
         monkeypatch.setitem(metrics.MAX_BATCH, "cpu", cap)
         out[cap] = metrics._perceptual(model, ref, dist, f"tiny|{cap}", lambda x: x, None, "cpu", "tiny",
                                        lambda *a: calls.append(a))
-    assert out[1] == out[4] == out[8] == float(torch.tensor(loop, dtype=torch.float64).mean())
+    # equal up to float32 kernel choice (bitwise for this model here; not guaranteed in general, see the slow test)
+    assert out[1] == pytest.approx(float(torch.tensor(loop, dtype=torch.float64).mean()), rel=1e-7)
+    assert out[4] == pytest.approx(out[1], rel=1e-7) and out[8] == pytest.approx(out[1], rel=1e-7)
     assert calls[-1] == ("tiny", 11, 11) and len([c for c in calls if c[2] == 11]) == 11 + 3 + 2
     # free memory bounds the batch: with almost nothing free, one frame per pass
     monkeypatch.setattr(devices, "free_memory", lambda d: 1)
@@ -127,7 +129,7 @@ def test_device_batches_equal_the_per_frame_loop_bitwise(monkeypatch):
     cache.MEMORY.clear()
     monkeypatch.setitem(metrics.MAX_BATCH, "cpu", 8)
     assert metrics._perceptual(model, ref, dist, "tiny|low", lambda x: x, None, "cpu", "tiny",
-                               lambda *a: calls.append(a)) == out[1]
+                               lambda *a: calls.append(a)) == pytest.approx(out[1], rel=1e-7)
     assert len(calls) == 11
 
 
@@ -217,3 +219,41 @@ def test_check_uniform_devices_ignores_records_without_torch_work():
     recs.append({"codec": "vvenc", "device": {"codec": None, "metrics": "cpu"}})
     with pytest.raises(devices.MixedDevices):
         devices.check_uniform_devices(recs)
+
+
+@pytest.mark.slow
+def test_dists_lpips_fvd_batch_size_changes_only_the_last_bits(random_weights, monkeypatch):  # noqa: F811
+    """Real network layouts (seeded random VGG16 / I3D): batch sizes change only the last bits (recorded).
+
+    oneDNN picks convolution kernels by shape, so DISTS at batch 1 and 8 differ by ~1e-6 relative
+    (measured); GFVC_METRICS_BATCH fixes the batch for bit-reproducible records.
+    """
+    import metrics
+    from metrics import cache
+    from test_conditions import FvdProtocol, MetricsSpec
+
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 256, (18, 64, 64, 3), dtype=np.uint8)
+    dist = np.clip(ref.astype(int) + rng.integers(-40, 41, ref.shape), 0, 255).astype(np.uint8)
+    spec = MetricsSpec(names=("dists", "lpips", "fvd"), fvd=FvdProtocol(clip_length=9, stride=9, resolution=64,
+                                                                       detector="i3d_pretrained_400"))
+    res, used = {}, {}
+    for cap, clips in ((1, 1), (8, 2)):
+        cache.MEMORY.clear()
+        monkeypatch.setitem(metrics.MAX_BATCH, "cpu", cap)
+        monkeypatch.setitem(metrics.MAX_CLIPS, "cpu", clips)
+        out: dict = {}
+        res[cap] = metrics.evaluate(spec, ref, dist, fps=25, device="cpu", features_out=out)
+        used[cap] = out["batch"]
+    assert used == {1: {"dists": 1, "lpips": 1, "fvd": 1}, 8: {"dists": 8, "lpips": 8, "fvd": 2}}
+    for m in ("dists", "lpips", "fvd"):
+        assert res[1][m]["status"] == "ok" and res[1][m]["value"] == pytest.approx(res[8][m]["value"], rel=1e-5), m
+    # a fixed batch gives the same bits whatever the memory
+    monkeypatch.setenv(metrics.FIXED_BATCH_ENV, "8")
+    monkeypatch.setattr(devices, "free_memory", lambda d: 1)
+    cache.MEMORY.clear()
+    again = metrics.evaluate(spec, ref, dist, fps=25, device="cpu")
+    assert all(again[m]["value"] == res[8][m]["value"] for m in ("dists", "lpips", "fvd"))
+
+
+from test_metrics_models import fake_hub, random_weights  # noqa: E402,F401  (fixtures for the slow test)
