@@ -233,7 +233,7 @@ def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: C
     per_frame = 2 * batching.image_bytes(model, key.split("|")[0], int(h), int(w))  # ref + dist features
     bs = _fixed_batch() or batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
     if batch_out is not None:
-        batch_out[name] = bs
+        batch_out[name] = min(bs, t)  # the effective batch (what the kernels saw)
     scores = []
     with torch.inference_mode():
         for s in range(0, t, bs):
@@ -322,7 +322,7 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu",
     clips = min(fixed, MAX_CLIPS[device_type(device) or "cpu"]) if fixed else batch_size(
         device, batching.clip_bytes(det, f.clip_length, f.resolution), MAX_CLIPS[device_type(device) or "cpu"])
     if batch_out is not None:
-        batch_out["fvd"] = clips
+        batch_out["fvd"] = min(clips, n)
     key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
     fr = cache.cached(key, key, lambda: torch.from_numpy(
         fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution, batch=clips, device=device)),
