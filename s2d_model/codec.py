@@ -81,6 +81,23 @@ class S2DCodec(GenerativeCodec):
             self._device = resolve_device(self.env.device or "auto")
         return self._device
 
+    @classmethod
+    def benchmark_instance(cls, condition, env, size: int, config: str = "reference") -> "S2DCodec":  # type: ignore[no-untyped-def]
+        """A codec of the named architecture at size x size with RANDOM weights, for cost benchmarks only.
+
+        (benchmarks/ctc_cost_model.py; speed does not depend on the weight values.)
+        """
+        from s2d_model.config import config_from_dict, load_config
+        from s2d_model.networks import Sparse2Dense
+
+        d = load_config(config).to_dict()
+        d["image_size"] = int(size)
+        c = cls(condition, env)
+        c._cfg = config_from_dict(d, name=f"{config}@{size}")
+        c._model = Sparse2Dense(c._cfg).to(c.device).eval()
+        c._sha = "0" * 64
+        return c
+
     # --------------------------------------------------------------- identity
     def _ck(self) -> dict[str, Any]:
         if self._state is None:
