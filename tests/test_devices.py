@@ -212,6 +212,23 @@ def test_mixed_devices_are_refused_unless_allowed(small_condition, plugin_env, t
                         "--allow-mixed-devices"]) == 0
 
 
+def test_compare_refuses_runs_on_different_device_types(tmp_path):
+    from gfvc.records import RECORD_SCHEMA
+    from reports.compare import _check_devices
+
+    def rec(codec, dev):
+        return {"schema": RECORD_SCHEMA, "key": codec + dev, "status": "ok", "codec": codec,
+                "sequence": {"name": "s"}, "rate_point": {"label": "qp1"},
+                "device": {"codec": None, "metrics": dev}}
+
+    for run, codec, dev in (("a", "vtm", "cpu"), ("b", "s2d", "cuda:0")):
+        (tmp_path / run / "records").mkdir(parents=True)
+        (tmp_path / run / "records" / "k.json").write_text(json.dumps(rec(codec, dev)))
+    with pytest.raises(devices.MixedDevices, match="vtm .* and s2d"):
+        _check_devices(tmp_path / "a", "vtm", tmp_path / "b", "s2d", False)
+    _check_devices(tmp_path / "a", "vtm", tmp_path / "b", "s2d", True)
+
+
 def test_check_uniform_devices_ignores_records_without_torch_work():
     recs = [{"codec": "vtm", "device": {"codec": None, "metrics": None}},
             {"codec": "s2d", "device": {"codec": "cuda:0", "metrics": "cuda:0"}}]
