@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             dec_b = b.decode(enc.bitstream, wd / "db").frames
             npx = int(np.count_nonzero(dec_a != dec_b))
             print(f"| {qp} | {diff:.2e} | {int(np.count_nonzero(qa != qb))} of {qa.size} | {bits_a} | {bits_b} | "
-                  f"{'yes' if np.array_equal(qa, qb) else 'no'} | {npx} of {dec_a.size} ({100 * npx / dec_a.size:.3f}%) | "
+                  f"{'yes' if np.array_equal(qa, qb) else 'no'} | "
+                  f"{npx} of {dec_a.size} ({100 * npx / dec_a.size:.3f}%) | "
                   f"{int(np.abs(dec_a.astype(int) - dec_b.astype(int)).max())} | {_psnr(dec_a, dec_b):.2f} dB | "
                   f"{_psnr(seq.frames, dec_a):.3f} | {_psnr(seq.frames, dec_b):.3f} |", flush=True)
     f1 = a._features(seq.frames[1:])

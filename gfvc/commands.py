@@ -170,9 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 env = env.replace(device=executors.check_cluster_device(session, env.device))
                 workers = session.n_threads()
             else:
-                env = _local_device(env)
                 from gfvc.devices import device_type
 
+                env = _local_device(env)
                 session = stack.enter_context(executors.dask_session(
                     workers=workers, gpu=device_type(env.device) == "cuda"))
         else:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: int, timeout_s: float,
                 retries: int, session: Any, stack: Any, sigterm_as_interrupt: Any) -> int:
-    from gfvc.devices import check_uniform_devices, device_type
+    from gfvc.devices import check_uniform_devices
     from gfvc.runner import execute, failed, raise_if_failed, valid_record, write_run_json
     from gfvc.status import write_plan
 
@@ -197,10 +197,14 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
     write_run_json(plan, ["gfvc", *sys.argv[1:]])
     write_plan(run_dir, plan.jobs)
     _warn_missing_weights(cond, env)
-    todo, kept = [], []
+    todo: list[Any] = []
+    kept: list[dict[str, Any]] = []
     for j in plan.jobs:
         rec = None if args.force else valid_record(j)
-        (kept if rec else todo).append(rec or j)
+        if rec:
+            kept.append(rec)
+        else:
+            todo.append(j)
     _check_kept_devices(kept, env, todo, allow=args.allow_mixed_devices, run_dir=run_dir)
     where = f"Dask at {session.address}" if session is not None else f"{workers} worker(s)"
     limits = (f", job timeout {timeout_s:g} s" if timeout_s else "") + (f", {retries} retries" if retries else "")

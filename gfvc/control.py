@@ -165,6 +165,7 @@ def job_process_main(argv: list[str]) -> None:
             os._exit(0)
         fn, args = msg  # unpickled: the job's modules are imported now, before its clock starts
         tx.send(("start",))
+        out: tuple[Any, ...]
         try:
             out = ("ok", fn(*args))
         except BaseException as e:  # noqa: BLE001 - reported to the supervisor, never lost

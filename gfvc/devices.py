@@ -182,7 +182,8 @@ class MixedDevices(ConfigError):
     """Results computed on different device types would be compared."""
 
 
-def check_uniform_devices(records: Iterable[Mapping[str, Any]], *, allow: bool = False, what: str = "") -> dict[str, list[str]]:
+def check_uniform_devices(records: Iterable[Mapping[str, Any]], *, allow: bool = False,
+                          what: str = "") -> dict[str, list[str]]:
     """Raise MixedDevices if the records were computed on more than one device type.
 
     GPU and CPU results of the same job differ in the last bits of the

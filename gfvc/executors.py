@@ -342,7 +342,9 @@ def dask_stage(job: Job, stage: str, coded: Any, timeout_s: float) -> Any:
         if coded.get("frames") is None:
             return score_job(job, coded)  # coding failed: write its record, nothing to score
     jp = _job_process()
-    fn, args = {"all": (run_job, (job,)), "code": (code_job, (job,)), "score": (score_job, (job, coded))}[stage]
+    calls: dict[str, tuple[Callable[..., Any], tuple]] = {
+        "all": (run_job, (job,)), "code": (code_job, (job,)), "score": (score_job, (job, coded))}
+    fn, args = calls[stage]
     jp.submit(fn, args, (job, stage))
     while True:
         if jp.ready() or not jp.alive():

@@ -124,8 +124,9 @@ def compute(run_dir: Path, records: Iterable[dict[str, Any]], *, anchor: str, me
             if codec == anchor:
                 continue
             t = [p for p in pts if p.fvd is not None and p.kbps is not None]
-            out.bdrate[codec] = bd.bd_rate([p.kbps for p in a], [p.fvd for p in a], [p.kbps for p in t],
-                                           [p.fvd for p in t], method=method, lower_is_better=True)
+            out.bdrate[codec] = bd.bd_rate([float(p.kbps or 0) for p in a], [float(p.fvd or 0) for p in a],
+                                           [float(p.kbps or 0) for p in t], [float(p.fvd or 0) for p in t],
+                                           method=method, lower_is_better=True)  # None filtered above
     else:
         notes.append(f"anchor {anchor!r} has no pooled FVD points; no BD-rate")
     return out

@@ -82,7 +82,8 @@ class S2DCodec(GenerativeCodec):
         return self._device
 
     @classmethod
-    def benchmark_instance(cls, condition, env, size: int, config: str = "reference") -> "S2DCodec":  # type: ignore[no-untyped-def]
+    def benchmark_instance(cls, condition, env, size: int,  # type: ignore[no-untyped-def]
+                           config: str = "reference") -> "S2DCodec":
         """A codec of the named architecture at size x size with RANDOM weights, for cost benchmarks only.
 
         (benchmarks/ctc_cost_model.py; speed does not depend on the weight values.)

@@ -114,9 +114,10 @@ def test_jobs_keep_clip_features_and_report_pools_them(two_sequence_condition, r
     p = pooled_fvd.compute(run, iter_records(run), anchor="test-lossy", method="pchip")
     assert p.sequences == ["carphone_128x128_32", "mirror_128x128_18"] and not p.excluded
     pt = next(q for q in p.points if q.codec == "test-gen" and q.qp == 28)
-    group = [r for r in iter_records(run) if r["codec"] == "test-gen" and r["rate_point"]["qp"] == 28]
-    d = np.concatenate([np.load(run / r["artifacts"]["fvd_clip_features"]) for r in sorted(group, key=lambda r: r["sequence"]["name"])])
-    f = np.concatenate([np.load(run / r["artifacts"]["fvd_ref_clip_features"]) for r in sorted(group, key=lambda r: r["sequence"]["name"])])
+    group = sorted((r for r in iter_records(run) if r["codec"] == "test-gen" and r["rate_point"]["qp"] == 28),
+                   key=lambda r: r["sequence"]["name"])
+    d = np.concatenate([np.load(run / r["artifacts"]["fvd_clip_features"]) for r in group])
+    f = np.concatenate([np.load(run / r["artifacts"]["fvd_ref_clip_features"]) for r in group])
     assert pt.clips == 4 and pt.sequences == 2
     assert pt.fvd == pytest.approx(fvd.frechet_distance(f, d), rel=1e-9)
     assert pt.kbps == pytest.approx(np.mean([r["kbps"] for r in group]))
