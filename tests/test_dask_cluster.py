@@ -228,3 +228,32 @@ def test_local_dask_cluster_stops_and_leaves_no_orphan(cond, tmp_path, plugin_en
         wait_for(lambda: not tagged_pids(tag), 30, "every process of the run to be gone")
     finally:
         kill_tagged(tag)
+
+
+def test_split_anchor_jobs_code_anywhere_and_score_on_gpu_workers(small_condition, plugin_env, tmp_path, monkeypatch):
+    """The two-task path (coding task, then scoring task with GPU=1) gives the same records as -j 1.
+
+    Without a GPU the split is forced from the client side (where the routing decision is made);
+    the tasks themselves run on CPU.
+    """
+    from gfvc import executors, runner
+    from gfvc.codec import Environment
+    from gfvc.runner import execute, plan_run
+
+    ref_plan = plan_run(small_condition, tmp_path / "j1", Environment(device="cpu"), codecs=["test-lossy"])
+    execute(ref_plan.jobs)
+    calls = []
+
+    def fake_resources(job, stage="all"):
+        calls.append(stage)
+        return {"GPU": 1} if stage == "score" else {}
+
+    monkeypatch.setattr(executors, "split_job", lambda job: True)
+    monkeypatch.setattr(executors, "job_resources", fake_resources)
+    plan = plan_run(small_condition, tmp_path / "split", Environment(device="cpu"), codecs=["test-lossy"])
+    with executors.dask_session(workers=2, gpu=True) as s:
+        recs = execute(plan.jobs, session=s)
+    assert sorted(calls) == ["code", "code", "score", "score"]
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    assert _strip(tmp_path / "split") == _strip(tmp_path / "j1")
+    assert runner.split_job is not executors.split_job
