@@ -345,7 +345,12 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # e.g. ENOLCK: a file system without locks
+                os.close(fd)
+                log.warning("cannot lock %s (%s): a second `gfvc run` on this folder would not be refused",
+                            self.path, e)
+                return self
             os.close(fd)
             h = lock_holder_info(self.path)
             who = (f"pid {h.get('pid')} on {h.get('host')} since {h.get('started')}: {h.get('command')}"
