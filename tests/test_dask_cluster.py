@@ -37,11 +37,12 @@ def free_port() -> int:
 class Cluster:
     """Scheduler + workers as separate processes (own sessions), all tagged for the process checks."""
 
-    def __init__(self, tmp: Path, workers: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, workers: dict[str, str], env: dict[str, str] | None = None) -> None:
         self.tag = uuid.uuid4().hex
         self.tmp = tmp
         self.env = {**os.environ, "GFVC_PLUGINS": "codecs_for_tests", "GFVC_TEST_TAG": self.tag,
-                    "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+                    "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                    **(env or {})}  # the jobs run on the workers: test settings go to their environment
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.procs["scheduler"] = self._start(["scheduler", "--host", "127.0.0.1", "--port",
@@ -83,8 +84,8 @@ class Cluster:
 def cluster(tmp_path, plugin_env):
     clusters: list[Cluster] = []
 
-    def make(workers: dict[str, str]) -> Cluster:
-        c = Cluster(tmp_path, workers)
+    def make(workers: dict[str, str], env: dict[str, str] | None = None) -> Cluster:
+        c = Cluster(tmp_path, workers, env)
         clusters.append(c)
         return c
 
@@ -122,7 +123,7 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subpr
 
 
 def test_cluster_records_equal_j1_and_gpu_jobs_go_to_gpu_workers(cluster, cond, tmp_path):
-    c = cluster({"gpu": "GPU=1", "cpu": ""})
+    c = cluster({"gpu": "GPU=1", "cpu": ""}, {"GFVC_TEST_GEN_S": "1.5"})
     # 1. the same jobs on the cluster and with -j 1 give identical records
     p = cond(["test-lossy"], [20, 28, 36, 44])
     ref = run_cli(["run", "--condition", str(p), "--workdir", str(tmp_path / "j1"), "-j", "1", "--no-report",
@@ -138,9 +139,8 @@ def test_cluster_records_equal_j1_and_gpu_jobs_go_to_gpu_workers(cluster, cond, 
     assert workers <= {"gpu", "cpu"}
     # 2. --device cuda on the cluster: test-gen (generative) jobs need GPU=1, anchors go anywhere
     p2 = cond(["test-gen", "test-lossy"], [20, 28, 36, 44])
-    env = {**c.env, "GFVC_TEST_GEN_S": "1.5"}
     res = run_cli(["run", "--condition", str(p2), "--workdir", str(tmp_path / "gpu"), "--scheduler", c.address,
-                   "--no-report", "--device", "cuda"], env)
+                   "--no-report", "--device", "cuda"], c.env)
     assert res.returncode == 0, res.stderr
     recs = list(iter_records(tmp_path / "gpu"))
     gen = [r for r in recs if r["codec"] == "test-gen"]
@@ -151,16 +151,15 @@ def test_cluster_records_equal_j1_and_gpu_jobs_go_to_gpu_workers(cluster, cond, 
 
 
 def test_cluster_without_gpu_workers_refuses_cuda_and_ctrl_c_stops_remote_jobs(cluster, cond, tmp_path):
-    c = cluster({"w1": "", "w2": ""})
+    c = cluster({"w1": "", "w2": ""}, {"GFVC_TEST_TOOL_S": "120"})
     p = cond(["test-tool"], [20, 28])
     res = run_cli(["run", "--condition", str(p), "--workdir", str(tmp_path / "x"), "--scheduler", c.address,
                    "--device", "cuda"], c.env)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "declares a GPU" in res.stderr
     # Ctrl-C of the client: the jobs running on the workers are stopped with their encoders
-    env = {**c.env, "GFVC_TEST_TOOL_S": "120"}
     run = tmp_path / "r"
     client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
-                               "--scheduler", c.address, "--no-report", "--device", "cpu"], env=env,
+                               "--scheduler", c.address, "--no-report", "--device", "cpu"], env=c.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(lambda: len(tool_pids(c.tag)) >= 2, 180, "an encoder running on each worker")
@@ -177,12 +176,11 @@ def test_cluster_without_gpu_workers_refuses_cuda_and_ctrl_c_stops_remote_jobs(c
 
 
 def test_killing_a_worker_mid_run_loses_nothing(cluster, cond, tmp_path):
-    c = cluster({"w1": "", "w2": ""})
+    c = cluster({"w1": "", "w2": ""}, {"GFVC_TEST_TOOL_S": "6"})
     p = cond(["test-tool"], [20, 28, 36, 44])
-    env = {**c.env, "GFVC_TEST_TOOL_S": "6"}
     run = tmp_path / "r"
     client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
-                               "--scheduler", c.address, "--no-report", "--device", "cpu"], env=env,
+                               "--scheduler", c.address, "--no-report", "--device", "cpu"], env=c.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         def on_w2() -> list[int]:
