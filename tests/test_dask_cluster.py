@@ -150,7 +150,7 @@ def test_cluster_records_equal_j1_and_gpu_jobs_go_to_gpu_workers(cluster, cond, 
     assert all(r["device"]["requested"] == "cuda" for r in recs)
 
 
-def test_cluster_without_gpu_workers_refuses_cuda_and_ctrl_c_stops_remote_jobs(cluster, cond, tmp_path):
+def test_cluster_without_gpu_workers_refuses_cuda_ctrl_c_and_kill_9_stop_remote_jobs(cluster, cond, tmp_path):
     c = cluster({"w1": "", "w2": ""}, {"GFVC_TEST_TOOL_S": "120"})
     p = cond(["test-tool"], [20, 28])
     res = run_cli(["run", "--condition", str(p), "--workdir", str(tmp_path / "x"), "--scheduler", c.address,
@@ -170,6 +170,18 @@ def test_cluster_without_gpu_workers_refuses_cuda_and_ctrl_c_stops_remote_jobs(c
         wait_for(lambda: not tool_pids(c.tag), 15, "the remote encoders to be stopped")
         assert time.monotonic() - t0 < 20
         assert all(p.poll() is None for p in c.procs.values())  # the cluster itself keeps running
+    finally:
+        if client.poll() is None:
+            os.killpg(client.pid, signal.SIGKILL)
+    # kill -9 of the client: the scheduler releases its tasks, the workers stop their jobs and encoders
+    client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
+                               str(tmp_path / "r2"), "--scheduler", c.address, "--no-report", "--device", "cpu"],
+                              env=c.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: len(tool_pids(c.tag)) >= 2, 180, "an encoder running on each worker")
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(30)
+        wait_for(lambda: not tool_pids(c.tag), 30, "the remote encoders of the killed client to be stopped")
     finally:
         if client.poll() is None:
             os.killpg(client.pid, signal.SIGKILL)
