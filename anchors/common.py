@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from gfvc.codec import Codec, Environment
-from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
+from gfvc.control import prepare_preexec
+from gfvc.errors import BitstreamError, ExternalToolCrash, ExternalToolError, InputError, NotAvailable
 from gfvc.video import sha256_file
 
 # --- timeouts -------------------------------------------------------------------
@@ -76,8 +77,10 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         lf.write(f"$ {' '.join(_quote(a) for a in argv)}\n")
         lf.flush()
         try:
+            # preexec: the tool dies with the job that started it (gfvc.control, no orphans on kill -9)
             proc = subprocess.run(argv, cwd=cwd, capture_output=True,
-                                  stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout)
+                                  stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout,
+                                  preexec_fn=prepare_preexec())
         except subprocess.TimeoutExpired as e:
             out = _as_text(e.stdout) + _as_text(e.stderr)
             lf.write(out + f"\n[timeout after {timeout:.0f} s]\n")
@@ -93,6 +96,9 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         out = (proc.stdout or "") + (proc.stderr or "")
         lf.write(out)
         lf.write(f"\n[exit {proc.returncode} after {time.monotonic() - t0:.2f} s]\n")
+    if proc.returncode < 0:  # killed by a signal (crash, OOM killer): transient, --retries may rerun it
+        raise ExternalToolCrash(f"{what} was killed by signal {-proc.returncode}: "
+                                f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
     if proc.returncode != 0:
         raise ExternalToolError(f"{what} failed (exit code {proc.returncode}): "
                                 f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")

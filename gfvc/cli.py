@@ -20,6 +20,7 @@ from gfvc.errors import GfvcError
 # Modules that add sub-commands (each defines register(subparsers)).
 COMMAND_MODULES: list[str] = [
     "gfvc.commands",
+    "gfvc.status",
     "metrics.cli",
     "reports.cli",
     "s2d_model.cli",

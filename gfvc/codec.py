@@ -139,8 +139,8 @@ class Environment:
     weights_dir: Path | None = None
     timeout_s: float = 3600.0
     # torch device for models and learned metrics: "auto" | "cpu" | "cuda" | "cuda:N"
-    # (resolved by gfvc.devices.resolve_device; the resolved device is recorded).
-    device: str = "cpu"
+    # (resolved by gfvc.devices.resolve_device where torch work runs; the resolved device is recorded).
+    device: str = "auto"
     # codec name -> checkpoint path chosen for this run (`--model CODEC=PATH`);
     # the checkpoint's sha256, not its path, is part of a result's identity.
     models: dict[str, str] = field(default_factory=dict)

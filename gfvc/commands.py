@@ -13,7 +13,7 @@ from typing import Any
 
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
 from gfvc.codec import CODECS, Environment, RatePoint, Sequence, load_builtin_codecs
-from gfvc.errors import ConfigError, GfvcError, InputError
+from gfvc.errors import ConfigError, GfvcError, InputError, NotAvailable
 
 DEFAULT_WORKDIR = "gfvc-runs"
 
@@ -26,18 +26,31 @@ def _existing_dir(value: str | None, what: str) -> str | None:
 
 
 def _env_from_args(args: argparse.Namespace) -> Environment:
+    from gfvc.devices import validate_device
+
     vtm_dir = _existing_dir(getattr(args, "vtm_dir", None), "--vtm-dir") or os.environ.get("GFVC_VTM_DIR")
     weights_dir = (_existing_dir(getattr(args, "weights_dir", None), "--weights-dir")
                    or _existing_dir(os.environ.get("GFVC_WEIGHTS_DIR"), "$GFVC_WEIGHTS_DIR"))
     if getattr(args, "vtm_cfg", None) and not Path(args.vtm_cfg).expanduser().is_file():
         raise ConfigError(f"--vtm-cfg {args.vtm_cfg}: no such file")
+    extra: dict[str, Any] = {"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)}
+    if getattr(args, "deterministic", False):
+        extra["deterministic"] = True
     return Environment(
         vtm_dir=Path(vtm_dir) if vtm_dir else None,
         vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
         weights_dir=Path(weights_dir) if weights_dir else None,
         timeout_s=float(getattr(args, "timeout", None) or 3600.0),
-        extra={"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)},
+        device=validate_device(getattr(args, "device", None) or "auto"),
+        extra=extra,
     )
+
+
+def _local_device(env: Environment) -> Environment:
+    """Resolve auto|cuda|cuda:N on this machine now: `--device cuda` without CUDA is one line, exit 2."""
+    from gfvc.devices import resolve_device
+
+    return env.replace(device=resolve_device(env.device))
 
 
 def _add_env_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +58,9 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vtm-cfg", help="low-delay B cfg (default: VTM_DIR/cfg/encoder_lowdelay_vtm.cfg)")
     p.add_argument("--weights-dir", help="folder with metric/model weights (or $GFVC_WEIGHTS_DIR)")
     p.add_argument("--timeout", type=positive_float, default=3600.0, help="per external command, seconds")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="torch device of generative codecs and learned metrics (default auto: CUDA if torch "
+                        "sees it, else CPU)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +81,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the job matrix and commands, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-save-decoded", action="store_true", help="do not keep decoded viewing copies")
+    p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock limit per job attempt (default: the condition's execution.job_timeout_s; "
+                        "0 = none); a job past it is stopped and recorded as failed, reason timeout")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help="rerun a job up to N times after a transient failure (worker lost, external tool "
+                        "killed by a signal); never after a deterministic error (default: the condition's)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True) in every job (recorded)")
+    p.add_argument("--allow-mixed-devices", action="store_true",
+                   help="allow records computed on another device type in this run directory and its report")
     _add_env_args(p)
     add_offline_arg(p)
     p.set_defaults(func=cmd_run)
@@ -129,27 +155,74 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- run ---------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gfvc.control import RunLock, sigterm_as_interrupt
     from gfvc.fileio import check_output_dir
-    from gfvc.runner import failed, plan_run, raise_if_failed, valid_record, write_run_json
+    from gfvc.runner import plan_run
     from test_conditions import load_condition
 
     cond = load_condition(args.condition)
     if args.frames is not None:
         cond = cond.with_overrides(frames=args.frames)
     workers = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError(f"-j must be >= 1, got {workers}")
+    if args.threads_per_job < 1:
+        raise ConfigError(f"--threads-per-job must be >= 1, got {args.threads_per_job}")
+    timeout_s = cond.execution.job_timeout_s if args.job_timeout is None else args.job_timeout
+    retries = cond.execution.retries if args.retries is None else args.retries
+    if timeout_s < 0:
+        raise ConfigError(f"--job-timeout must be >= 0 (0 = no limit), got {timeout_s:g}")
+    if retries < 0:
+        raise ConfigError(f"--retries must be >= 0, got {retries}")
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
-    check_output_dir(run_dir, what="run folder", create=not args.dry_run)
     env = _env_from_args(args)
+    if not args.scheduler:  # `--device cuda` without CUDA: one line before anything is created
+        _local_device(env)
+    check_output_dir(run_dir, what="run folder", create=not args.dry_run)
     if args.scheduler and not args.dry_run:  # a scheduler that does not answer: say so before any work
         from gfvc.runner import connect_dask
 
         connect_dask(args.scheduler).close()
-    plan = plan_run(cond, run_dir, env, codecs=args.codecs,
-                    manifest=Path(args.manifest) if args.manifest else None,
-                    data_dir=Path(args.data_dir) if args.data_dir else None,
-                    check=not args.dry_run, save_decoded=not args.no_save_decoded)
+    use_dask = args.executor == "dask" or bool(args.scheduler)
     if args.dry_run:
+        plan = plan_run(cond, run_dir, env, codecs=args.codecs,
+                        manifest=Path(args.manifest) if args.manifest else None,
+                        data_dir=Path(args.data_dir) if args.data_dir else None, check=False)
         return _dry_run(plan)
+    with contextlib.ExitStack() as stack:
+        session = None
+        if use_dask:
+            from gfvc import executors
+
+            if args.scheduler:
+                session = stack.enter_context(executors.dask_session(scheduler=args.scheduler))
+                env = env.replace(device=executors.check_cluster_device(session, env.device))
+                workers = session.n_threads()
+            else:
+                from gfvc.devices import device_type
+
+                env = _local_device(env)
+                session = stack.enter_context(executors.dask_session(
+                    workers=workers, gpu=device_type(env.device) == "cuda"))
+        else:
+            env = _local_device(env)
+        plan = plan_run(cond, run_dir, env, codecs=args.codecs,
+                        manifest=Path(args.manifest) if args.manifest else None,
+                        data_dir=Path(args.data_dir) if args.data_dir else None,
+                        check=True, save_decoded=not args.no_save_decoded)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(RunLock(run_dir).acquire(["gfvc", *getattr(args, "argv", sys.argv[1:])]))
+        return _run_locked(args, plan, env, workers, timeout_s, retries, session, stack, sigterm_as_interrupt)
+    return 0  # pragma: no cover
+
+
+def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: int, timeout_s: float,
+                retries: int, session: Any, stack: Any, sigterm_as_interrupt: Any) -> int:
+    from gfvc.devices import check_uniform_devices
+    from gfvc.runner import execute, failed, raise_if_failed, valid_record, write_run_json
+    from gfvc.status import write_plan
+
+    cond, run_dir = plan.condition, plan.run_dir
     weights = _prepare_weights(cond, env)
     run_json = write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
     for name, history in (run_json.get("superseded") or {}).items():
@@ -157,19 +230,46 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"gfvc: codec {name} now runs with another binary, checkpoint or setting than before in this "
                   "folder: its older records stay in records/ but reports use only the new ones "
                   "(run.json: superseded)", file=sys.stderr)
+    write_plan(run_dir, plan.jobs)
     todo: list[Any] = []
-    kept: list[Any] = []
+    kept: list[dict[str, Any]] = []
     for j in plan.jobs:
         rec = None if args.force else valid_record(j)
-        (kept if rec else todo).append(rec or j)
+        if rec:
+            kept.append(rec)
+        else:
+            todo.append(j)
+    _check_kept_devices(kept, env, todo, allow=args.allow_mixed_devices, run_dir=run_dir)
+    where = f"Dask at {session.address}" if session is not None else f"{workers} worker(s)"
+    limits = (f", job timeout {timeout_s:g} s" if timeout_s else "") + (f", {retries} retries" if retries else "")
     print(f"gfvc: condition {cond.name} v{cond.version}: {len(plan.jobs)} jobs "
-          f"({len(kept)} already done, {len(todo)} to run) with {workers} worker(s) -> {run_dir}",
+          f"({len(kept)} already done, {len(todo)} to run) on {where}, device {env.device}{limits} -> {run_dir}",
           file=sys.stderr)
-    with _failed_downloads_for_workers():
-        records = list(kept) + _execute_with_progress(todo, args, workers)
+    from gfvc.progress import RunProgress
+
+    progress = RunProgress(todo, slots=workers)
+    try:
+        with sigterm_as_interrupt(), _failed_downloads_for_workers():
+            new = execute(todo, executor="dask" if session is not None else "local", workers=workers,
+                          on_done=progress.done, timeout_s=timeout_s, retries=retries, session=session)
+    except KeyboardInterrupt:
+        progress.close()
+        stack.close()  # stop the Dask cluster we own, release the lock
+        cmd = " ".join(["gfvc", *getattr(args, "argv", sys.argv[1:])])
+        print(f"gfvc: interrupted: {progress.finished} of {len(todo)} jobs finished in this run (their records are "
+              f"kept), the others were cancelled or stopped with their encoders; resume with: {cmd}",
+              file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    records = list(kept) + new
     _print_summary(records, weights)
     if not args.no_report:
-        _write_report(run_dir)
+        try:
+            check_uniform_devices(records, allow=args.allow_mixed_devices, what=f"the records of {run_dir}")
+            _write_report(run_dir, allow_mixed_devices=args.allow_mixed_devices)
+        except GfvcError as e:  # the run's results stand; say why there is no report
+            print(f"gfvc: no report: {e}", file=sys.stderr)
     print(f"results: {run_dir}")
     if failed(records):
         raise_if_failed(records)
@@ -222,27 +322,22 @@ def _failed_downloads_for_workers() -> Iterator[None]:
             os.environ[weights.FAILED_ENV] = old
 
 
-def _execute_with_progress(jobs: list, args: argparse.Namespace, workers: int) -> list[dict[str, Any]]:
-    from tqdm import tqdm
+def _check_kept_devices(kept: list[dict[str, Any]], env: Environment, todo: list[Any], *, allow: bool,
+                        run_dir: Path) -> None:
+    """Refuse to add results computed on this run's device type to records computed on another."""
+    from gfvc.devices import MixedDevices, device_type, device_types
+    from gfvc.runner import job_uses_device
 
-    from gfvc.runner import execute
-
-    if not jobs:
-        return []
-    bar = tqdm(total=len(jobs), unit="job", file=sys.stderr, dynamic_ncols=True, disable=None)
-
-    def on_done(rec: dict[str, Any]) -> None:
-        bar.update(1)
-        tag = "ok" if rec["status"] == "ok" else f"FAILED ({rec['error']['type']})"
-        bar.set_postfix_str(f"{rec['codec']}/{rec['rate_point']['label']} {tag}", refresh=False)
-        if rec["status"] != "ok":
-            bar.write(f"job {rec['codec']}/{rec['sequence']['name']}/{rec['rate_point']['label']} failed: "
-                      f"{rec['error']['message']}", file=sys.stderr)
-
-    try:
-        return execute(jobs, executor=args.executor, workers=workers, scheduler=args.scheduler, on_done=on_done)
-    finally:
-        bar.close()
+    if allow or not kept or not todo:
+        return
+    here = device_type(env.device)
+    uses = any(any(job_uses_device(j)) for j in todo)
+    other = {t: v for t, v in device_types(kept).items() if t != here}
+    if uses and other:
+        t, labels = next(iter(other.items()))
+        raise MixedDevices(f"{run_dir} holds {len(labels)} record(s) computed on {t} (e.g. {labels[0]}) but this run "
+                           f"computes on {here}; one comparison must not mix device types: use --device {t}, "
+                           "another --workdir, --force to recompute all, or --allow-mixed-devices")
 
 
 def _dry_run(plan: Any) -> int:
@@ -300,13 +395,13 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
         print(f"n/a = not computed ({', '.join(sorted(missing))}): {note}")
 
 
-def _write_report(run_dir: Path) -> None:
+def _write_report(run_dir: Path, allow_mixed_devices: bool = False) -> None:
     try:
         import reports
         build = reports.build_report
     except (ImportError, AttributeError):  # pragma: no cover
         return
-    out = build(run_dir)
+    out = build(run_dir, allow_mixed_devices=allow_mixed_devices)
     if out.get("txt"):  # the report's Table-1 summary, vertex numbers and caveats
         print(out["txt"].read_text().rstrip())
     main = out.get("html") or out.get("md")
@@ -402,7 +497,6 @@ def _doctor_tools(env: Environment) -> None:
     """VTM (path, version, cfg) and the bundled ffmpeg, or what to do."""
     from anchors import vtm as _vtm
     from anchors.common import ffmpeg_exe, ffmpeg_info
-    from gfvc.errors import NotAvailable
 
     root, origin = _vtm.vtm_root(env)
     try:
@@ -522,7 +616,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     cond = load_condition(args.condition).with_overrides(
         width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
     rp = RatePoint(args.qp)
-    codec = make_codec(args.codec, cond, _env_from_args(args))
+    codec = make_codec(args.codec, cond, _local_device(_env_from_args(args)))
     codec.check()
     seq = Sequence(name=inp.stem, frames=frames, fps=fps)
     with work_dir("gfvc-encode-") as tmp:  # kept on failure: error messages name its logs
@@ -574,7 +668,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     out = check_video_output(args.output, what="decoded output (-o)")
     kind = video_format(out, must_exist=False)
     name, stream_fps = identify_bitstream(bs)
-    env = _env_from_args(args)
+    env = _local_device(_env_from_args(args))
     cond = load_condition(args.condition)
     codec = make_codec(vvc_decoder_codec(env) if name == "vvc" else name, cond, env)
     if name == "vvc":

@@ -62,3 +62,7 @@ class RegressionDetected(GfvcError):
     """A BD-rate saving worsened beyond the tolerance of the regression gate."""
 
     exit_code = 1
+
+
+class ExternalToolCrash(ExternalToolError):
+    """An external program died from a signal (crash, killed): transient, a retry may succeed."""

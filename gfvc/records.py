@@ -22,7 +22,7 @@ RECORD_SCHEMA = 1
 RECORDS_DIR = "records"
 
 # Fields that legitimately differ between two runs of the same job.
-VOLATILE_FIELDS = ("timings", "host", "created", "run_id")
+VOLATILE_FIELDS = ("timings", "host", "worker", "created", "run_id")
 
 
 def content_key(condition_fp: str, sequence_sha: str, codec_prov_hash: str, rate_point: str) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from gfvc import __version__
 from gfvc.codec import Codec, Environment, RatePoint, get_codec
+from gfvc.control import worker_name
 from gfvc.errors import ConfigError, ExternalToolError, GfvcError, InputError, JobFailed
 from gfvc.provenance import suite_provenance
 from gfvc.records import RECORD_SCHEMA, atomic_write_json, content_key, read_record, record_path, stable_hash
@@ -110,7 +111,9 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
     provs: dict[str, dict[str, Any]] = {}
     jobs: list[Job] = []
     for name in names:
-        codec = make_codec(name, condition, env)
+        # checked and described on the CPU: availability and identity do not depend on the device, and
+        # the machine planning a Dask run (a login node) may have no GPU
+        codec = make_codec(name, condition, env.replace(device="cpu"))
         if check:
             codec.check()
         prov = codec.provenance()
@@ -152,20 +155,9 @@ def _set_threads(env: Environment) -> None:
         pass
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Encode, decode, check and score one job; write and return its record.
-
-    Never raises for job-level failures: the record carries status "failed"
-    and the error, and the run goes on.
-    """
-    _set_threads(job.env)
-    t0 = time.perf_counter()
-    run_dir = Path(job.run_dir)
-    jdir = run_dir / "jobs" / job.key
-    if jdir.exists():
-        shutil.rmtree(jdir)  # leftovers of a killed attempt
-    jdir.mkdir(parents=True)
-    rec: dict[str, Any] = {
+def base_record(job: Job) -> dict[str, Any]:
+    """The fields every record of ``job`` has, ok or failed (status "failed" until the job succeeds)."""
+    return {
         "schema": RECORD_SCHEMA,
         "key": job.key,
         "status": "failed",
@@ -181,14 +173,102 @@ def run_job(job: Job) -> dict[str, Any]:
         "provenance": {**suite_provenance(), "codec": job.codec_provenance},
         "timings": {},
         "host": socket.gethostname(),
+        "worker": worker_name(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+# Why a job failed (record error.reason); only transient reasons are retried by --retries.
+FAILURE_REASONS = {"error": False, "bug": False, "timeout": False, "external_tool_crash": True,
+                   "worker_lost": True}
+
+
+def failure_record(job: Job, reason: str, message: str, *, type_: str = "", traceback_: str = "",
+                   timings: dict[str, float] | None = None, write: bool = True) -> dict[str, Any]:
+    """A failed record for ``job`` written by whoever saw the failure (job, supervisor or Dask client)."""
+    rec = base_record(job)
+    rec["error"] = _error(reason, message, type_ or {"timeout": "JobTimeout", "worker_lost": "WorkerLost"}.get(
+        reason, "Error"), traceback_)
+    rec["timings"] = dict(timings or {})
+    if write:
+        atomic_write_json(record_path(Path(job.run_dir), job.key), rec)
+    return rec
+
+
+def _error(reason: str, message: str, type_: str, tb: str = "") -> dict[str, Any]:
+    err: dict[str, Any] = {"type": type_, "message": message, "reason": reason,
+                           "transient": FAILURE_REASONS.get(reason, False)}
+    if tb:
+        err["traceback"] = tb
+    return err
+
+
+def job_uses_device(job: Job) -> tuple[bool, bool]:
+    """(codec model on the device, learned metrics on the device) for this job."""
+    import metrics
+
+    codec = job.codec_provenance.get("family") == "generative"
+    learned = any(n in metrics.LEARNED for n in job.condition.metrics.names)
+    return codec, learned
+
+
+def job_resources(job: Job, stage: str = "all") -> dict[str, float]:
+    """Dask resources a job (or one stage of it) needs: {"GPU": 1} where it does torch work on CUDA.
+
+    A generative codec's job runs its model and the learned metrics on the
+    device: the whole job is a GPU job. An anchor's coding is CPU-only
+    (VTM/VVenC): that stage goes to any worker, and only its scoring stage
+    (learned metrics) needs the GPU (see gfvc.executors, split jobs).
+    """
+    from gfvc.devices import device_type
+
+    if device_type(job.env.device) != "cuda":
+        return {}
+    codec, learned = job_uses_device(job)
+    need = {"all": codec or learned, "code": codec, "score": learned or codec}[stage]
+    return {"GPU": 1} if need else {}
+
+
+def split_job(job: Job) -> bool:
+    """Whether a Dask run codes this job on any worker and scores it on a GPU worker."""
+    return bool(job_resources(job, "score")) and not job_resources(job, "code")
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Encode, decode, check and score one job; write and return its record.
+
+    Never raises for job-level failures: the record carries status "failed"
+    and the error (with ``reason`` and whether it is ``transient``), and the
+    run goes on. A timeout raised by gfvc.control.time_limit is recorded as
+    reason "timeout".
+    """
+    coded = code_job(job, keep_sequence=True)
+    return score_job(job, coded)
+
+
+def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
+    """First stage: load, encode, decode, check; viewing copies. Returns the state score_job needs.
+
+    ``{"rec": record so far, "frames": decoded frames or None, "seq": the sequence (when kept)}``;
+    on failure ``frames`` is None and the record holds the error.
+    """
+    _set_threads(job.env)
+    t0 = time.perf_counter()
+    run_dir = Path(job.run_dir)
+    jdir = run_dir / "jobs" / job.key
+    if jdir.exists():
+        shutil.rmtree(jdir)  # leftovers of a killed attempt
+    jdir.mkdir(parents=True)
+    rec = base_record(job)
     timings = rec["timings"]
+    out: dict[str, Any] = {"rec": rec, "frames": None, "seq": None, "t0": t0}
     try:
         ts = time.perf_counter()
         seq = load_sequence(job.sequence, job.condition.frames, Path(job.data_dir) if job.data_dir else None)
         timings["load_s"] = time.perf_counter() - ts
         codec = make_codec(job.codec, job.condition, job.env, job.codec_module)
+        if getattr(type(codec), "device", None) is not None:  # a codec with a torch model (s2d, baselines)
+            _configure_device(job)
         ts = time.perf_counter()
         enc = codec.encode(seq, job.rate_point, jdir)
         timings["encode_s"] = time.perf_counter() - ts
@@ -209,17 +289,8 @@ def run_job(job: Job) -> dict[str, Any]:
                 f"{job.codec}: decoded {dec.frames.dtype} {tuple(dec.frames.shape)}, "
                 f"expected uint8 {tuple(seq.frames.shape)}"
             )
-        ts = time.perf_counter()
-        import metrics
-
-        scores = metrics.evaluate(
-            job.condition.metrics, seq.frames, dec.frames, fps=seq.fps,
-            ref_key=f"{seq.sha256}:{job.condition.frames}",
-            cache_dir=run_dir / "cache" / "metrics", weights_dir=job.env.weights_dir,
-        )
         if dec.planes is not None:
             rec["yuv_psnr"] = decoder_plane_psnr(seq.frames, dec.planes, job.condition)
-        timings["metrics_s"] = time.perf_counter() - ts
         from metrics import vertices as vertex_metrics
 
         ts = time.perf_counter()
@@ -239,24 +310,62 @@ def run_job(job: Job) -> dict[str, Any]:
         info, enc_timings = split_timings(enc.info)
         timings.update({f"encoder.{k}": v for k, v in enc_timings.items()})
         rec.update({
-            "status": "ok",
             "frames": seq.num_frames,
             "bits": bits,
             "bits_breakdown": breakdown or {"total": bits},
             "kbps": bits / 1000.0 / duration,
-            "metrics": scores,
-            "metric_protocol": metrics.protocol(job.condition.metrics),
             "vertex_metrics": vblock,
             "decoder_info": relative_to_run(dinfo, run_dir),
             "commands": relative_to_run(enc.commands, run_dir),
             "encoder_info": relative_to_run(info, run_dir),
             "artifacts": artifacts,
         })
-    except GfvcError as e:
-        rec["error"] = {"type": type(e).__name__, "message": str(e)}
-    except Exception as e:  # a bug: keep the traceback in the record, go on
-        rec["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
-    timings["total_s"] = time.perf_counter() - t0
+        rec["device"] = {"requested": job.env.device, "codec": _codec_device(codec), "metrics": None}
+        out["frames"] = dec.frames
+        if keep_sequence:
+            out["seq"] = seq
+    except BaseException as e:  # noqa: BLE001 - classified, recorded; Ctrl-C re-raised
+        _record_exception(rec, e)
+    timings["code_s"] = time.perf_counter() - t0
+    return out
+
+
+def score_job(job: Job, coded: dict[str, Any]) -> dict[str, Any]:
+    """Second stage: metrics on the device, FVD clip features kept, the record written."""
+    rec = coded["rec"]
+    run_dir = Path(job.run_dir)
+    timings = rec["timings"]
+    t0 = time.perf_counter()
+    if coded.get("frames") is not None:
+        try:
+            _set_threads(job.env)
+            seq = coded.get("seq") or load_sequence(job.sequence, job.condition.frames,
+                                                    Path(job.data_dir) if job.data_dir else None)
+            import metrics
+
+            _, learned = job_uses_device(job)
+            dev = _configure_device(job) if learned else None
+            feats: dict[str, Any] = {}
+            ts = time.perf_counter()
+            scores = metrics.evaluate(
+                job.condition.metrics, seq.frames, coded["frames"], fps=seq.fps,
+                ref_key=f"{seq.sha256}:{job.condition.frames}",
+                cache_dir=run_dir / "cache" / "metrics", weights_dir=job.env.weights_dir,
+                device=dev or "cpu", features_out=feats,
+            )
+            timings["metrics_s"] = time.perf_counter() - ts
+            rec["artifacts"].update(_save_features(run_dir / "jobs" / job.key, run_dir, feats))
+            rec.update({"status": "ok", "metrics": scores,
+                        "metric_protocol": metrics.protocol(job.condition.metrics)})
+            rec["device"] = _device_block(job, rec["device"].get("codec"), dev)
+            if feats.get("batch"):
+                rec["device"]["batch"] = feats["batch"]  # memory-bounded: changes the last bits (docs/running.md)
+            # key order as before: status/metrics beside the rate fields
+        except BaseException as e:  # noqa: BLE001
+            rec["status"] = "failed"
+            _record_exception(rec, e)
+    timings["score_s"] = time.perf_counter() - t0
+    timings["total_s"] = timings.get("code_s", 0.0) + timings["score_s"]
     atomic_write_json(record_path(run_dir, job.key), rec)
     return rec
 
@@ -283,6 +392,65 @@ def decoder_plane_psnr(original: np.ndarray, planes: Any, condition: Condition) 
                      f"({c.matrix}, {c.range}, {c.chroma_downsampling}); y/u/v: mean of per-frame PSNR "
                      "(peak 255, 999.99 dB for zero error); yuv_611: (6Y+U+V)/8; yuv_vtm: VTM log's YUV-PSNR "
                      "(4:1:1-weighted MSE)")
+    return out
+
+
+def _record_exception(rec: dict[str, Any], e: BaseException) -> None:
+    """Classify an exception into the record's error; re-raise Ctrl-C (the run stops, the job is redone)."""
+    from gfvc.control import JobTimeout
+    from gfvc.errors import ExternalToolCrash
+
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        raise e
+    if isinstance(e, JobTimeout):
+        rec["error"] = _error("timeout", str(e), "JobTimeout")
+    elif isinstance(e, ExternalToolCrash):
+        rec["error"] = _error("external_tool_crash", str(e), type(e).__name__)
+    elif isinstance(e, GfvcError):
+        rec["error"] = _error("error", str(e), type(e).__name__)
+    else:  # a bug: keep the traceback in the record, go on
+        rec["error"] = _error("bug", str(e), type(e).__name__, traceback.format_exc())
+
+
+def _configure_device(job: Job) -> str:
+    from gfvc.devices import configure_torch, resolve_device
+
+    dev = resolve_device(job.env.device)
+    configure_torch(dev, bool(job.env.extra.get("deterministic", False)))
+    return dev
+
+
+def _codec_device(codec: Codec) -> str | None:
+    """The torch device a generative codec's model ran on (None: no model, e.g. anchors)."""
+    if codec.family != "generative":
+        return None
+    dev = getattr(codec, "device", None)
+    return str(dev) if isinstance(dev, str) and dev else None
+
+
+def _device_block(job: Job, codec_dev: str | None, metrics_dev: str | None) -> dict[str, Any]:
+    """The record's ``device``: what was asked, where the codec model and the learned metrics ran."""
+    from gfvc.devices import device_provenance, device_type
+
+    block: dict[str, Any] = {"requested": job.env.device, "codec": codec_dev, "metrics": metrics_dev}
+    used = [d for d in (codec_dev, metrics_dev) if d]
+    if used:
+        cuda = [d for d in used if device_type(d) == "cuda"]
+        info = device_provenance(cuda[0] if cuda else used[0])
+        info.pop("device", None)
+        block.update(info)
+    return block
+
+
+def _save_features(jdir: Path, run_dir: Path, feats: dict[str, Any]) -> dict[str, str]:
+    """FVD clip features of this job (decoded and reference) as small .npy files, for pooled FVD."""
+    out: dict[str, str] = {}
+    f = feats.get("fvd")
+    if f is not None:
+        for side, name in (("dist", "fvd_clip_features"), ("ref", "fvd_ref_clip_features")):
+            p = jdir / f"{name}.npy"
+            np.save(p, np.asarray(f[side], dtype=np.float64))
+            out[name] = str(p.relative_to(run_dir))
     return out
 
 
@@ -346,12 +514,24 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def execute(jobs: list[Job], executor: ExecutorName = "local", workers: int = 1,
-            scheduler: str | None = None, on_done: ProgressFn | None = None) -> list[dict[str, Any]]:
-    """Run jobs with the chosen executor; returns their records (completion order)."""
+            scheduler: str | None = None, on_done: ProgressFn | None = None, *,
+            timeout_s: float = 0.0, retries: int = 0, session: Any = None) -> list[dict[str, Any]]:
+    """Run jobs with the chosen executor; returns their records (completion order).
+
+    ``-j 1`` runs in this process; ``-j N`` in N job processes (gfvc.control);
+    Dask on a LocalCluster or the cluster at ``scheduler`` (or an open
+    ``session`` from gfvc.executors.dask_session). ``timeout_s`` limits each
+    job's wall-clock time (0 = none); ``retries`` reruns transient failures.
+    Ctrl-C raises KeyboardInterrupt after stopping every running job.
+    """
+    from gfvc import executors
+
     if not jobs:
         return []
     if workers < 1:
         raise ConfigError(f"-j must be >= 1, got {workers}")
+    if retries < 0:
+        raise ConfigError(f"--retries must be >= 0, got {retries}")
     done: list[dict[str, Any]] = []
 
     def finish(rec: dict[str, Any]) -> None:
@@ -359,69 +539,33 @@ def execute(jobs: list[Job], executor: ExecutorName = "local", workers: int = 1,
         if on_done:
             on_done(rec)
 
-    if executor == "dask" or scheduler:
-        _execute_dask(jobs, workers, scheduler, finish)
+    if executor == "dask" or scheduler or session is not None:
+        executors.run_dask(jobs, finish, workers=workers, scheduler=scheduler, session=session,
+                           timeout_s=timeout_s, retries=retries)
     elif workers == 1:
-        for j in jobs:
-            finish(run_job(j))
+        executors.run_in_process(jobs, finish, timeout_s=timeout_s, retries=retries)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = mp.get_context("spawn")  # no fork after torch threads exist
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = [pool.submit(run_job, j) for j in jobs]
-            for f in as_completed(futs):
-                finish(f.result())
+        executors.run_pool(jobs, finish, workers=workers, timeout_s=timeout_s, retries=retries)
     return done
-
-
-DASK_CONNECT_TIMEOUT_S = 20.0
 
 
 def connect_dask(address: str, timeout_s: float | None = None) -> Any:
     """A distributed.Client for a running scheduler; one-line ConfigError when it does not answer."""
-    import os
-
     try:
         from distributed import Client
     except ImportError:
         from gfvc.errors import NotAvailable
 
         raise NotAvailable("--scheduler needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
-    t = float(timeout_s if timeout_s is not None
-              else os.environ.get("GFVC_DASK_CONNECT_TIMEOUT", DASK_CONNECT_TIMEOUT_S))
+    from gfvc import executors
+
+    t = float(timeout_s if timeout_s is not None else executors.CONNECT_TIMEOUT_S)
     try:
         return Client(address, timeout=f"{t}s")
     except (OSError, TimeoutError, ValueError, TypeError) as e:
         why = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"Dask scheduler {address} did not answer within {t:g} s ({why[:200]}); start it "
                           "(`dask scheduler`) or fix --scheduler (e.g. tcp://HOST:8786)") from None
-
-
-def _execute_dask(jobs: list[Job], workers: int, scheduler: str | None,
-                  finish: Callable[[dict[str, Any]], None]) -> None:
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        from gfvc.errors import NotAvailable
-
-        raise NotAvailable("--executor dask needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
-    cluster = None
-    if scheduler:
-        client = connect_dask(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
-        futs = client.map(run_job, jobs, pure=False, key=[f"gfvc-{j.key}" for j in jobs])
-        for f in as_completed(futs):
-            finish(f.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 RUN_JSON = "run.json"

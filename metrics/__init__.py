@@ -2,7 +2,8 @@
 
 Public API (docs/metrics.md, INTERFACES.md):
 
-    evaluate(spec, ref, dist, *, fps, ref_key=None, cache_dir=None, weights_dir=None) -> dict
+    evaluate(spec, ref, dist, *, fps, ref_key=None, cache_dir=None, weights_dir=None,
+             device="cpu", progress=None, features_out=None) -> dict
     protocol(spec) -> dict
     missing_weights(spec, weights_dir=None) -> list[str]
     ensure_weights(spec, weights_dir=None) -> dict[str, str]
@@ -12,11 +13,17 @@ Public API (docs/metrics.md, INTERFACES.md):
 A metric whose weights are missing or fail verification is returned as
 status "not_computed" with the reason (file, sha256, how to install); it never
 yields a number from random or unverified weights.
+
+Devices: the learned metrics run on ``device`` (``auto|cpu|cuda|cuda:N``,
+resolved by :func:`gfvc.devices.resolve_device`) and batch frames (clips for
+FVD) with a batch size bounded by the memory free on that device
+(:func:`gfvc.devices.batch_size`, costs from :mod:`metrics.batching`). The
+per-frame values do not depend on the batch size on CPU (bit-identical,
+tests/test_metrics_device.py); on CUDA, TF32 is off (gfvc.devices.configure_torch).
 """
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -34,12 +41,38 @@ __all__ = ["evaluate", "protocol", "missing_weights", "ensure_weights", "weights
 LOWER_IS_BETTER: dict[str, bool] = {
     "psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True,
 }
+# metrics that run a network (on the job's device)
+LEARNED = ("dists", "lpips", "fvd")
 # metric name in MetricsSpec.names -> value names it produces
 METRIC_VALUES: dict[str, tuple[str, ...]] = {
     "psnr": ("psnr", "psnr_y"), "ssim": ("ssim",), "dists": ("dists",), "lpips": ("lpips",), "fvd": ("fvd",),
 }
-# Frames per forward pass: batching without unbounded activation memory at 384x384.
-BATCH_FRAMES = 4
+# Upper bounds of the memory-bounded batch (frames for DISTS/LPIPS, clips for FVD): on CPU a
+# larger batch no longer speeds things up (benchmarks/metrics_device_bench.py); on CUDA it keeps
+# a single job from taking the whole device.
+MAX_BATCH = {"cpu": 8, "cuda": 64}
+MAX_CLIPS = {"cpu": 2, "cuda": 16}
+# The batch size changes the last bits of DISTS/LPIPS/FVD (convolution kernels are chosen by shape:
+# measured ~1e-6 relative on CPU, benchmarks/metrics_device_bench.py); it is recorded with every
+# result, and GFVC_METRICS_BATCH=N fixes it (frames; FVD clips: min(N, MAX_CLIPS)) for bit-reproducibility.
+FIXED_BATCH_ENV = "GFVC_METRICS_BATCH"
+
+
+def _fixed_batch() -> int | None:
+    import os
+
+    v = os.environ.get(FIXED_BATCH_ENV, "").strip()
+    if not v:
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer") from None
+    if n < 1:
+        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer")
+    return n
+# Progress callback: (metric name, items done, items total).
+ProgressFn = Callable[[str, int, int], None]
 
 
 def _check_names(spec: Any) -> None:
@@ -79,12 +112,18 @@ def protocol(spec: Any) -> dict[str, Any]:
     if "fvd" in spec.names:
         f = spec.fvd
         p["fvd"] = {"clip_length": f.clip_length, "stride": f.stride, "pooling": f.pooling,
+                    "pooled": POOLED_FVD_PROTOCOL,
                     "resolution": f.resolution, "resize": "short side bilinear + centre crop", "range": "[-1,1]",
                     "features": "I3D Kinetics-400 logits, mean over time", "covariance_ddof": 1,
                     "sqrtm": "scipy.linalg.sqrtm, real part",
                     "detector": spec.fvd.detector,
                     "detector_sha256": weights.get(_detector_file(spec)).sha256}
     return p
+
+
+POOLED_FVD_PROTOCOL = ("one FVD per codec and rate point: the clip features of all sequences (kept per job as "
+                       "fvd_clip_features.npy) against the reference clips of the same sequences; rate = mean "
+                       "kbps over the sequences; BD-rate on the averaged curve (reports/pooled_fvd.py)")
 
 
 def _needed_files(spec: Any) -> list[tuple[str, tuple[str, ...]]]:
@@ -161,19 +200,21 @@ def _weights_tag(files: tuple[str, ...], weights_dir: Path | None) -> str:
     return "+".join(weights.sha256_of(p)[:16] for p in paths)
 
 
-def _model(kind: str, weights_dir: Path | None, net: str = "vgg") -> tuple[Any, str]:
+def _model(kind: str, weights_dir: Path | None, net: str = "vgg", device: str = "cpu") -> tuple[Any, str]:
     if kind == "dists":
         tag = _weights_tag(weights.PERCEPTUAL_FILES["dists"], weights_dir)
     else:
         tag = _weights_tag(weights.PERCEPTUAL_FILES[f"lpips:{net}"], weights_dir)
-    key = (kind, net, tag)
+    key = (kind, net, tag, device)
     if key not in _MODELS:
+        m: Any
         if kind == "dists":
             from metrics import dists
-            _MODELS[key] = dists.load(weights_dir)
+            m = dists.load(weights_dir)
         else:
             from metrics import lpips_metric
-            _MODELS[key] = lpips_metric.load(net, weights_dir)
+            m = lpips_metric.load(net, weights_dir)
+        _MODELS[key] = m.to(device)
     return _MODELS[key], tag
 
 
@@ -182,46 +223,77 @@ def _detector_file(spec: Any) -> str:
     return f"{spec.fvd.detector}.pt"
 
 
-def _detector(weights_dir: Path | None, name: str) -> tuple[str, Any, str]:
+def _detector(weights_dir: Path | None, name: str, device: str = "cpu") -> tuple[str, Any, str]:
     from metrics import fvd
 
     path = weights.locate(name, weights_dir)  # WeightsError if missing or wrong, naming the file
     tag = weights.sha256_of(path)[:16]
-    key = ("fvd", name, tag)
+    key = ("fvd", name, tag, device)
     if key not in _MODELS:
-        _MODELS[key] = fvd.load_detector(weights_dir, names=(name,))
+        _MODELS[key] = fvd.load_detector(weights_dir, names=(name,), device=device)
     return _MODELS[key][0], _MODELS[key][1], tag
 
 
 # --- per-metric evaluation --------------------------------------------------------------------
 
-def _to_tensor(frames: np.ndarray):
+def _to_tensor(frames: np.ndarray, device: str = "cpu"):
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1] on ``device`` (copied as uint8, converted there)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _chunk_features(model: Any, prep: Callable, frames: np.ndarray) -> Any:
-    return model.features(prep(_to_tensor(frames)))
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: Callable,
-                cache_dir: Path | None) -> float:
-    """Mean per-frame score; reference features per chunk come from the cache when possible."""
+                cache_dir: Path | None, device: str = "cpu", name: str = "",
+                progress: ProgressFn | None = None, batch_out: dict[str, int] | None = None) -> float:
+    """Mean per-frame score, frames batched on ``device`` with a memory-bounded batch size.
+
+    Reference features are cached per frame (memory, optionally disk), so a
+    cached reference is reused whatever batch size a later job can afford.
+    """
+    import torch
+
+    from gfvc.devices import batch_size, device_type
+    from metrics import batching
+
+    t = ref.shape[0]
+    h, w = prep(_to_tensor(ref[:1], device)).shape[-2:]
+    per_frame = 2 * batching.image_bytes(model, key.split("|")[0], int(h), int(w))  # ref + dist features
+    bs = _fixed_batch() or batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
+    if batch_out is not None:
+        batch_out[name] = min(bs, t)  # the effective batch (what the kernels saw)
+    scores = []
+    with torch.inference_mode():
+        for s in range(0, t, bs):
+            e = min(s + bs, t)
+            fr = _ref_features(model, ref, s, e, key, prep, cache_dir, device)
+            fd = model.features(prep(_to_tensor(dist[s:e], device)))
+            scores.append(model.score(fr, fd).double().cpu())
+            if progress:
+                progress(name, e, t)
+    return float(torch.cat(scores).mean())
+
+
+def _ref_features(model: Any, ref: np.ndarray, s: int, e: int, key: str, prep: Callable,
+                  cache_dir: Path | None, device: str) -> list:
+    """Reference features of frames s..e-1: cached frames reused, missing ones computed in one batch."""
     import torch
 
     from metrics import cache
 
-    scores = []
-    with torch.inference_mode():
-        for s in range(0, ref.shape[0], BATCH_FRAMES):
-            e = min(s + BATCH_FRAMES, ref.shape[0])
-            fr = cache.cached(f"{key}|{s}:{e}", key,
-                              functools.partial(_chunk_features, model, prep, ref[s:e]),
-                              cache_dir, to_disk=cache.DISK_PERCEPTUAL)
-            fd = model.features(prep(_to_tensor(dist[s:e])))
-            scores.append(model.score(fr, fd).double())
-    return float(torch.cat(scores).mean())
+    disk = cache.DISK_PERCEPTUAL
+    frames: list[Any] = [cache.lookup(f"{key}|f{i}", cache_dir, disk) for i in range(s, e)]
+    missing = [i for i, f in enumerate(frames) if f is None]
+    if missing:
+        lo, hi = s + missing[0], s + missing[-1] + 1
+        feats = model.features(prep(_to_tensor(ref[lo:hi], device)))
+        for i in missing:
+            j = s + i - lo
+            one = [f[j:j + 1].clone() for f in feats]
+            cache.store(f"{key}|f{s + i}", key, one, cache_dir, disk)
+            frames[i] = one
+    n = len(frames[0])
+    return [torch.cat([f[k].to(device) for f in frames]) for k in range(n)]
 
 
 def _ref_identity(ref: np.ndarray, ref_key: str | None) -> str:
@@ -230,53 +302,82 @@ def _ref_identity(ref: np.ndarray, ref_key: str | None) -> str:
     return (ref_key or sha256_frames(ref)) + f"|{ref.shape}"
 
 
-def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> float:
+def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
+                batch_out=None) -> float:
     from metrics import dists
 
-    model, tag = _model("dists", weights_dir)
+    model, tag = _model("dists", weights_dir, device=device)
     rule = spec.dists.resize
     key = f"dists|{rule}|{tag}|{ident}"
-    return _perceptual(model, ref, dist, key, lambda x: dists.resize(x, rule), cache_dir)
+    return _perceptual(model, ref, dist, key, lambda x: dists.resize(x, rule), cache_dir, device, "dists", progress,
+                       batch_out)
 
 
-def _eval_lpips(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> float:
+def _eval_lpips(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
+                batch_out=None) -> float:
     if spec.lpips.version != "0.1":
         raise _NotComputable(f"LPIPS version {spec.lpips.version!r} not supported (only 0.1 weights are registered)")
-    model, tag = _model("lpips", weights_dir, spec.lpips.net)
+    model, tag = _model("lpips", weights_dir, spec.lpips.net, device=device)
     key = f"lpips|{spec.lpips.net}|{spec.lpips.version}|{tag}|{ident}"
-    return _perceptual(model, ref, dist, key, lambda x: x, cache_dir)
+    return _perceptual(model, ref, dist, key, lambda x: x, cache_dir, device, "lpips", progress, batch_out)
 
 
 class _NotComputable(Exception):
     """A metric cannot be computed for this input/protocol (reason in the message)."""
 
 
-def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir) -> tuple[float, str]:
+def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
+              features_out: dict | None = None, batch_out: dict | None = None) -> tuple[float | None, str]:
+    """Per-sequence FVD; the clip features of both sides go to ``features_out`` (for pooled FVD).
+
+    The features are kept even when this sequence alone has too few clips for a
+    per-sequence value (then the value is None and the reason says why): pooled
+    FVD over all sequences still uses them.
+    """
     import torch
 
-    from metrics import cache, fvd
+    from gfvc.devices import batch_size, device_type
+    from metrics import batching, cache, fvd
 
     f = spec.fvd
-    if f.pooling != "per-sequence":
-        raise _NotComputable(f"FVD pooling {f.pooling!r} spans sequences; evaluate() scores one sequence "
-                             "(use metrics.fvd.clip_features + frechet_distance over all sequences)")
     n = len(fvd.clip_starts(ref.shape[0], f.clip_length, f.stride))
-    if n < 2:
-        raise _NotComputable(f"{ref.shape[0]} frames give {n} clip(s) of {f.clip_length} frames at stride "
-                             f"{f.stride}; per-sequence FVD needs >= 2 clips per side (covariance ddof=1)")
-    name, det, tag = _detector(weights_dir, _detector_file(spec))
+    few = (f"{ref.shape[0]} frames give {n} clip(s) of {f.clip_length} frames at stride {f.stride}; per-sequence "
+           "FVD needs >= 2 clips per side (covariance ddof=1)")
+    if n < 1 or (n < 2 and features_out is None):
+        raise _NotComputable(few)
+    name, det, tag = _detector(weights_dir, _detector_file(spec), device)
+    fixed = _fixed_batch()
+    clips = min(fixed, MAX_CLIPS[device_type(device) or "cpu"]) if fixed else batch_size(
+        device, batching.clip_bytes(det, f.clip_length, f.resolution), MAX_CLIPS[device_type(device) or "cpu"])
+    if batch_out is not None:
+        batch_out["fvd"] = min(clips, n)
     key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
     fr = cache.cached(key, key, lambda: torch.from_numpy(
-        fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution)), cache_dir, to_disk=True)
-    fd = fvd.clip_features(det, dist, f.clip_length, f.stride, f.resolution)
-    value = fvd.frechet_distance(fr.numpy(), fd)
+        fvd.clip_features(det, ref, f.clip_length, f.stride, f.resolution, batch=clips, device=device)),
+        cache_dir, to_disk=True)
+    fr_np = fr.numpy() if isinstance(fr, torch.Tensor) else np.asarray(fr)
+
+    def prog(done: int, total: int) -> None:
+        if progress:
+            progress("fvd", done, total)
+
+    fd = fvd.clip_features(det, dist, f.clip_length, f.stride, f.resolution, batch=clips, device=device,
+                           progress=prog)
+    if features_out is not None:
+        features_out["fvd"] = {"ref": fr_np.astype(np.float64), "dist": np.asarray(fd, np.float64),
+                               "detector": name, "clip_length": f.clip_length, "stride": f.stride,
+                               "resolution": f.resolution}
+    if n < 2:
+        return None, few + "; the clip features are kept for pooled FVD"
+    value = fvd.frechet_distance(fr_np, fd)
     note = (f"per-sequence FVD, detector {name}, {n} clips per side (clip {f.clip_length}, stride {f.stride}); "
             f"covariance rank <= {n - 1} of 400 (see docs/metrics.md)")
     return value, note
 
 
 def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_key: str | None = None,
-             cache_dir: Path | None = None, weights_dir: Path | None = None) -> dict[str, dict]:
+             cache_dir: Path | None = None, weights_dir: Path | None = None, device: str = "cpu",
+             progress: ProgressFn | None = None, features_out: dict | None = None) -> dict[str, dict]:
     """Score a decoded sequence against its original.
 
     ref/dist: uint8 RGB (T, H, W, 3) of equal shape. Returns
@@ -285,6 +386,10 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
     sha256 + protocol) identifies the reference for the feature cache; without
     it the frames are hashed. ``fps`` is accepted for the record and for
     future frame-rate-aware protocols; the current protocols do not use it.
+    ``device`` runs DISTS/LPIPS/FVD there (resolved only when one of them is
+    asked for); ``progress(metric, done, total)`` is called after each batch;
+    ``features_out`` (a dict) receives FVD's clip features of both sides
+    (``"fvd"``) and the batch sizes used (``"batch"``: {metric: frames or clips}).
     """
     from metrics import classic
 
@@ -299,8 +404,16 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
         raise InputError("metrics.evaluate: no frames")
     ident = _ref_identity(ref, ref_key)
     weights_dir = Path(weights_dir) if weights_dir is not None else None
+    if any(n in LEARNED for n in spec.names):
+        from gfvc.devices import configure_torch, resolve_device
+
+        device = resolve_device(device)
+        configure_torch(device)
     even = ref.shape[1] % 2 == 0 and ref.shape[2] % 2 == 0
     out: dict[str, dict] = {}
+    batch_out: dict[str, int] | None = None
+    if features_out is not None:
+        batch_out = features_out.setdefault("batch", {})
     for name in spec.names:
         try:
             if name == "psnr":
@@ -314,12 +427,17 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
                     raise _NotComputable(f"frames smaller than the {classic.SSIM_WINDOW}x{classic.SSIM_WINDOW} window")
                 out["ssim"] = _entry(float(np.mean(classic.ssim_frames(classic.luma(ref), classic.luma(dist)))), "ssim")
             elif name == "dists":
-                out["dists"] = _entry(_eval_dists(spec, ref, dist, ident, cache_dir, weights_dir), "dists")
+                out["dists"] = _entry(_eval_dists(spec, ref, dist, ident, cache_dir, weights_dir, device, progress,
+                                                  batch_out),
+                                      "dists")
             elif name == "lpips":
-                out["lpips"] = _entry(_eval_lpips(spec, ref, dist, ident, cache_dir, weights_dir), "lpips")
+                out["lpips"] = _entry(_eval_lpips(spec, ref, dist, ident, cache_dir, weights_dir, device, progress,
+                                                  batch_out),
+                                      "lpips")
             elif name == "fvd":
-                v, note = _eval_fvd(spec, ref, dist, ident, cache_dir, weights_dir)
-                out["fvd"] = _entry(v, "fvd", reason=note)
+                v, note = _eval_fvd(spec, ref, dist, ident, cache_dir, weights_dir, device, progress, features_out,
+                                    batch_out)
+                out["fvd"] = _entry(v, "fvd", reason=note) if v is not None else _not_computed("fvd", note)
         except (WeightsError, _NotComputable) as e:
             for vn in METRIC_VALUES[name]:
                 out[vn] = _not_computed(vn, str(e))

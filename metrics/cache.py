@@ -93,24 +93,46 @@ def disk_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "metrics-cache" / (hashlib.sha256(key.encode()).hexdigest() + ".pt")
 
 
-def cached(key: str, group: str, compute: Callable[[], Any], cache_dir: Path | None = None,
-           to_disk: bool = False) -> Any:
-    """Memory cache, then (optionally) disk cache under cache_dir, then ``compute()``."""
+def lookup(key: str, cache_dir: Path | None = None, to_disk: bool = False) -> Any | None:
+    """The cached object for ``key`` (memory, then disk when ``to_disk``), or None."""
     obj = MEMORY.get(key)
     if obj is not None:
         return obj
     path = disk_path(cache_dir, key) if (cache_dir is not None and to_disk) else None
     if path is not None and path.is_file():
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a corrupt cache file is recomputed, never trusted
-            obj = None
+            return None
+    return None
+
+
+def store(key: str, group: str, obj: Any, cache_dir: Path | None = None, to_disk: bool = False) -> None:
+    """Keep ``obj`` in memory (LRU budget) and, when ``to_disk``, under cache_dir (atomic write)."""
+    path = disk_path(cache_dir, key) if (cache_dir is not None and to_disk) else None
+    if path is not None and not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
+        torch.save(_to_cpu(obj), tmp)
+        os.replace(tmp, path)
+    MEMORY.put(key, group, obj)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(o) for o in obj)
+    return obj
+
+
+def cached(key: str, group: str, compute: Callable[[], Any], cache_dir: Path | None = None,
+           to_disk: bool = False) -> Any:
+    """Memory cache, then (optionally) disk cache under cache_dir, then ``compute()``."""
+    obj = lookup(key, cache_dir, to_disk)
     if obj is None:
         obj = compute()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.part")
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-    MEMORY.put(key, group, obj)
+        store(key, group, obj, cache_dir, to_disk)
+    else:
+        MEMORY.put(key, group, obj)
     return obj

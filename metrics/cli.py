@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-viewing-copy", action="store_true",
                    help="score a lossy viewing copy written by the suite anyway (labelled in the output)")
     add_offline_arg(p)
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="device of DISTS/LPIPS/FVD (default auto: CUDA if torch sees it, else CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=_cmd_metrics)
 
     w = sub.add_parser("weights", help="status, install or download the metric weight files",
@@ -78,10 +81,13 @@ def _spec_and_fps(args: argparse.Namespace):
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
     import metrics
+    from gfvc.devices import resolve_device
     from gfvc.errors import InputError
     from gfvc.fileio import check_output_dir
+    from gfvc.progress import MetricProgress
     from gfvc.video import is_viewing_copy, parse_size, read_video, refuse_viewing_copy
 
+    device = resolve_device(args.device)  # `--device cuda` without CUDA: one line, exit 2
     args.weights_dir = _weights_dir(args)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, what="--cache-dir")
@@ -102,7 +108,13 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                          f"pass --frames {n} to score the first {n}")
     spec, fps = _spec_and_fps(args)
     reasons = metrics.ensure_weights(spec, args.weights_dir)  # downloads missing files unless --offline
-    res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir)
+    progress = None if args.no_progress else MetricProgress()
+    try:
+        res = metrics.evaluate(spec, ref, dist, fps=fps, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
+                               device=device, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         by_reason: dict[str, list[str]] = {}
         for m, why in reasons.items():
@@ -110,10 +122,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         for why, ms in by_reason.items():  # stdout stays pure JSON; the reason once on stderr
             print(f"gfvc: missing weights: {'/'.join(ms)} not computed: {why}", file=sys.stderr)
         print(json.dumps({"ref": str(args.ref), "dist": str(args.dist), "frames": int(ref.shape[0]),
-                          "size": f"{ref.shape[2]}x{ref.shape[1]}", "results": res,
+                          "size": f"{ref.shape[2]}x{ref.shape[1]}", "device": device, "results": res,
                           "viewing_copies": copies, "protocol": metrics.protocol(spec)}, indent=2, allow_nan=False))
         return 0
-    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]}"
+    print(f"{args.dist} vs {args.ref}: {ref.shape[0]} frames {ref.shape[2]}x{ref.shape[1]} (device {device})"
           + (" (LOSSY VIEWING COPY)" if copies else ""))
     said: set[str] = set()
     for name, r in res.items():

@@ -185,8 +185,8 @@ Detector = Callable[[torch.Tensor], torch.Tensor]
 
 
 def load_detector(weights_dir: Path | None = None,
-                  names: tuple[str, ...] = W.FVD_DETECTORS) -> tuple[str, Detector]:
-    """The first verified detector of ``names`` -> (file name, callable).
+                  names: tuple[str, ...] = W.FVD_DETECTORS, device: str = "cpu") -> tuple[str, Detector]:
+    """The first verified detector of ``names`` -> (file name, callable), on ``device``.
 
     Raises WeightsError naming the files when none is present/valid.
     """
@@ -198,7 +198,7 @@ def load_detector(weights_dir: Path | None = None,
             continue
         path = W.locate(name, weights_dir)
         if name == "i3d_torchscript.pt":
-            det = torch.jit.load(str(path), map_location="cpu").eval()
+            det = torch.jit.load(str(path), map_location=device).eval()
 
             def run(x: torch.Tensor, _d=det) -> torch.Tensor:
                 return _d(x, rescale=False, resize=False, return_features=True)
@@ -212,14 +212,14 @@ def load_detector(weights_dir: Path | None = None,
             if k.endswith("num_batches_tracked") and k not in sd:
                 sd[k] = v
         model.load_state_dict(sd, strict=True)
-        return name, model.eval()
+        return name, model.to(device).eval()
     raise WeightsError("FVD needs one I3D detector: " + " | ".join(errors) + "; "
                        + W.how_to_get(W.get(names[0])))
 
 
-def preprocess(frames: np.ndarray, resolution: int = 224) -> torch.Tensor:
+def preprocess(frames: np.ndarray, resolution: int = 224, device: str = "cpu") -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (3, T, R, R) in [-1, 1]: short side to R (bilinear), centre crop."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
     h, w = x.shape[-2:]
     scale = resolution / min(h, w)
     size = (resolution, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), resolution)
@@ -236,15 +236,31 @@ def clip_starts(frames: int, clip_length: int, stride: int) -> list[int]:
 
 
 def clip_features(detector: Detector, frames: np.ndarray, clip_length: int, stride: int,
-                  resolution: int = 224, batch: int = 2) -> np.ndarray:
-    """(n_clips, 400) float64 features of the clips of one video."""
+                  resolution: int = 224, batch: int | None = None, device: str = "cpu",
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n_clips, 400) float64 features of the clips of one video.
+
+    Clips are batched on ``device``; without ``batch`` the batch size is what the
+    free memory allows (gfvc.devices.batch_size; per-clip cost from
+    metrics.batching), at most metrics.MAX_CLIPS for the device type.
+    """
     starts = clip_starts(frames.shape[0], clip_length, stride)
     if not starts:
         return np.zeros((0, 400))
-    x = preprocess(frames, resolution)
+    if batch is None:
+        from gfvc.devices import batch_size, device_type
+        from metrics import MAX_CLIPS, batching
+
+        batch = batch_size(device, batching.clip_bytes(detector, clip_length, resolution),
+                           MAX_CLIPS[device_type(device) or "cpu"])
     out = []
     with torch.inference_mode():
+        # preprocess per span of clips: the whole sequence at 224x224 float would be large on long inputs
         for i in range(0, len(starts), batch):
-            clips = torch.stack([x[:, s:s + clip_length] for s in starts[i:i + batch]])
-            out.append(detector(clips).double().numpy())
+            group = starts[i:i + batch]
+            x = preprocess(frames[group[0]:group[-1] + clip_length], resolution, device)
+            clips = torch.stack([x[:, s - group[0]:s - group[0] + clip_length] for s in group])
+            out.append(detector(clips).double().cpu().numpy())
+            if progress:
+                progress(min(i + batch, len(starts)), len(starts))
     return np.concatenate(out)

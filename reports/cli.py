@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=nonnegative_int, default=0, metavar="N",
                    help="bootstrap resamples over sequences for a 95%% CI of the mean (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-mixed-devices", action="store_true",
+                   help="report records computed on different device types (CPU and CUDA) together")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
@@ -44,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--metric", dest="metrics", action="append", help="metric value name; repeat (default: condition)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-mixed-devices", action="store_true",
+                   help="compare records computed on different device types (CPU and CUDA)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("regress", help="CI gate: fail (exit 1) when a BD-rate saving worsens beyond a tolerance")
@@ -80,7 +84,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
     model = report_model(args.run_dir, anchor=args.anchor, method=args.method, aggregation=args.aggregation,
-                         bootstrap=args.bootstrap, seed=args.seed)
+                         bootstrap=args.bootstrap, seed=args.seed, allow_mixed_devices=args.allow_mixed_devices)
     out = args.out if args.out else args.run_dir / "report"
     paths = write_report(model, out, tuple(args.formats or FORMATS))
     print(terminal_summary(model))
@@ -103,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
 
     c = compare_runs(args.run_a, args.run_b, anchor_run=args.anchor_run, test=args.test, anchor=args.anchor,
-                     method=args.method, metrics=args.metrics)
+                     method=args.method, metrics=args.metrics, allow_mixed_devices=args.allow_mixed_devices)
     if args.json:
         print(json.dumps(c.to_dict(), indent=1, sort_keys=True))
         return 0

@@ -87,7 +87,7 @@ def check_compatible(run_a: dict[str, Any], run_b: dict[str, Any], df_a: Any, df
 
 def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str | None = None,
                  anchor: str | None = None, method: str | None = None,
-                 metrics: list[str] | None = None) -> Comparison:
+                 metrics: list[str] | None = None, allow_mixed_devices: bool = False) -> Comparison:
     """BD-rates of ``test`` (from the other run) against ``anchor`` (from ``anchor_run``)."""
     from gfvc.records import results_table
 
@@ -120,6 +120,7 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
                           f"(codecs: {', '.join(sorted(set(tdf['codec'])))})")
     names = ("A", "B")
     check_compatible(ra, rb, dfa, dfb, anchor, test, names)
+    _check_devices(arun, anchor, trun, test, allow_mixed_devices)
     method = method or (cond.get("bdrate") or {}).get("method") or "jvet"
     avail = [m for m in metric_columns(adf) if m in metric_columns(tdf)]
     wanted = metrics or list((cond.get("bdrate") or {}).get("metrics") or ("dists", "lpips", "fvd"))
@@ -137,6 +138,16 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
         pairs[m] = compare_pair(adf, tdf, anchor, test, m, method=method)
     return Comparison(anchor=anchor, anchor_run=arun, test=test, test_run=trun, method=method,
                       fingerprint=str(ar.get("condition_fingerprint")), pairs=pairs, skipped=skipped)
+
+
+def _check_devices(arun: Path, anchor: str, trun: Path, test: str, allow: bool) -> None:
+    """The anchor's and the test's records must come from one device type (gfvc.devices)."""
+    from gfvc.devices import check_uniform_devices
+    from gfvc.records import iter_records
+
+    recs = [r for r in iter_records(arun) if r.get("codec") == anchor and r.get("status") == "ok"]
+    recs += [r for r in iter_records(trun) if r.get("codec") == test and r.get("status") == "ok"]
+    check_uniform_devices(recs, allow=allow, what=f"{anchor} ({arun}) and {test} ({trun})")
 
 
 def bdrate_from_csv(path: Path, *, anchor: str, test: str, metric: str, method: str = "jvet",

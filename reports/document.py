@@ -329,7 +329,7 @@ def render(template: str, ctx: dict[str, Any]) -> str:
 
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,
                  out_dir: Path | None = None, method: str | None = None, aggregation: str | None = None,
-                 bootstrap: int = 0, seed: int = 0) -> dict[str, Path]:
+                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False) -> dict[str, Path]:
     """Write the report of a run; returns {format or "format:name": path}.
 
     Primary keys: ``md`` report.md, ``html`` report.html, ``tex`` tables.tex,
@@ -345,19 +345,50 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     unknown = sorted(set(formats) - set(ALL_FORMATS))
     if unknown:
         raise ConfigError(f"unknown report format(s) {', '.join(unknown)} (known: {', '.join(ALL_FORMATS)})")
+    from gfvc.devices import check_uniform_devices
+    from gfvc.records import iter_records
+
     run_dir = Path(run_dir)
     run = load_run(run_dir)
+    check_uniform_devices((r for r in iter_records(run_dir) if r.get("status") == "ok"),
+                          allow=allow_mixed_devices, what=f"the records of {run_dir}")
     df = results_table(run_dir)
     model = build_model(df, run, run_dir=run_dir, anchor=anchor, method=method, aggregation=aggregation,
-                        bootstrap=bootstrap, seed=seed)
-    return write_report(model, Path(out_dir) if out_dir else run_dir / "report", formats)
+                        bootstrap=bootstrap, seed=seed, pooled=pooled_curves(run_dir))
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    return write_report(model, out, formats)
 
 
-def report_model(run_dir: Path, **kw: Any) -> ReportModel:
-    """The report model of a run directory (what every emitter reads)."""
-    from gfvc.records import results_table
+def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """Pooled FVD as Table-1 curves: {"fvd": {codec: (mean kbps, pooled FVD) per rate point}} (or empty).
+
+    The values come from reports.pooled_fvd (clip features kept by each job);
+    Table 1's pooled column is a BD-rate of these averaged curves.
+    """
+    from gfvc.records import iter_records
+    from reports import pooled_fvd
+
+    p = pooled_fvd.compute(Path(run_dir), iter_records(Path(run_dir)), anchor="")
+    if p is None:
+        return {}
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for pt in sorted(p.points, key=lambda q: (q.codec, q.qp)):
+        if pt.kbps is not None and pt.fvd is not None:
+            r, q = curves.setdefault(pt.codec, ([], []))
+            r.append(pt.kbps)
+            q.append(pt.fvd)
+    return {"fvd": curves} if curves else {}
+
+
+def report_model(run_dir: Path, *, allow_mixed_devices: bool = False, **kw: Any) -> ReportModel:
+    """The report model of a run directory (what every emitter reads); refuses mixed device types."""
+    from gfvc.devices import check_uniform_devices
+    from gfvc.records import iter_records, results_table
 
     run_dir = Path(run_dir)
+    check_uniform_devices((r for r in iter_records(run_dir) if r.get("status") == "ok"),
+                          allow=allow_mixed_devices, what=f"the records of {run_dir}")
+    kw.setdefault("pooled", pooled_curves(run_dir))
     return build_model(results_table(run_dir), load_run(run_dir), run_dir=run_dir, **kw)
 
 
@@ -469,6 +500,10 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         ctx = context(model, figures={**html, "notes": plot_notes})
         atomic_write_text(out / "report.html", render("report.html.j2", ctx))
         paths["html"] = out / "report.html"
+    if model.run_dir is not None:  # pooled FVD: its own section (protocol, clips, BD-rate of averaged curves)
+        from reports import pooled_fvd
+
+        paths.update(pooled_fvd.add_to_report(Path(model.run_dir), model.anchor, model.method, out, paths))
     return paths
 
 

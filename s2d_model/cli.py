@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", type=Path, default=None, help="training checkpoint to continue (OUT/checkpoint.pt)")
     t.add_argument("--batch", type=positive_int, default=None)
     t.add_argument("--lr", type=positive_float, default=None, help="learning rate (paper: 2e-4)")
-    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    t.add_argument("--device", default="auto", help="auto (CUDA if torch sees it, else CPU), cpu, cuda or cuda:N")
     t.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")

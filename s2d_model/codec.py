@@ -13,7 +13,8 @@ Checkpoint: ``env.extra["s2d_checkpoint"]`` or ``$GFVC_S2D_CHECKPOINT``, else
 the committed CPU demo checkpoint (s2d_model/checkpoints/s2d-small-demo.pt,
 128x128). ``env.extra["s2d_config"]`` / ``$GFVC_S2D_CONFIG`` optionally names
 the config the checkpoint must match. The checkpoint's sha256 is the model
-checksum carried in every bitstream.
+checksum carried in every bitstream. The model runs on ``Environment.device``
+(``--device``; gfvc.devices.resolve_device).
 
 quant_scale = 64 was chosen by measurement on the demo clip (docs/s2d.md):
 the keypoint-stream rate vs the synthesis error against unquantised
@@ -74,12 +75,39 @@ class S2DCodec(GenerativeCodec):
         ck = extra.get("s2d_checkpoint") or os.environ.get("GFVC_S2D_CHECKPOINT") or DEMO_CHECKPOINT
         self.checkpoint = Path(ck)
         self.config_name = extra.get("s2d_config") or os.environ.get("GFVC_S2D_CONFIG") or None
-        self.device = str(extra.get("s2d_device", "cpu"))
+        self._device: str | None = None
         self._state: dict[str, Any] | None = None
         self._model: Sparse2Dense | None = None
         self._cfg: S2DConfig | None = None
         self._sha: str | None = None
         self._vertex_timer: ModuleTimer | None = None  # times the vertex head in every decode (decoder_report)
+
+    @property
+    def device(self) -> str:
+        """The torch device of the model: Environment.device (auto|cpu|cuda|cuda:N), resolved once."""
+        if self._device is None:
+            from gfvc.devices import resolve_device
+
+            self._device = resolve_device(self.env.device or "auto")
+        return self._device
+
+    @classmethod
+    def benchmark_instance(cls, condition: Condition, env: Environment, size: int,
+                           config: str = "reference") -> S2DCodec:
+        """A codec of the named architecture at size x size with RANDOM weights, for cost benchmarks only.
+
+        (benchmarks/ctc_cost_model.py; speed does not depend on the weight values.)
+        """
+        from s2d_model.config import config_from_dict, load_config
+        from s2d_model.networks import Sparse2Dense
+
+        d = load_config(config).to_dict()
+        d["image_size"] = int(size)
+        c = cls(condition, env)
+        c._cfg = config_from_dict(d, name=f"{config}@{size}")
+        c._model = Sparse2Dense(c._cfg).to(c.device).eval()
+        c._sha = "0" * 64
+        return c
 
     # --------------------------------------------------------------- identity
     def _ck(self) -> dict[str, Any]:

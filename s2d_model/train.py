@@ -47,7 +47,7 @@ class TrainOptions:
     resume: Path | None = None
     batch: int | None = None
     lr: float | None = None
-    device: str = "cpu"
+    device: str = "auto"
     amp: bool = False
     seed: int = 0
     threads: int | None = None
@@ -99,8 +99,10 @@ def _ddp_setup(device: str) -> tuple[int, int]:
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Train (or resume) and return a summary; writes OUT/checkpoint.pt, OUT/log.jsonl, OUT/summary.json."""
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise NotAvailable("--device cuda asked but torch sees no CUDA device; use --device cpu")
+    from gfvc.devices import device_type, resolve_device
+
+    resolved = resolve_device(opts.device)  # auto|cpu|cuda|cuda:N; NotAvailable (exit 2) without CUDA
+    dev_kind = device_type(resolved) or "cpu"
     if opts.threads:
         torch.set_num_threads(opts.threads)
     out = Path(opts.out)
@@ -130,8 +132,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if batch < 1 or total_steps < 0:
         raise ConfigError("--batch must be >= 1 and --steps >= 0")
 
-    rank, world = _ddp_setup(opts.device)
-    device = torch.device(opts.device if opts.device == "cpu" else f"cuda:{torch.cuda.current_device()}")
+    rank, world = _ddp_setup(dev_kind)
+    device = torch.device("cpu" if dev_kind == "cpu" else
+                          (resolved if world <= 1 else f"cuda:{torch.cuda.current_device()}"))
     py_rng = random.Random(opts.seed + rank)
     torch.manual_seed(opts.seed + rank)
     np.random.seed(opts.seed + rank)
@@ -265,7 +268,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     summary = {"config": cfg.name, "fingerprint": cfg.fingerprint(), "step": step, "target_steps": total_steps,
                "stopped_early_by_time": stopped_early, "wall_seconds": round(wall_before + time.time() - t0, 1),
                "perceptual": perceptual.name, "final_losses": last, "batch": batch, "lr": lr,
-               "data": data.describe(), "init": init_info, "checkpoint": str((out / "checkpoint.pt").resolve())}
+               "data": data.describe(), "init": init_info, "checkpoint": str((out / "checkpoint.pt").resolve()),
+               "device": _device_info(str(device))}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -304,6 +308,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(st, dict):
         raise ModelMismatch(f"{path}: not a Sparse2Dense checkpoint")
     return st
+
+
+def _device_info(device: str) -> dict[str, Any]:
+    from gfvc.devices import device_provenance
+
+    return device_provenance(device)
 
 
 def load_model(path: Path, config: S2DConfig | str | None = None,

@@ -111,6 +111,25 @@ class BdRateSpec:
 
 
 @dataclass(frozen=True)
+class ExecutionSpec:
+    """How jobs are run; not part of the fingerprint (it never changes a result).
+
+    job_timeout_s: wall-clock limit of one job attempt (0 = none); a job past it
+    is stopped with its encoders and recorded as failed with reason "timeout".
+    retries: reruns of a job that failed for a transient reason (its worker
+    died, an external tool was killed by a signal), never of a deterministic error.
+    ``gfvc run --job-timeout / --retries`` override both.
+    """
+
+    job_timeout_s: float = 0.0
+    retries: int = 0
+
+
+# Condition fields that do not define results (left out of the fingerprint).
+NON_RESULT_FIELDS = ("execution",)
+
+
+@dataclass(frozen=True)
 class Condition:
     """One versioned test condition."""
 
@@ -129,6 +148,7 @@ class Condition:
     generative: GenerativeSpec = field(default_factory=GenerativeSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     bdrate: BdRateSpec = field(default_factory=BdRateSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     schema: int = SCHEMA_VERSION
     source: str = ""  # file it was loaded from (not part of the fingerprint)
 
@@ -139,8 +159,11 @@ class Condition:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of everything that defines results."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of everything that defines results (execution settings excluded)."""
+        d = self.to_dict()
+        for k in NON_RESULT_FIELDS:
+            d.pop(k, None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
@@ -181,6 +204,10 @@ class Condition:
         if not th or any(not t > 0 for t in th) or list(th) != sorted(set(th)):
             raise ConfigError(f"{where}: metrics.vertices.pck_thresholds_px must be positive, increasing pixel "
                               f"values, got {list(th)}")
+        if self.execution.job_timeout_s < 0:
+            raise ConfigError(f"{where}: execution.job_timeout_s must be >= 0 (0 = no limit)")
+        if self.execution.retries < 0:
+            raise ConfigError(f"{where}: execution.retries must be >= 0")
         if self.colour.chroma == "444" and self.anchor.encoder == "vvenc":
             pass  # vvenc supports 4:4:4 through ffmpeg's yuv444p
 

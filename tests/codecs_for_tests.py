@@ -4,7 +4,8 @@ They are deliberately simple so that the runner's behaviour (keys, resume,
 executors, failures) is tested independently of the real codecs:
 ``test-lossy`` quantises pixel values by a QP-dependent step (so rate and
 quality move with QP), ``test-slow`` adds a delay per job (for kill tests),
-``test-fail`` fails at QP 42.
+``test-fail`` fails at QP 42; ``test-tool``, ``test-crash-once`` and ``test-gen`` serve
+the run-control and Dask tests (external processes, transient crashes, GPU routing).
 """
 from __future__ import annotations
 
@@ -95,3 +96,65 @@ class TestVertices(_Quant):
     def decoder_report(self) -> dict:
         return {"vertex_head_s": 0.001 * self._frames, "vertex_head_frames": self._frames,
                 "vertex_head_device": "cpu", "vertex_head_device_name": "test"}
+def _seconds_for(rate_point: RatePoint, var: str) -> float:
+    """Seconds from $VAR: "S" for every QP, or "QP:S,QP:S,..." per QP (missing QPs: 0)."""
+    spec = os.environ.get(var, "0")
+    if ":" not in spec:
+        return float(spec)
+    table = dict(item.split(":") for item in spec.split(",") if item)
+    return float(table.get(str(rate_point.qp), 0))
+
+
+@CODECS.register()
+class TestTool(_Quant):
+    """Runs an external "encoder" (a python that sleeps $GFVC_TEST_TOOL_S) like the anchors run theirs."""
+
+    name = "test-tool"
+
+    def encode(self, sequence, rate_point, workdir):
+        import sys
+
+        from anchors.common import run_tool
+
+        secs = _seconds_for(rate_point, "GFVC_TEST_TOOL_S")
+        run_tool([sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))", str(secs)],
+                 timeout=3600, log=Path(workdir) / "tool.log", what="test tool")
+        return super().encode(sequence, rate_point, workdir)
+
+
+@CODECS.register()
+class TestCrashOnce(_Quant):
+    """Fails transiently once per QP: $GFVC_TEST_CRASH_MODE "worker" kills the job process, "tool" an
+    external tool (SIGSEGV); a marker in $GFVC_TEST_CRASH_DIR makes the second attempt succeed."""
+
+    name = "test-crash-once"
+
+    def encode(self, sequence, rate_point, workdir):
+        import signal
+        import sys
+
+        from anchors.common import run_tool
+
+        marker = Path(os.environ["GFVC_TEST_CRASH_DIR"]) / f"{self.name}-{rate_point.qp}"
+        if not marker.exists():
+            marker.write_text("crashed once")
+            if os.environ.get("GFVC_TEST_CRASH_MODE", "worker") == "worker":
+                os.kill(os.getpid(), signal.SIGKILL)
+            run_tool([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"],
+                     timeout=60, log=Path(workdir) / "tool.log", what="crashing tool")
+        return super().encode(sequence, rate_point, workdir)
+
+
+@CODECS.register()
+class TestGen(_Quant):
+    """A "generative" test codec (no model): its jobs are GPU jobs when the run's device is CUDA.
+
+    Sleeps $GFVC_TEST_GEN_S per job so routing tests keep a GPU worker busy.
+    """
+
+    name = "test-gen"
+    family = "generative"
+
+    def encode(self, sequence, rate_point, workdir):
+        time.sleep(float(os.environ.get("GFVC_TEST_GEN_S", "0")))
+        return super().encode(sequence, rate_point, workdir)
