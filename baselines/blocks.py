@@ -84,6 +84,20 @@ def softmax_heatmap(prediction: torch.Tensor, temperature: float) -> torch.Tenso
     return flat.view(prediction.shape)
 
 
+def deform_input(inp: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+    """grid_sample ``inp`` (B,C,H,W) with a (B,h,w,2) flow, resized bilinearly to (H,W) first if needed.
+
+    FOMM/MRAA call grid_sample and interpolate without ``align_corners`` (the
+    torch>=1.3 default, False); TPSM passes True.
+    """
+    _, h_old, w_old, _ = flow.shape
+    _, _, h, w = inp.shape
+    if (h_old, w_old) != (h, w):
+        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                             align_corners=align_corners).permute(0, 2, 3, 1)
+    return F.grid_sample(inp, flow, align_corners=align_corners)
+
+
 def to_homogeneous(coordinates: torch.Tensor) -> torch.Tensor:
     return torch.cat([coordinates, torch.ones_like(coordinates[..., :1])], dim=-1)
 
