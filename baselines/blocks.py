@@ -191,8 +191,9 @@ class Decoder(nn.Module):
     """Hourglass decoder: upsample, concatenate the encoder skip, repeat.
 
     ``out_filters`` = block_expansion + in_features (the last concatenation);
-    ``out_channels`` lists the channel count after each concatenation (TPSM
-    uses every level: ``forward(..., all_levels=True)``).
+    ``out_channels`` lists the bottom input's channel count, then the count
+    after each concatenation (TPSM uses every level: ``forward(...,
+    all_levels=True)`` returns the concatenations).
     """
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
@@ -206,7 +207,8 @@ class Decoder(nn.Module):
             outs.append(cout + (in_features if i == 0 else cout))
         self.up_blocks = nn.ModuleList(blocks)
         self.out_filters = block_expansion + in_features
-        self.out_channels = outs
+        # as the official TPSM Decoder: the bottom input's channels, then each concatenation's
+        self.out_channels = [_width(block_expansion, max_features, num_blocks)] + outs
 
     def forward(self, skips: list[torch.Tensor], all_levels: bool = False) -> torch.Tensor | list[torch.Tensor]:
         skips = list(skips)
