@@ -355,3 +355,95 @@ class FOMMVectors(VectorModel):
                           ("generator", out)):
             res.update({f"{prefix}.{k}": v for k, v in d.items()})
         return res
+
+
+# --------------------------------------------------------------------------- training
+from baselines.losses import OfficialLossRecipe  # noqa: E402
+from gfvc.training import RECIPES  # noqa: E402
+
+FOMM_LOSS_WEIGHTS: dict[str, Any] = {
+    # config/vox-256.yaml train_params.loss_weights (vox-adv-256 sets generator_gan 1)
+    "generator_gan": 0, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
+    "perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10, "equivariance_jacobian": 10,
+}
+FOMM_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,
+                                     "scales": [1, 0.5, 0.25, 0.125],
+                                     "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}}
+
+
+@RECIPES.register()
+class FOMMRecipe(OfficialLossRecipe):
+    """FOMM training (modules/model.py GeneratorFullModel): perceptual pyramid, equivariance of the
+    keypoint values and jacobians under a random TPS; LS-GAN + feature matching when generator_gan > 0."""
+
+    name = NAME
+    model = NAME
+    lr_milestones = (0.6, 0.9)
+    default_weights = FOMM_LOSS_WEIGHTS
+    train_params = FOMM_TRAIN_PARAMS
+
+    def build(self) -> dict[str, nn.Module]:
+        cfg = self.config
+        mods = FOMMCodec.build_modules(cfg)
+        if "discriminator" not in mods:  # the official checkpoint always has one
+            common = {k: cfg.modules["kp_detector"][k] for k in ("num_kp", "num_channels", "estimate_jacobian")}
+            mods["discriminator"] = build_module("discriminator",
+                                                 {**OFFICIAL_MODEL_PARAMS["discriminator_params"], **common})
+        return mods
+
+    def optimizers(self) -> dict[str, list[str]]:
+        return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
+                "optimizer_kp_detector": ["kp_detector"]}
+
+    def _gan(self) -> bool:
+        return float(self.weights["generator_gan"]) != 0
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        # the official train.py updates the discriminator only when generator_gan != 0
+        return ("optimizer_discriminator",) if self._gan() else ()
+
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from baselines import losses as L
+
+        kd, gen = modules["kp_detector"], modules["generator"]
+        src, drv = batch["source"], batch["driving"]
+        kp_s, kp_d = kd(src), kd(drv)
+        out = gen(src, kp_driving=kp_d, kp_source=kp_s)
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if sum(w["perceptual"]):
+            terms["perceptual"] = self.perceptual()(out["prediction"], drv)
+        cache = {"prediction": out["prediction"], "kp_driving": kp_d["value"].detach()}
+        if self._gan():
+            disc = modules["discriminator"]
+            pyr = self.perceptual().pyramid
+            real, fake = disc(pyr(drv), kp=cache["kp_driving"]), disc(pyr(out["prediction"]), kp=cache["kp_driving"])
+            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
+            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
+            if sum(w["feature_matching"]):
+                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"],
+                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
+                                                for s in scales)
+        if w["equivariance_value"] or w["equivariance_jacobian"]:
+            t = self.transform(drv.shape[0], "fomm")
+            kp_t = kd(t.transform_frame(drv))
+            if w["equivariance_value"]:
+                terms["equivariance_value"] = w["equivariance_value"] * L.equivariance_value(kp_d["value"], t,
+                                                                                            kp_t["value"])
+            if w["equivariance_jacobian"] and "jacobian" in kp_d:
+                terms["equivariance_jacobian"] = w["equivariance_jacobian"] * L.equivariance_jacobian(
+                    kp_d["jacobian"], t, kp_t["value"], kp_t["jacobian"])
+        return terms, cache
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
+        from baselines import losses as L
+
+        disc = modules["discriminator"]
+        pyr = self.perceptual().pyramid
+        real = disc(pyr(batch["driving"]), kp=cache["kp_driving"])
+        fake = disc(pyr(cache["prediction"].detach()), kp=cache["kp_driving"])
+        keys = [k for k in fake if k.startswith("prediction_map_")]
+        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
+                                                                                     [fake[k] for k in keys])}

@@ -462,3 +462,59 @@ class MRAAVectors(VectorModel):
                           ("pixelwise_flow", captured), ("generator", out)):
             res.update({f"{prefix}.{k}": v for k, v in d.items()})
         return res
+
+
+# --------------------------------------------------------------------------- training
+from baselines.losses import OfficialLossRecipe  # noqa: E402
+from gfvc.training import RECIPES  # noqa: E402
+
+MRAA_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "equivariance_shift": 10,
+                                     "equivariance_affine": 10}
+MRAA_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,
+                                     "scales": [1, 0.5, 0.25, 0.125],
+                                     "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}}
+
+
+@RECIPES.register()
+class MRAARecipe(OfficialLossRecipe):
+    """MRAA reconstruction training (modules/model.py ReconstructionModel): perceptual pyramid,
+    equivariance of region shifts and affines under a random TPS (axis swaps reverted); no GAN.
+    One optimiser (``optimizer_reconstruction``) over generator, region and background predictors."""
+
+    name = NAME
+    model = NAME
+    lr_milestones = (0.6, 0.9)
+    default_weights = MRAA_LOSS_WEIGHTS
+    train_params = MRAA_TRAIN_PARAMS
+
+    def build(self) -> dict[str, nn.Module]:
+        return MRAACodec.build_modules(self.config)
+
+    def optimizers(self) -> dict[str, list[str]]:
+        return {"optimizer_reconstruction": ["generator", "region_predictor", "bg_predictor"]}
+
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from baselines import losses as L
+
+        rp, gen = modules["region_predictor"], modules["generator"]
+        src, drv = batch["source"], batch["driving"]
+        p_s, p_d = rp(src), rp(drv)
+        bg = modules["bg_predictor"](src, drv)
+        out = gen(src, driving_region_params=p_d, source_region_params=p_s, bg_params=bg)
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if sum(w["perceptual"]):
+            terms["perceptual"] = self.perceptual()(out["prediction"], drv)
+        if w["equivariance_shift"] or w["equivariance_affine"]:
+            t = self.transform(drv.shape[0], "fomm")
+            p_t = rp(t.transform_frame(drv))
+            if w["equivariance_shift"]:
+                terms["equivariance_shift"] = w["equivariance_shift"] * L.equivariance_value(p_d["shift"], t,
+                                                                                            p_t["shift"])
+            if w["equivariance_affine"]:
+                revert = bool(gen.pixelwise_flow_predictor is not None
+                              and gen.pixelwise_flow_predictor.revert_axis_swap)
+                terms["equivariance_affine"] = w["equivariance_affine"] * L.equivariance_jacobian(
+                    p_d["affine"], t, p_t["shift"], p_t["affine"], revert_axis_swap=revert)
+        return terms, {}

@@ -276,6 +276,15 @@ class InpaintingNetwork(nn.Module):
             occ = F.interpolate(occ, size=x.shape[2:], mode="bilinear", align_corners=True)
         return x * occ
 
+    def _warp(self, x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warped, occluded map, and the copy the warp loss compares (gradient only through the flow).
+
+        Under no_grad both are the same tensor (equal values; no second warp at inference)."""
+        main = self._occlude(B.deform_input(x, flow, align_corners=True), occ)
+        if not torch.is_grad_enabled():
+            return main, main
+        return main, self._occlude(B.deform_input(x.detach(), flow, align_corners=True), occ.detach())
+
     def forward(self, source_image: torch.Tensor, dense_motion: Mapping[str, Any]) -> dict[str, Any]:
         out = self.first(source_image)
         enc = [out]
@@ -286,16 +295,14 @@ class InpaintingNetwork(nn.Module):
         flow = dense_motion["deformation"]
         res: dict[str, Any] = {"contribution_maps": dense_motion["contribution_maps"],
                                "deformed_source": dense_motion["deformed_source"], "occlusion_map": occ}
-        out = self._occlude(B.deform_input(out, flow, align_corners=True), occ[0])
-        # the warped maps compared with the driving frame's encoding in the warp loss (gradient-free copies)
-        warped = [out.detach()]
+        out, side = self._warp(out, flow, occ[0])
+        warped = [side]
         skip = out
         for i in range(self.num_down_blocks):
             out = self.resblock[2 * i + 1](self.resblock[2 * i](out))
             out = self.up_blocks[i](out)
-            skip = self._occlude(B.deform_input(enc[-(i + 2)], flow, align_corners=True),
-                                 occ[i + 1 if self.multi_mask else 0])
-            warped.append(skip.detach())
+            skip, side = self._warp(enc[-(i + 2)], flow, occ[i + 1 if self.multi_mask else 0])
+            warped.append(side)
             if i == self.num_down_blocks - 1:
                 break
             out = torch.cat([out, skip], 1)
@@ -354,8 +361,8 @@ OFFICIAL_MODEL_PARAMS: dict[str, Any] = {
 
 DEMO_MODEL_PARAMS: dict[str, Any] = {
     "common_params": {"num_tps": 10, "num_channels": 3, "bg": True, "multi_mask": True},
-    "generator_params": {"block_expansion": 16, "max_features": 128, "num_down_blocks": 3},
-    "dense_motion_params": {"block_expansion": 16, "max_features": 128, "num_blocks": 4, "scale_factor": 0.25},
+    "generator_params": {"block_expansion": 8, "max_features": 64, "num_down_blocks": 3},
+    "dense_motion_params": {"block_expansion": 8, "max_features": 64, "num_blocks": 4, "scale_factor": 0.25},
 }
 DEMO_OPTIONS: dict[str, Any] = {"resnet_width": 16}
 
@@ -465,3 +472,105 @@ class TPSMVectors(VectorModel):
                 else:
                     res[f"{prefix}.{k}"] = v
         return res
+
+
+# --------------------------------------------------------------------------- training
+from baselines.losses import OfficialLossRecipe  # noqa: E402
+from gfvc.training import RECIPES  # noqa: E402
+
+TPSM_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10,
+                                     "warp_loss": 10, "bg": 10}
+TPSM_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [70, 90], "lr": 2e-4,
+                                     "scales": [1, 0.5, 0.25, 0.125], "dropout_epoch": 35, "dropout_maxp": 0.5,
+                                     "dropout_startp": 0.0, "dropout_inc_epoch": 10, "bg_start": 0,
+                                     "weight_decay": 1e-4, "clip_grad_inf_norm": 10,
+                                     "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}}
+
+
+def tps_dropout(epoch: int, params: Mapping[str, Any] = TPSM_TRAIN_PARAMS) -> tuple[bool, float]:
+    """(dropout on?, p) at an official epoch: p rises linearly by maxp per ``dropout_inc_epoch``
+    epochs from ``dropout_startp`` up to ``dropout_maxp``, and stops at ``dropout_epoch``."""
+    if epoch >= params["dropout_epoch"]:
+        return False, 0.0
+    p = epoch / params["dropout_inc_epoch"] * params["dropout_maxp"] + params["dropout_startp"]
+    return True, float(min(p, params["dropout_maxp"]))
+
+
+@RECIPES.register()
+class TPSMRecipe(OfficialLossRecipe):
+    """TPSM training (modules/model.py GeneratorFullModel, train.py): perceptual pyramid, equivariance of
+    the control points under a random TPS, warp loss (warped encoder maps vs the driving frame's),
+    background-affine cycle loss, TPS dropout in the first 35% of training; Adam's weight decay 1e-4
+    as the equivalent L2 term (0.5 wd |p|^2, whose gradient is what Adam adds), inf-norm gradient
+    clipping at 10 (kp_detector, dense motion, bg_predictor) through ``before_step``. The dropout
+    schedule needs the run length: the trainer sets ``total_steps`` (else no dropout phase)."""
+
+    name = NAME
+    model = NAME
+    lr_milestones = (0.7, 0.9)
+    default_weights = TPSM_LOSS_WEIGHTS
+    train_params = TPSM_TRAIN_PARAMS
+
+    def build(self) -> dict[str, nn.Module]:
+        return TPSMCodec.build_modules(self.config)
+
+    def optimizers(self) -> dict[str, list[str]]:
+        return {"optimizer": ["inpainting_network", "dense_motion_network", "kp_detector"],
+                "optimizer_bg_predictor": ["bg_predictor"]}
+
+    def before_step(self, modules: dict[str, Any]) -> None:
+        """Official inf-norm gradient clipping (train.py), between backward and the optimiser step.
+
+        Applied only by a trainer that calls ``recipe.before_step(modules)``; see docs/baselines.md."""
+        lim = self.train_params["clip_grad_inf_norm"]
+        for name in ("kp_detector", "dense_motion_network", "bg_predictor"):
+            nn.utils.clip_grad_norm_(modules[name].parameters(), max_norm=lim, norm_type=math.inf)
+
+    def epoch(self, step: int) -> int:
+        """The official epoch this step corresponds to (steps spread evenly over num_epochs)."""
+        total = int(getattr(self, "total_steps", 0) or 0)
+        if total <= 0:
+            return self.train_params["num_epochs"]  # unknown length: no dropout phase
+        return int(step * self.train_params["num_epochs"] // total)
+
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from baselines import losses as L
+
+        kd, dm, inp, bgp = (modules[k] for k in ("kp_detector", "dense_motion_network", "inpainting_network",
+                                                 "bg_predictor"))
+        src, drv = batch["source"], batch["driving"]
+        kp_s, kp_d = kd(src), kd(drv)
+        bg = bgp(src, drv)
+        flag, p = tps_dropout(self.epoch(step), self.train_params)
+        motion = dm(source_image=src, kp_driving=kp_d, kp_source=kp_s, bg_param=bg, dropout_flag=flag, dropout_p=p)
+        out = inp(src, motion)
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if sum(w["perceptual"]):
+            terms["perceptual"] = self.perceptual()(out["prediction"], drv)
+        if w["equivariance_value"]:
+            t = self.transform(drv.shape[0], "tpsm")
+            kp_t = kd(t.transform_frame(drv))
+            terms["equivariance_value"] = w["equivariance_value"] * L.equivariance_value(kp_d["fg_kp"], t,
+                                                                                        kp_t["fg_kp"])
+        if w["warp_loss"]:
+            enc = inp.get_encode(drv, out["occlusion_map"])
+            dec = out["warped_encoder_maps"]
+            terms["warp_loss"] = w["warp_loss"] * sum((enc[i] - dec[-i - 1]).abs().mean() for i in range(len(enc)))
+        if w["bg"]:
+            cyc = torch.matmul(bg, bgp(drv, src))
+            eye = torch.eye(3, dtype=cyc.dtype, device=cyc.device).view(1, 3, 3)
+            terms["bg"] = w["bg"] * (eye - cyc).abs().mean()
+        wd = float(self.train_params["weight_decay"])
+        if wd:
+            # Adam(weight_decay=wd) adds wd * p to every gradient: the gradient of this term
+            params = [q for m in modules.values() for q in m.parameters() if q.requires_grad]
+            terms["weight_decay"] = 0.5 * wd * sum((q * q).sum() for q in params)
+        return terms, {"dropout_p": p if flag else 0.0}
+
+    def losses_info(self) -> dict[str, Any]:
+        info = super().losses_info()
+        info.update({k: self.train_params[k] for k in ("dropout_epoch", "dropout_maxp", "dropout_startp",
+                                                      "dropout_inc_epoch", "weight_decay", "clip_grad_inf_norm")})
+        return info
