@@ -65,6 +65,8 @@ class CheckpointFile:
     modules: dict[str, dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     other_keys: list[str] = field(default_factory=list)
+    # models whose checkpoint layout the file matches (registered signatures), for error messages
+    looks_like: list[str] = field(default_factory=list)
 
 
 def read_torch_file(path: Path, what: str) -> Any:
@@ -102,7 +104,8 @@ def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> Checkp
         raise ModelMismatch(f"{path} is a {meta.get('model')} checkpoint written by this suite, not {model}")
     modules = {m: dict(obj[m]) for m in required}
     others = sorted(str(k) for k in obj if k not in required and k != META_KEY)
-    return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others)
+    return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others,
+                          looks_like=looks_like(obj))
 
 
 def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name: str, source: str) -> None:

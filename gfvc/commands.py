@@ -17,15 +17,31 @@ DEFAULT_WORKDIR = "gfvc-runs"
 
 
 def _env_from_args(args: argparse.Namespace) -> Environment:
+    from gfvc.models import parse_model_args
+
     vtm_dir = getattr(args, "vtm_dir", None) or os.environ.get("GFVC_VTM_DIR")
     weights_dir = getattr(args, "weights_dir", None) or os.environ.get("GFVC_WEIGHTS_DIR")
+    models = parse_model_args(getattr(args, "model", None))
+    # checkpoint paths are resolved here, so workers in other folders (Dask) see the same files
+    models = {k: str(Path(v).expanduser().resolve()) for k, v in models.items()}
     return Environment(
         vtm_dir=Path(vtm_dir) if vtm_dir else None,
         vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
         weights_dir=Path(weights_dir) if weights_dir else None,
         timeout_s=float(getattr(args, "timeout", None) or 3600.0),
+        models=models,
         extra={"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)},
     )
+
+
+def _check_model_choices(env: Environment, cond: Any) -> None:
+    """--model and the condition's models: section name known codecs that take a checkpoint."""
+    from gfvc.models import validate_model_names
+
+    if env.models:
+        validate_model_names(list(env.models), "--model")
+    if getattr(cond, "models", None):
+        validate_model_names(list(cond.models), f"{cond.source or cond.name}: models")
 
 
 def _add_env_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +49,9 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vtm-cfg", help="low-delay B cfg (default: VTM_DIR/cfg/encoder_lowdelay_vtm.cfg)")
     p.add_argument("--weights-dir", help="folder with metric/model weights (or $GFVC_WEIGHTS_DIR)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per external command, seconds")
+    p.add_argument("--model", action="append", metavar="CODEC=PATH",
+                   help="checkpoint of a generative codec for this run (repeatable; overrides the condition's "
+                        "models: section; `gfvc models status` lists known checkpoints)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,9 +114,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_env_args(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="describe a model, e.g. `gfvc info s2d --config small`")
-    p.add_argument("what", choices=["s2d"])
-    p.add_argument("--config", default="small")
+    p = sub.add_parser("info", help="describe a generative codec's model, e.g. `gfvc info mraa`, `gfvc info s2d --config small`",
+                       description="Values per inter frame, quantisation scale, resolution, the checkpoint this run "
+                                   "would use (path, how it was chosen, sha256), its architecture and parameters per "
+                                   "module. --config NAME describes a named configuration without any checkpoint.")
+    p.add_argument("what", metavar="CODEC", help="generative codec name (`gfvc list`)")
+    p.add_argument("--config", default=None, help="named configuration (no checkpoint needed)")
+    p.add_argument("--condition", default="demo", help="condition whose models: section and size apply")
+    p.add_argument("--model", action="append", metavar="CODEC=PATH", help="checkpoint to describe")
+    p.add_argument("--weights-dir", help="folder with installed checkpoints (or $GFVC_WEIGHTS_DIR)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
 
@@ -120,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads-per-job must be >= 1, got {args.threads_per_job}")
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
     env = _env_from_args(args)
+    _check_model_choices(env, cond)
     plan = plan_run(cond, run_dir, env, codecs=args.codecs,
                     manifest=Path(args.manifest) if args.manifest else None,
                     data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -309,10 +336,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import s2d_model
+    from gfvc.model_commands import cmd_info as _info
 
-    print(json.dumps(s2d_model.info(args.config), indent=1))
-    return 0
+    return _info(args)
 
 
 # --- sequences -------------------------------------------------------------------------
@@ -362,14 +388,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     cond = load_condition(args.condition).with_overrides(
         width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
     rp = RatePoint(args.qp)
-    codec = make_codec(args.codec, cond, _env_from_args(args))
+    env = _env_from_args(args)
+    _check_model_choices(env, cond)
+    codec = make_codec(args.codec, cond, env)
     codec.check()
     seq = Sequence(name=inp.stem, frames=frames, fps=fps)
     out = Path(args.output)
     with tempfile.TemporaryDirectory(prefix="gfvc-encode-") as tmp:
         res = codec.encode(seq, rp, Path(tmp))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(res.bitstream, out)
+        _install_file(Path(res.bitstream), out)  # the output appears complete or not at all
     bits = out.stat().st_size * 8
     print(f"{out}: {args.codec} QP {args.qp}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, "
           f"{bits} bits, {bits / 1000 / (frames.shape[0] / fps):.2f} kbps at {fps:g} fps")
@@ -395,25 +422,87 @@ def identify_bitstream(path: Path) -> tuple[str, float | None]:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from gfvc.runner import make_codec
-    from gfvc.video import write_video
+    from gfvc.video import video_format
     from test_conditions import load_condition
 
     bs = Path(args.bitstream)
     if not bs.is_file():
         raise InputError(f"{bs}: no such bitstream file")
+    out = Path(args.output)
+    video_format(out, must_exist=False)  # an unsupported output name fails before any decoding
     name, fps = identify_bitstream(bs)
-    codec = make_codec(name, load_condition(args.condition), _env_from_args(args))
+    cond = load_condition(args.condition)
+    env = _env_from_args(args)
+    _check_model_choices(env, cond)
+    codec = make_codec(name, cond, env)
     with tempfile.TemporaryDirectory(prefix="gfvc-decode-") as tmp:
         dec = codec.decode(bs, Path(tmp))
-    out = Path(args.output)
     fps = fps or 25.0
-    write_video(out, dec.frames, fps)
-    for k, arr in dec.extras.items():
-        p = out.with_name(out.stem + f".{k}.npy") if out.suffix else out / f"{k}.npy"
-        np.save(p, arr)
-        print(f"{p}: {k} {tuple(arr.shape)}")
+    for p, what in _write_decoded(out, dec.frames, dec.extras, fps):
+        print(f"{p}: {what}")
     print(f"{out}: {dec.frames.shape[0]} frames {dec.frames.shape[2]}x{dec.frames.shape[1]} decoded by {name}")
     return 0
+
+
+def _install_file(src: Path, out: Path) -> None:
+    """Copy ``src`` to ``out`` through a temporary file in the same folder (never a half-written ``out``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_decoded(out: Path, frames: Any, extras: dict[str, Any], fps: float) -> list[tuple[Path, str]]:
+    """Write the decoded video (and extras as .npy next to it) so that nothing appears half-written.
+
+    Everything goes to temporary names in the target folder first and is
+    renamed into place at the end; on an error the temporaries are removed.
+    """
+    import numpy as np
+
+    from gfvc.video import video_format, write_video
+
+    tag = f".tmp{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Path, str]] = []
+    if video_format(out, must_exist=False) == "png":  # a folder of PNGs (+ extras inside it)
+        tmp_dir = out.with_name(f".{out.name}{tag}")
+        try:
+            tmp_dir.mkdir()  # an existing folder is a PNG folder whatever its name
+            write_video(tmp_dir, frames, fps)
+            for k, arr in extras.items():
+                np.save(tmp_dir / f"{k}.npy", arr)
+                written.append((out / f"{k}.npy", f"{k} {tuple(arr.shape)}"))
+            if out.exists():
+                for f in sorted(tmp_dir.iterdir()):
+                    os.replace(f, out / f.name)
+                tmp_dir.rmdir()
+            else:
+                os.replace(tmp_dir, out)
+        finally:
+            if tmp_dir.exists():
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+        return written
+    moves: list[tuple[Path, Path]] = []
+    try:
+        tmp_video = out.with_name(f".{out.stem}{tag}{out.suffix}")
+        moves.append((tmp_video, out))
+        write_video(tmp_video, frames, fps)
+        for k, arr in extras.items():
+            final = out.with_name(out.stem + f".{k}.npy")
+            tmp = final.with_name(f".{final.stem}{tag}.npy")
+            moves.append((tmp, final))
+            np.save(tmp, arr)
+            written.append((final, f"{k} {tuple(arr.shape)}"))
+        for tmp, final in moves:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in moves:
+            if tmp.exists():
+                tmp.unlink()
+    return written

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from gfvc.errors import WeightsError
 
@@ -330,6 +330,39 @@ def install(src_dir: Path, dest: Path | None = None) -> list[WeightStatus]:
     return out
 
 
+def download_verified(urls: tuple[str, ...] | list[str], target: Path, verify: "Callable[[Path], str]",
+                      timeout: float = 60.0) -> str:
+    """Download ``target`` from the first URL whose content passes ``verify`` (returns '' or why not).
+
+    The file appears at ``target`` only complete and verified (temporary file in
+    the same folder, then os.replace). Returns the URL used; raises WeightsError
+    listing every URL's failure (offline machines get one clear line, never a
+    traceback or a partial file). Shared by `gfvc weights fetch` and
+    `gfvc models fetch`.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    for url in urls:
+        fd, tmpname = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+        tmp = Path(tmpname)
+        try:
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
+                shutil.copyfileobj(r, f, 1 << 20)
+            why = verify(tmp)
+            if why:
+                errors.append(f"{url}: downloaded file has {why}")
+                continue
+            os.replace(tmp, target)
+            return url
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', e)}")
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    raise WeightsError(f"could not download {target.name}: " + "; ".join(errors or ["no download URL"]))
+
+
 def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: float = 60.0) -> list[WeightStatus]:
     """Download hub files from their source URLs into the hub cache, verifying sha256.
 
@@ -348,28 +381,10 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
         if have.verified and have.where == "hub":
             out.append(have)
             continue
-        dest.mkdir(parents=True, exist_ok=True)
-        errors: list[str] = []
-        for url in w.urls:
-            fd, tmpname = tempfile.mkstemp(prefix=w.name + ".", suffix=".part", dir=dest)
-            tmp = Path(tmpname)
-            try:
-                with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
-                    shutil.copyfileobj(r, f, 1 << 20)
-                why = verify_file(w, tmp)
-                if why:
-                    errors.append(f"{url}: downloaded file has {why}")
-                    continue
-                os.replace(tmp, dest / w.name)
-                out.append(WeightStatus(w.name, dest / w.name, "hub", True, f"fetched from {url}", w.sha256, w.used_by))
-                break
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
-                errors.append(f"{url}: {getattr(e, 'reason', e)}")
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-        else:
-            raise WeightsError(
-                f"could not download {w.name}: " + "; ".join(errors)
-                + ". On a machine without internet, download it elsewhere and run `gfvc weights install DIR`.")
+        try:
+            url = download_verified(w.urls, dest / w.name, lambda p, w=w: verify_file(w, p), timeout)
+        except WeightsError as e:
+            raise WeightsError(f"{e}. On a machine without internet, download it elsewhere and run "
+                               "`gfvc weights install DIR`.") from None
+        out.append(WeightStatus(w.name, dest / w.name, "hub", True, f"fetched from {url}", w.sha256, w.used_by))
     return out
