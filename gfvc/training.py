@@ -85,6 +85,16 @@ class TrainRecipe(abc.ABC):
         """Weighted loss terms of the discriminator phase (default: no GAN)."""
         return {}
 
+    def dataset(self, root: Path) -> Any:
+        """The training pairs (default: s2d_model.data.PairDataset: "source", "driving" frames).
+
+        A recipe that needs per-frame targets besides the frames (IHVC: body-model
+        vectors) returns a dataset whose batches carry them too.
+        """
+        from s2d_model.data import PairDataset
+
+        return PairDataset(root, self.config.image_size, None)
+
     def inference_modules(self) -> tuple[str, ...]:
         """Modules kept by :func:`export` (default: the codec's inference modules)."""
         from gfvc.codec import get_codec
@@ -189,7 +199,6 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     from baselines import checkpoint as ck
     from gfvc.devices import resolve_device
     from gfvc.fileio import atomic_write_json
-    from s2d_model.data import PairDataset
 
     if opts.batch < 1 or opts.steps < 0:
         raise ConfigError("--batch must be >= 1 and --steps >= 0")
@@ -210,7 +219,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
         if BaselineConfig.from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
             raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
                                 f"({meta['config'].get('name')}); pass the same configuration")
-    data = PairDataset(opts.data, recipe.config.image_size, None)
+    data = recipe.dataset(opts.data)
     out.mkdir(parents=True, exist_ok=True)
     py_rng = random.Random(opts.seed)
     torch.manual_seed(opts.seed)
