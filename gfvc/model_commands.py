@@ -131,8 +131,11 @@ def _train_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
+    from gfvc.training import RECIPES
+
     models_sp = _train_subparsers(sub)
-    for name in TRAINABLE:
+    # the suite's baselines, plus recipes already registered in this process (plug-ins imported first)
+    for name in TRAINABLE + tuple(n for n in RECIPES.names() if n not in TRAINABLE):
         if name in models_sp.choices:
             continue
         t = models_sp.add_parser(

@@ -128,9 +128,13 @@ class TrainOptions:
 
 
 def _rng_state(py: random.Random) -> dict[str, Any]:
+    """RNG states in types torch.load(weights_only=True) accepts (numpy's array becomes a tensor)."""
     import torch
 
-    st: dict[str, Any] = {"python": py.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {"python": py.getstate(), "torch": torch.get_rng_state(),
+                          "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                                    "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
     if torch.cuda.is_available():  # pragma: no cover - no GPU here
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -140,7 +144,8 @@ def _set_rng_state(py: random.Random, st: dict[str, Any]) -> None:
     import torch
 
     py.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    n = st["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():  # pragma: no cover
         torch.cuda.set_rng_state_all(st["cuda"])
