@@ -242,6 +242,7 @@ class BaselineCodec(GenerativeCodec):
         return self._device
 
     def check(self) -> None:
+        self.model_checksum()  # missing file / pinned-hash mismatch: the chooser's own error, first
         super().check()
         self.load()
         w, h = self.resolution

@@ -155,3 +155,18 @@ class TinyKPRecipe(TrainRecipe):
 
     def losses_info(self) -> dict[str, Any]:
         return {"l1": 1.0, "gan": 0.1, "note": "framework test recipe"}
+
+
+def make_checkpoint(path: Any, seed: int = 0, config: str = "demo", meta: bool = True) -> Any:
+    """A tiny-kp checkpoint in the official layout (+ the suite's "gfvc" entry unless ``meta`` is False)."""
+    from pathlib import Path
+
+    torch.manual_seed(seed)
+    cfg = TinyKPCodec.named_configs()[config]
+    mods = TinyKPCodec.build_modules(cfg)
+    with torch.no_grad():  # BatchNorm statistics that are not the defaults (so loading them matters)
+        mods["analyser"].norm.running_mean.uniform_(-0.1, 0.1)
+    if meta:
+        return ck.save_checkpoint(Path(path), mods, {"model": NAME, "config": cfg.to_dict()})
+    torch.save({k: m.state_dict() for k, m in mods.items()} | {"epoch": 1}, path)
+    return Path(path)
