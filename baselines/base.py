@@ -266,6 +266,9 @@ class BaselineCodec(GenerativeCodec):
                 other = [m for m in st.looks_like if m != self.name]
                 if other:
                     raise ModelMismatch(f"{e}; the file looks like a {' or '.join(other)} checkpoint") from None
+                if self.name in st.looks_like:
+                    raise ModelMismatch(f"{e}; the file looks like a {self.name} checkpoint of another "
+                                        "configuration") from None
                 raise
             nets[name].to(self.device).eval()
         self.nets = nets

@@ -326,3 +326,17 @@ def test_fetch_from_a_local_server(ckpts, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "registry", lambda: reg2)
     with pytest.raises(WeightsError, match="install DIR"):
         models.fetch(["tiny-off"], timeout=5)
+
+
+def test_every_record_carries_the_checkpoint_sha256(ckpts, small_condition, fake_intra, tmp_path, capsys):
+    """`gfvc run --model CODEC=PATH`: each job record names the checkpoint by its sha256 (not its path)."""
+    work = tmp_path / "run"
+    rc = main(["run", "--condition", str(small_condition.source), "--codec", fc.NAME, "--frames", "2", "-j", "1",
+               "--workdir", str(work), "--no-report", "--no-save-decoded", "--model", f"{fc.NAME}={ckpts['a']}"])
+    assert rc == 0, capsys.readouterr().err
+    recs = [json.loads(p.read_text()) for p in (work / "records").glob("*.json")]
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    for r in recs:
+        prov = r["provenance"]["codec"]
+        assert prov["checkpoint_sha256"] == prov["model_checksum"] == _sha(ckpts["a"])
+        assert prov["checkpoint_source"] == "--model" and prov["config"]["name"] == "demo"
