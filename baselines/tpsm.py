@@ -502,8 +502,8 @@ class TPSMRecipe(OfficialLossRecipe):
     the control points under a random TPS, warp loss (warped encoder maps vs the driving frame's),
     background-affine cycle loss, TPS dropout in the first 35% of training; Adam's weight decay 1e-4
     as the equivalent L2 term (0.5 wd |p|^2, whose gradient is what Adam adds), inf-norm gradient
-    clipping at 10 (kp_detector, dense motion, bg_predictor) through ``before_step``. The dropout
-    schedule needs the run length: the trainer sets ``total_steps`` (else no dropout phase)."""
+    clipping at 10 (kp_detector, dense motion, bg_predictor) in ``before_step``. The dropout schedule
+    maps steps to official epochs through the run length the trainer sets (``total_steps``)."""
 
     name = NAME
     model = NAME
@@ -521,14 +521,14 @@ class TPSMRecipe(OfficialLossRecipe):
     def before_step(self, modules: dict[str, Any]) -> None:
         """Official inf-norm gradient clipping (train.py), between backward and the optimiser step.
 
-        Applied only by a trainer that calls ``recipe.before_step(modules)``; see docs/baselines.md."""
+        gfvc.training.train calls it after the generator-phase backward."""
         lim = self.train_params["clip_grad_inf_norm"]
         for name in ("kp_detector", "dense_motion_network", "bg_predictor"):
             nn.utils.clip_grad_norm_(modules[name].parameters(), max_norm=lim, norm_type=math.inf)
 
     def epoch(self, step: int) -> int:
         """The official epoch this step corresponds to (steps spread evenly over num_epochs)."""
-        total = int(getattr(self, "total_steps", 0) or 0)
+        total = int(self.total_steps or 0)
         if total <= 0:
             return self.train_params["num_epochs"]  # unknown length: no dropout phase
         return int(step * self.train_params["num_epochs"] // total)

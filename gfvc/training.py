@@ -62,6 +62,8 @@ class TrainRecipe(abc.ABC):
         self.config = config
         self.device = device
         self.weights_dir = weights_dir
+        # Target length of the run (set by :func:`train`); schedules in epochs (TPSM's TPS dropout) use it.
+        self.total_steps = 0
 
     @abc.abstractmethod
     def build(self) -> dict[str, "torch.nn.Module"]:
@@ -100,6 +102,10 @@ class TrainRecipe(abc.ABC):
         from gfvc.codec import get_codec
 
         return tuple(getattr(get_codec(self.model), "inference_modules", ()))
+
+    def before_step(self, modules: dict[str, Any]) -> None:
+        """Called after the generator-phase backward, before its optimiser step (e.g. TPSM's gradient
+        clipping); default: nothing."""
 
     def losses_info(self) -> dict[str, Any]:
         return {}
@@ -213,6 +219,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
         raise ConfigError("--max-minutes must be > 0")
     device = resolve_device(opts.device)
     recipe.device = device
+    recipe.total_steps = opts.steps
     if opts.threads:
         torch.set_num_threads(opts.threads)
     out = Path(opts.out)
@@ -310,6 +317,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
                 if key not in d_keys:
                     o.zero_grad(set_to_none=True)
             loss_g.backward()
+            recipe.before_step(modules)
             for key, o in optims.items():
                 if key not in d_keys:
                     o.step()

@@ -209,7 +209,6 @@ def train_steps(codec: str, cfg: BaselineConfig, data: Path, out: Path, steps: i
     from gfvc.training import RECIPES, TrainOptions, train
 
     rec = RECIPES.get(codec)(cfg)
-    rec.total_steps = steps
     torch.manual_seed(0)
     before = {k: {n: p.detach().clone() for n, p in m.named_parameters()} for k, m in rec.build().items()}
     s = train(rec, TrainOptions(data=data, out=out, steps=steps, batch=2, threads=1, progress=False,

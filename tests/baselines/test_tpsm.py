@@ -93,12 +93,31 @@ def test_stream_not_decodable_by_other_baseline(ckpt, fake_intra, tmp_path):
     K.stream_refused_by("tpsm", "mraa", other, res.bitstream, tmp_path)
 
 
-def test_recipe_trains(tmp_path):
+def test_recipe_trains(tmp_path, monkeypatch):
+    """Official terms; the trainer clips gradients before each step and gives the run length (dropout phase)."""
     from test_s2d_networks import write_tiny_data
 
+    seen: list[tuple[int, bool]] = []
+    orig_clip, orig_losses = tpsm.TPSMRecipe.before_step, tpsm.TPSMRecipe.generator_losses
+
+    def clip(self, modules):
+        seen.append((self.total_steps, True))
+        return orig_clip(self, modules)
+
+    def losses(self, modules, batch, step):
+        terms, cache = orig_losses(self, modules, batch, step)
+        seen.append((step, cache["dropout_p"] >= 0))
+        return terms, cache
+
+    monkeypatch.setattr(tpsm.TPSMRecipe, "before_step", clip)
+    monkeypatch.setattr(tpsm.TPSMRecipe, "generator_losses", losses)
     data = write_tiny_data(tmp_path / "data", size=64, videos=1, frames=4, vertices=False)
     s = K.train_steps("tpsm", tiny(64), data, tmp_path / "run")
     assert {"perceptual", "equivariance_value", "warp_loss", "bg", "weight_decay"} <= set(s["final_losses"])
+    assert seen == [(0, True), (2, True), (1, True), (2, True)]
+    rec = tpsm.TPSMRecipe(tiny(64))
+    rec.total_steps = 100
+    assert rec.epoch(0) == 0 and rec.epoch(34) == 34 and rec.epoch(99) == 99
 
 
 def test_recipe_clips_gradients():
