@@ -42,7 +42,7 @@ from torch import nn
 
 from baselines.base import BaselineCodec, BaselineConfig
 from baselines.blocks import AntiAliasInterpolation2d, DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
-from baselines.blocks3d import (DownBlock3d, Hourglass3d, ResBlock3d, ResBottleneck, UpBlock3d, check_variant,
+from baselines.blocks3d import (VARIANTS, Hourglass3d, ResBlock3d, ResBottleneck, UpBlock3d, check_variant,
                                 kp2gaussian_3d, make_coordinate_grid_3d)
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
@@ -490,9 +490,9 @@ def _demo_model_params() -> dict[str, Any]:
         "generator_params": {"block_expansion": 8, "max_features": 64, "num_down_blocks": 3,
                              "reshape_channel": 16, "reshape_depth": 4, "num_resblocks": 2,
                              "estimate_occlusion_map": True,
-                             "dense_motion_params": {"block_expansion": 16, "max_features": 64, "num_blocks": 2,
-                                                     "reshape_depth": 4, "compress": 4}},
-        "discriminator_params": {"scales": [1], "block_expansion": 16, "max_features": 128, "num_blocks": 4,
+                             "dense_motion_params": {"block_expansion": 8, "max_features": 64, "num_blocks": 2,
+                                                     "reshape_depth": 4, "compress": 2}},
+        "discriminator_params": {"scales": [1], "block_expansion": 8, "max_features": 64, "num_blocks": 4,
                                  "sn": True},
     }
 
@@ -584,7 +584,7 @@ class FV2VCodec(BaselineCodec):
             "demo": config_from_model_params(
                 _demo_model_params(), 128,
                 {"variant": "beta", "he_estimator_widths": [32, 64, 128, 256],
-                 "source": "suite demo configuration: small widths, reshape_depth 4, 3 generator down blocks, "
+                 "source": "suite demo configuration: small widths, reshape_depth 4, compress 2, 3 generator down blocks, "
                            "HEEstimator bottleneck widths 32..256 instead of the hard-coded 256..2048"}, "demo"),
         }
 
@@ -592,10 +592,11 @@ class FV2VCodec(BaselineCodec):
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
         """Official YAML (``model_params``, ``dataset_params.frame_shape``) -> configuration.
 
-        The variant is read from an optional ``gfvc: {variant: ...}`` entry;
-        otherwise kp_detector ``scale_factor`` 1 means the beta code (both
-        known configs with scale 1, vox-256-beta.yaml and the GFVC software's
-        FV2V-256.yaml, belong to it) and any other value the 9511d25a code.
+        Suite options (``variant``, ``he_estimator_widths``) are read from an
+        optional ``gfvc:`` mapping; without ``variant``, kp_detector
+        ``scale_factor`` 1 means the beta code (both known configs with scale
+        1, vox-256-beta.yaml and the GFVC software's FV2V-256.yaml, belong to
+        it) and any other value the 9511d25a code.
         """
         if not isinstance(data, Mapping) or "model_params" not in data:
             raise ModelMismatch("FV2V config: no model_params (give the official YAML, e.g. FV2V-256.yaml)")
@@ -607,8 +608,10 @@ class FV2VCodec(BaselineCodec):
         extra = data.get("gfvc") or {}
         scale = (mp.get("kp_detector_params") or {}).get("scale_factor", 1)
         variant = str(extra.get("variant") or ("beta" if float(scale) == 1 else "9511d25a"))
-        check_variant(variant)
-        return config_from_model_params(mp, size, {"variant": variant, "source": "official YAML"}, "official-yaml")
+        if variant not in VARIANTS:
+            raise ModelMismatch(f"FV2V config: gfvc.variant {variant!r} unknown; expected one of {VARIANTS}")
+        options = {**{str(k): v for k, v in extra.items()}, "variant": variant, "source": "official YAML"}
+        return config_from_model_params(mp, size, options, "official-yaml")
 
     def config(self) -> BaselineConfig:
         if self._cfg is None:
@@ -617,6 +620,7 @@ class FV2VCodec(BaselineCodec):
                     and "down.weight" in st.modules.get("kp_detector", {}):
                 # An official file without config whose detector downsamples: the 9511d25a release.
                 self._cfg = self.named_configs()["vox256"]
+                self._cfg_how = "official 9511d25a release (kp_detector has down.weight)"
             else:
                 super().config()
         assert self._cfg is not None
@@ -666,3 +670,123 @@ class FV2VCodec(BaselineCodec):
                      "jacobian": ks["jacobian"].expand(n, -1, -1, -1) if ks.get("jacobian") is not None else None}
         out = self.nets["generator"].animate(volume.expand(n, *volume.shape[1:]), kp_driving, kp_source)
         return out["prediction"], {}
+
+
+# =============================================================================== training
+from baselines.losses import OfficialLossRecipe  # noqa: E402
+from gfvc.training import RECIPES  # noqa: E402
+
+FV2V_LOSS_WEIGHTS: dict[str, Any] = {
+    # config/vox-256.yaml train_params.loss_weights (also the GFVC FV2V-256.yaml)
+    "generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
+    "perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10, "equivariance_jacobian": 0,
+    "keypoint": 10, "headpose": 20, "expression": 5,
+}
+FV2V_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 300, "epoch_milestones": [180], "lr": 2e-4,
+                                     "scales": [1, 0.5, 0.25, 0.125], "gan_mode": "hinge",
+                                     "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}}
+HEADPOSE_FALLBACK = ("disabled: the head-pose term (weight 20) needs HopeNet (hopenet_robust_alpha1.pkl, "
+                     "Ruiz et al. 2018) as a teacher; its weights are not available to the suite, so the term is "
+                     "not computed (the pose heads learn only through the other losses)")
+
+
+def keypoint_prior(kp: torch.Tensor, dt: float = 0.1, zt: float = 0.33) -> torch.Tensor:
+    """FV2V keypoint prior: sum over all (i, j), i = j included, of mean_b max(0, Dt - |k_i - k_j|^2)
+    plus mean_b |mean_k z - Zt| (official modules/model.py; the i = j terms add the constant K * Dt)."""
+    d2 = ((kp.unsqueeze(2) - kp.unsqueeze(1)) ** 2).sum(-1)          # (B, K, K)
+    sep = F.relu(dt - d2).mean(dim=0).sum()
+    return sep + (kp[:, :, -1].mean(-1) - zt).abs().mean()
+
+
+def hinge_generator(fake_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(-f.mean() for f in fake_maps)  # type: ignore[return-value]
+
+
+def hinge_discriminator(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """-mean(min(real - 1, 0)) - mean(min(-fake - 1, 0)) (official hinge)."""
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_maps, fake_maps))  # type: ignore
+
+
+@RECIPES.register()
+class FV2VRecipe(OfficialLossRecipe):
+    """FV2V training (official modules/model.py GeneratorFullModel / DiscriminatorFullModel): perceptual
+    pyramid, hinge GAN + feature matching, equivariance of the 2D projection of the driving keypoints under
+    a random TPS, keypoint prior, expression L1; head-pose against HopeNet is a labelled fallback (off)."""
+
+    name = "fv2v"
+    model = "fv2v"
+    lr_milestones = (0.6,)            # epoch 180 of 300
+    default_weights = FV2V_LOSS_WEIGHTS
+    train_params = FV2V_TRAIN_PARAMS
+
+    @property
+    def variant(self) -> str:
+        return str(self.config.options.get("variant", "9511d25a"))
+
+    def build(self) -> dict[str, nn.Module]:
+        cfg = self.config
+        mods = FV2VCodec.build_modules(cfg)
+        disc_kw = cfg.modules.get("discriminator") or _official_model_params(1)["discriminator_params"]
+        mods["discriminator"] = build_network("discriminator", disc_kw, cfg.options)
+        return mods
+
+    def optimizers(self) -> dict[str, list[str]]:
+        return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
+                "optimizer_kp_detector": ["kp_detector"], "optimizer_he_estimator": ["he_estimator"]}
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        return ("optimizer_discriminator",) if float(self.weights["generator_gan"]) != 0 else ()
+
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from baselines import losses as L
+
+        kd, he_net, gen = modules["kp_detector"], modules["he_estimator"], modules["generator"]
+        src, drv = batch["source"], batch["driving"]
+        kp_canonical = kd(src)
+        he_s, he_d = he_net(src), he_net(drv)
+        kp_s = keypoint_transformation(kp_canonical, he_s, self.variant)
+        kp_d = keypoint_transformation(kp_canonical, he_d, self.variant)
+        pred = gen(src, kp_driving=kp_d, kp_source=kp_s)["prediction"]
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if sum(w["perceptual"]):
+            terms["perceptual"] = self.perceptual()(pred, drv)
+        if float(w["generator_gan"]) != 0:
+            disc = modules["discriminator"]
+            pyr = self.perceptual().pyramid
+            with torch.no_grad():  # the real maps only feed feature matching (no generator gradient)
+                real = disc(pyr(drv))
+            fake = disc(pyr(pred))
+            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
+            terms["gen_gan"] = w["generator_gan"] * hinge_generator([fake[f"prediction_map_{s}"] for s in scales])
+            if sum(w["feature_matching"]):
+                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"],
+                                                                   w["feature_matching"]) for s in scales)
+        if w["equivariance_value"]:
+            t = self.transform(drv.shape[0], "fomm")
+            kp_t = keypoint_transformation(kp_canonical, he_net(t.transform_frame(drv)), self.variant)
+            terms["equivariance_value"] = w["equivariance_value"] * L.equivariance_value(
+                kp_d["value"][:, :, :2], t, kp_t["value"][:, :, :2])
+        if w["keypoint"]:
+            terms["keypoint"] = w["keypoint"] * keypoint_prior(kp_d["value"])
+        if w["expression"]:
+            terms["expression"] = w["expression"] * torch.norm(he_d["exp"], p=1, dim=-1).mean()
+        return terms, {"prediction": pred}
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
+        disc = modules["discriminator"]
+        pyr = self.perceptual().pyramid
+        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
+        keys = [k for k in fake if k.startswith("prediction_map_")]
+        return {"disc_gan": self.weights["discriminator_gan"] * hinge_discriminator([real[k] for k in keys],
+                                                                                   [fake[k] for k in keys])}
+
+    def losses_info(self) -> dict[str, Any]:
+        info = super().losses_info()
+        info.update({"gan_mode": "hinge", "headpose": {"official_weight": self.weights["headpose"],
+                                                      "used": False, "fallback": HEADPOSE_FALLBACK},
+                     "keypoint_prior": {"Dt": 0.1, "Zt": 0.33}, "equivariance": "value on the 2D projection (x, y)",
+                     "variant": self.variant})
+        return info

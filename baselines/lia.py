@@ -66,19 +66,21 @@ def make_kernel(k: Sequence[float]) -> torch.Tensor:
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Upsample by zero insertion, pad (negative = crop), FIR filter (true convolution), downsample."""
+    """Upsample by zero insertion, pad (negative = crop), FIR filter (true convolution), downsample.
+
+    The filter runs as one depthwise convolution (same products and sums as the
+    official single-channel conv over B*C images, about 9x faster on CPU).
+    """
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
-    out = x.reshape(b * c, 1, h, w)
+    out = x
     if up > 1:
-        out = out.view(b * c, 1, h, 1, w, 1)
-        out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
-        out = out.view(b * c, 1, h * up, w * up)
+        out = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).view(b, c, h * up, w * up)
     out = F.pad(out, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     out = out[:, :, max(-p0, 0): out.shape[2] - max(-p1, 0), max(-p0, 0): out.shape[3] - max(-p1, 0)]
-    out = F.conv2d(out, torch.flip(kernel, [0, 1]).view(1, 1, kh, kw).to(out.dtype), stride=down)
-    return out.view(b, c, out.shape[2], out.shape[3])
+    weight = torch.flip(kernel, [0, 1]).to(out.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return F.conv2d(out, weight, stride=down, groups=c)
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
@@ -547,7 +549,7 @@ def _official_gen_kwargs(size: int = 256) -> dict[str, Any]:
     return {"size": size, "style_dim": 512, "motion_dim": 20, "channel_multiplier": 1, "blur_kernel": [1, 3, 3, 1]}
 
 
-DEMO_CHANNELS = {"4": 128, "8": 128, "16": 128, "32": 96, "64": 48, "128": 24}
+DEMO_CHANNELS = {"4": 96, "8": 96, "16": 96, "32": 64, "64": 32, "128": 16}
 RESAMPLE_DOWN = "bilinear, antialias=True"
 RESAMPLE_UP = "bicubic, align_corners=False, clamped to [0, 1]"
 
@@ -598,11 +600,11 @@ class LIACodec(BaselineCodec):
                 name="ted384-generalised"),
             "demo": BaselineConfig(
                 model="lia", image_size=128,
-                modules={"gen": {"size": 128, "style_dim": 256, "motion_dim": 20, "channel_multiplier": 1,
+                modules={"gen": {"size": 128, "style_dim": 128, "motion_dim": 20, "channel_multiplier": 1,
                                  "blur_kernel": [1, 3, 3, 1]}},
                 options={"size_adaptation": "resample", "channels": dict(DEMO_CHANNELS),
-                         "source": "suite demo configuration: width table 128/96/48/24 and style_dim 256 "
-                                   "instead of the hard-coded 512/256/128/64 and 512"},
+                         "source": "suite demo configuration: width table 96 (<= 16 px)/64/32/16 and style_dim "
+                                   "128 instead of the hard-coded 512/256/128/64 and 512"},
                 name="demo"),
         }
 
@@ -676,3 +678,127 @@ class LIACodec(BaselineCodec):
         latent = wa + gen.dec.direction(features)                 # (n, style_dim)
         img = gen.dec.render(latent, [f.expand(n, *f.shape[1:]) for f in feats])
         return self._from_net(img), {}
+
+
+# =============================================================================== training
+from gfvc.training import RECIPES, TrainRecipe  # noqa: E402
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 discriminator (Karras et al., CVPR 2020) from LIA's own blocks, for the adversarial loss.
+
+    LIA's paper trains with "a StyleGAN2 adversarial loss"; its code has no
+    training part, so this network and its key names (``convs``,
+    ``final_conv``, ``final_linear``, as in the StyleGAN2 code LIA builds on)
+    are the suite's: 1x1 ConvLayer, downsampling ResBlocks to the base
+    resolution, minibatch standard deviation (group 4, 1 channel), 3x3
+    ConvLayer, two EqualLinear. Widths follow the generator's table.
+    """
+
+    def __init__(self, size: int, channels: Mapping[Any, int] | None = None, stddev_group: int = 4) -> None:
+        super().__init__()
+        table = _table(channels)
+        base = base_resolution(size)
+        convs: list[nn.Module] = [ConvLayer(3, width_at(size, table), 1)]
+        res = size
+        while res > base:
+            convs.append(ResBlock(width_at(res, table), width_at(res // 2, table)))
+            res //= 2
+        self.convs = nn.Sequential(*convs)
+        c = width_at(base, table)
+        self.stddev_group = stddev_group
+        self.final_conv = ConvLayer(c + 1, c, 3)
+        self.final_linear = nn.Sequential(EqualLinear(c * base * base, c, activation="fused_lrelu"),
+                                          EqualLinear(c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.convs(x)
+        b, c, h, w = out.shape
+        group = min(b, self.stddev_group)
+        while b % group:
+            group -= 1
+        std = out.view(group, -1, 1, c, h, w)
+        std = torch.sqrt(std.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
+        out = torch.cat([out, std.repeat(group, 1, h, w)], 1)
+        return self.final_linear(self.final_conv(out).view(b, -1))
+
+
+LIA_LOSS_WEIGHTS: dict[str, Any] = {"reconstruction": 1.0, "perceptual": [10.0] * 5, "adversarial": 1.0,
+                                    "r1_gamma": 10.0, "r1_every": 16}
+LIA_CHOICES = ("LIA's repository has no training code; the paper's objective is L_recon (L1) + lambda L_vgg + "
+               "L_adv (StyleGAN2). The suite's choices: L1 on [-1, 1] images, weight 1; VGG19 relu1_1..relu5_1 "
+               "L1 at one scale, 10 per layer (the FOMM lineage's per-layer weight; lambda is not in the code); "
+               "non-saturating logistic GAN, weight 1, with the StyleGAN2 discriminator and lazy R1 (gamma 10 "
+               "every 16 steps); Adam lr 2e-3, betas (0, 0.99) (the StyleGAN2 settings of the equalised-lr "
+               "layers LIA uses); no noise injection (LIA never injects noise at inference)")
+
+
+@RECIPES.register()
+class LIARecipe(TrainRecipe):
+    """LIA self-reconstruction training: decode the driving frame from the source frame's appearance and
+    the driving frame's motion magnitudes (latent = wa(source) + Q alpha(driving)); see ``LIA_CHOICES``."""
+
+    name = "lia"
+    model = "lia"
+    lr = 2e-3
+    betas = (0.0, 0.99)
+    lr_milestones = ()
+
+    def __init__(self, config: BaselineConfig, device: str = "cpu", weights_dir: Any = None) -> None:
+        super().__init__(config, device, weights_dir)
+        self.weights = {**LIA_LOSS_WEIGHTS, **dict(config.options.get("loss_weights") or {})}
+        self._perc: Any = None
+
+    def perceptual(self) -> Any:
+        if self._perc is None:
+            from baselines.losses import PyramidPerceptual
+
+            self._perc = PyramidPerceptual([1], self.weights["perceptual"], weights_dir=self.weights_dir)
+        return self._perc.to(self.device)
+
+    def build(self) -> dict[str, nn.Module]:
+        cfg = self.config
+        size = int(cfg.modules["gen"]["size"])
+        return {"gen": build_generator(cfg.modules["gen"], cfg.options),
+                "discriminator": Discriminator(size, channels=cfg.options.get("channels"))}
+
+    def optimizers(self) -> dict[str, list[str]]:
+        return {"optimizer_gen": ["gen"], "optimizer_discriminator": ["discriminator"]}
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        return ("optimizer_discriminator",) if float(self.weights["adversarial"]) else ()
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        n = int(self.config.modules["gen"]["size"])
+        if x.shape[-1] != n:
+            x = F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False, antialias=True)
+        return x * 2 - 1
+
+    def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        gen = modules["gen"]
+        src, drv = self._net(batch["source"]), self._net(batch["driving"])
+        pred = gen(src, drv)
+        w = self.weights
+        terms = {"reconstruction": w["reconstruction"] * (pred - drv).abs().mean()}
+        if sum(w["perceptual"]):
+            terms["perceptual"] = self.perceptual()((pred.clamp(-1, 1) + 1) / 2, (drv + 1) / 2)
+        if float(w["adversarial"]):
+            terms["adversarial"] = w["adversarial"] * F.softplus(-modules["discriminator"](pred)).mean()
+        return terms, {"prediction": pred, "driving": drv}
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
+        disc = modules["discriminator"]
+        real = cache["driving"].detach()
+        out = {"logistic": F.softplus(disc(cache["prediction"].detach())).mean() + F.softplus(-disc(real)).mean()}
+        every = int(self.weights["r1_every"])
+        if float(self.weights["r1_gamma"]) and every > 0 and step % every == 0:
+            real = real.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(disc(real).sum(), real, create_graph=True)
+            out["r1"] = self.weights["r1_gamma"] / 2 * g.pow(2).sum([1, 2, 3]).mean() * every
+        return out
+
+    def losses_info(self) -> dict[str, Any]:
+        return {"weights": self.weights, "perceptual": self.perceptual().info(), "gan": "non-saturating logistic + "
+                "lazy R1", "optimizer": {"lr": self.lr, "betas": list(self.betas)}, "choices": LIA_CHOICES}
