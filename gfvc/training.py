@@ -151,7 +151,10 @@ def _set_rng_state(py: random.Random, st: dict[str, Any]) -> None:
 
     py.setstate(st["python"])
     n = st["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if isinstance(n, dict):
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    else:  # written before the state was stored as tensors: numpy's own tuple
+        np.random.set_state(n)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():  # pragma: no cover
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -185,7 +188,7 @@ def read_training_checkpoint(path: Path, model: str) -> dict[str, Any]:
     """A `gfvc train MODEL` training checkpoint (OUT/checkpoint.pth.tar), else one-line ModelMismatch."""
     from baselines import checkpoint as ck
 
-    state = ck.read_torch_file(Path(path), f"{model} training checkpoint")
+    state = ck.read_torch_file(Path(path), f"{model} training checkpoint", allow_numpy_arrays=True)
     meta = state.get(ck.META_KEY) if isinstance(state, dict) else None
     if not isinstance(meta, dict) or "gfvc_train" not in state:
         raise ModelMismatch(f"{path}: not a `gfvc train {model}` training checkpoint "

@@ -164,6 +164,9 @@ def test_stream_of_one_baseline_decoded_as_another(name, ckdir, tmp_path, fake_i
     dec_size = CODECS.get(name).named_configs()["demo"].image_size
     with pytest.raises(ModelMismatch, match=f"written by codec {other!r}, not {name!r}"):
         _codec(name, _ckpt(ckdir, name), dec_size).decode(res.bitstream, tmp_path / "dec")
+    # the same baseline with another checkpoint (same architecture, other weights): the model checksum
+    with pytest.raises(ModelMismatch, match="needs model"):
+        _codec(other, _ckpt(ckdir, other, seed=1), size).decode(res.bitstream, tmp_path / "dec2")
     # a damaged stream through the CLI: one line, exit 2, no output
     bad = tmp_path / "bad.gfvc"
     raw = res.bitstream.read_bytes()

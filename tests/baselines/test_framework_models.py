@@ -340,3 +340,9 @@ def test_every_record_carries_the_checkpoint_sha256(ckpts, small_condition, fake
         prov = r["provenance"]["codec"]
         assert prov["checkpoint_sha256"] == prov["model_checksum"] == _sha(ckpts["a"])
         assert prov["checkpoint_source"] == "--model" and prov["config"]["name"] == "demo"
+
+
+def test_docs_list_every_registry_checkpoint():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "baselines.md").read_text()
+    for e in models.load_registry().entries:
+        assert f"`{e.name}`" in text, f"docs/baselines.md does not list registry checkpoint {e.name}"

@@ -191,3 +191,16 @@ def test_train_cli_lists_every_baseline_and_keeps_s2d():
     s2d_opts = {o for a in models.choices["s2d"]._actions for o in a.option_strings}
     assert {"--vertices", "--amp", "--vertex-targets", "--export"} <= s2d_opts  # s2d's own trainer, unchanged
     assert training.RECIPES.get(fc.NAME) is fc.TinyKPRecipe
+
+
+def test_older_training_checkpoints_with_numpy_rng_state_still_resume(data, tmp_path):
+    """Checkpoints written before the RNG state was stored as tensors held numpy's own tuple."""
+    train(_recipe(), _opts(data, tmp_path / "old", steps=2))
+    p = tmp_path / "old" / TRAIN_CHECKPOINT
+    st = torch.load(p, map_location="cpu", weights_only=True)
+    np.random.seed(5)
+    st["gfvc_train"]["rng"]["numpy"] = np.random.get_state()
+    torch.save(st, p)
+    s = train(_recipe(), _opts(data, tmp_path / "old", steps=3, resume=p))
+    assert s["steps"] == 3
+    assert export(p, tmp_path / "e.pt", fc.NAME, ("analyser", "synth")).is_file()
