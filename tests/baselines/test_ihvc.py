@@ -288,3 +288,15 @@ def test_recipe_trains_estimator_and_generator(tmp_path):
     c = codec_for(p)
     c.check()
     assert "PROXY:test" in c.provenance()["ihvc"]["estimator"]["label"]
+
+
+@pytest.mark.slow
+def test_official_config_codes_a_short_clip_at_384(fake_intra, tmp_path):
+    """The full-size configuration (random weights, suite layout) at the human CTC's 384x384."""
+    p = write_ckpt(tmp_path / "official.pt", ihvc.reference_config())
+    c = codec_for(p, size=384)
+    c.check()
+    seq = Sequence("squares", moving_square_video(2, 384), fps=25.0)
+    res = c.encode(seq, RatePoint(32), tmp_path / "enc")
+    dec = codec_for(p, size=384).decode(res.bitstream, tmp_path / "dec")
+    assert dec.frames.shape == (2, 384, 384, 3) and dec.extras["vertices"].shape == (2, bm.NUM_VERTICES, 2)
