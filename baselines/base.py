@@ -306,7 +306,8 @@ class BaselineCodec(GenerativeCodec):
         import torch
 
         self.load()
-        out, extras = [], {}
+        out: list[np.ndarray] = []
+        extras: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode():
             key = self._tensor(key_frame[None])
             kf = torch.from_numpy(np.asarray(key_features, np.float32)).to(self.device)

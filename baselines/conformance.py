@@ -122,8 +122,6 @@ def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _max_abs(a: Any, b: Any) -> float:
-    import torch
-
     if a.numel() == 0:
         return 0.0
     return float((a.detach().double().cpu() - b.detach().double().cpu()).abs().max())

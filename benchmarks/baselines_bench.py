@@ -140,7 +140,6 @@ def bench_speed(codecs: list[str], sizes: list[int], frames: int, reps: int) -> 
                 row["decode_x_s2d"] = s2d_times["dec"] / dec
             rows.append(row)
             print(json.dumps(row), flush=True)
-            del codec
     return rows
 
 

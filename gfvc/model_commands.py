@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +233,7 @@ def codec_info(name: str, config: str | None = None, condition: Any = None, env:
     """What `gfvc info CODEC` shows: values per inter frame, scale, resolution, checkpoint, architecture."""
     from gfvc.codec import get_codec
 
-    cls = get_codec(name)
+    cls: Any = get_codec(name)
     if getattr(cls, "family", "") != "generative":
         raise ConfigError(f"codec {name!r} is an anchor; `gfvc info` describes generative models")
     if name == "s2d":
@@ -247,7 +246,7 @@ def codec_info(name: str, config: str | None = None, condition: Any = None, env:
         cfg = resolve_config(cls, config)
         ck = None
     else:
-        codec = cls(condition, env)
+        codec: Any = cls(condition, env)
         cfg = codec.config()
         entry = codec.registry_entry()
         meta = codec._checkpoint().meta
@@ -330,4 +329,3 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 __all__ = ["register", "cmd_info", "codec_info", "resolve_config", "TRAINABLE"]
-

@@ -228,12 +228,12 @@ def load_registry(path: Path | None = None) -> Registry:
         data = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{p}: not a readable model registry ({e})") from None
-    entries = []
+    entries: list[CheckpointEntry] = []
     seen: set[str] = set()
     files: set[tuple[str, str]] = set()
     for i, d in enumerate(data.get("checkpoints") or []):
         try:
-            e = CheckpointEntry(
+            entry = CheckpointEntry(
                 name=str(d["name"]), codec=str(d["codec"]), filename=str(d["filename"]),
                 image_size=int(d["image_size"]), config=str(d.get("config") or "official"),
                 description=str(d.get("description", "")), urls=tuple(d.get("urls") or ()),
@@ -242,13 +242,13 @@ def load_registry(path: Path | None = None) -> Registry:
                 licence=str(d.get("licence", "")), notes=str(d.get("notes", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{p}: checkpoint #{i}: {type(err).__name__}: {err}") from None
-        if e.sha256 is not None and not _SHA256_RE.match(e.sha256):
-            raise ConfigError(f"{p}: {e.name}: sha256 must be 64 hex digits or null")
-        if e.name in seen or (e.codec, e.filename) in files:
-            raise ConfigError(f"{p}: {e.name}: duplicate name or file name")
-        seen.add(e.name)
-        files.add((e.codec, e.filename))
-        entries.append(e)
+        if entry.sha256 is not None and not _SHA256_RE.match(entry.sha256):
+            raise ConfigError(f"{p}: {entry.name}: sha256 must be 64 hex digits or null")
+        if entry.name in seen or (entry.codec, entry.filename) in files:
+            raise ConfigError(f"{p}: {entry.name}: duplicate name or file name")
+        seen.add(entry.name)
+        files.add((entry.codec, entry.filename))
+        entries.append(entry)
     return Registry(tuple(entries), dict(data.get("without_public_checkpoint") or {}))
 
 

@@ -311,7 +311,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
             terms, cache = recipe.generator_losses(modules, batch, step)
             if not terms:
                 raise ConfigError(f"recipe {recipe.model}: generator_losses() returned no loss terms")
-            loss_g = sum(terms.values())
+            loss_g: torch.Tensor = sum(terms.values())  # type: ignore[assignment]
             if not torch.isfinite(loss_g):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 raise ConfigError(f"{recipe.model} training diverged at step {step + 1} (non-finite {', '.join(bad)}); "
@@ -328,7 +328,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
             if d_keys:
                 d_terms = recipe.discriminator_losses(modules, batch, cache, step)
                 if d_terms:
-                    loss_d = sum(d_terms.values())
+                    loss_d: torch.Tensor = sum(d_terms.values())  # type: ignore[assignment]
                     if not torch.isfinite(loss_d):
                         raise ConfigError(f"{recipe.model} discriminator diverged at step {step + 1}; lower --lr")
                     for key in d_keys:

@@ -42,7 +42,7 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_passing_vector_text_and_json(tmp_path, capsys):
-    pt, js = _make_vector(tmp_path / "v")
+    pt, _ = _make_vector(tmp_path / "v")
     rc, out, _ = _run(capsys, str(tmp_path / "v"))
     assert rc == 0
     assert f"{fc.NAME}: PASS" in out and "features.driving" in out and "max|diff|" in out and "atol 1e-05" in out
@@ -99,7 +99,7 @@ def test_malformed_vector_is_one_line_exit_2(damage, message, tmp_path, capsys):
     if pt.exists() and damage != "not_torch":
         torch.save(data, pt)
     js.write_text(json.dumps(meta))
-    rc, out, err = _run(capsys, str(js if damage == "no_partner" else pt))
+    rc, _, err = _run(capsys, str(js if damage == "no_partner" else pt))
     assert rc == 2 and message in err and err.count("\n") == 1, err
 
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import framework_codecs as fc
-from baselines import checkpoint as ck
 from gfvc import training
 from gfvc.cli import main
 from gfvc.codec import Environment
