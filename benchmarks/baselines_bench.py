@@ -91,11 +91,17 @@ def _random_codec(name: str, size: int) -> tuple[Any, str, dict[str, int]]:
         params = module_parameters(codec._model)
         parts = ("keypoint_detector", "texture_encoder", "dense_motion", "frame_generator", "vertex_head")
         return codec, "reference", {k: params[k] for k in parts}
+    from baselines import checkpoint as ck
+
     cfg, how = official_config_at(cls, size)
     nets = cls.build_modules(cfg)
-    codec._cfg = cfg
-    codec.nets = {k: m.eval() for k, m in nets.items()}
     params = {k: int(sum(p.numel() for p in nets[k].parameters())) for k in cls.inference_modules}
+    # the codec's own load path (strict load, model-specific set-up such as IHVC's mesh) on in-memory weights
+    codec._sha = "0" * 64
+    codec._ckpt = ck.CheckpointFile(path=Path("random-weights"), modules={k: nets[k].state_dict() for k in params},
+                                    meta={"config": cfg.to_dict(), "model_id": f"{name}-random"})
+    del nets
+    codec.load()
     return codec, how, params
 
 
