@@ -346,3 +346,10 @@ def test_docs_list_every_registry_checkpoint():
     text = (Path(__file__).resolve().parents[2] / "docs" / "baselines.md").read_text()
     for e in models.load_registry().entries:
         assert f"`{e.name}`" in text, f"docs/baselines.md does not list registry checkpoint {e.name}"
+
+
+def test_identity_drops_only_machine_local_keys():
+    prov = {"checkpoint_source": "--model", "checkpoint_path": "/x/a.pt", "checkpoint_sha256": "ab",
+            "config": {"modules": {"generator": {"use_deformed_source": True}}}}
+    assert identity_provenance(prov) == {"checkpoint_sha256": "ab",
+                                         "config": {"modules": {"generator": {"use_deformed_source": True}}}}
