@@ -389,7 +389,13 @@ class MRAACodec(BaselineCodec):
 
     @classmethod
     def named_configs(cls) -> dict[str, BaselineConfig]:
+        """official (ted384.yaml), vox256 (config/vox256.yaml: 256 px, region ``pad`` left at its default 3),
+        demo (small widths, 128 px)."""
+        vox = copy.deepcopy(OFFICIAL_MODEL_PARAMS)
+        del vox["region_predictor_params"]["pad"]
         return {"official": cls.official_config(),
+                "vox256": BaselineConfig(model=NAME, image_size=256, modules=modules_from_model_params(vox),
+                                         name="vox256"),
                 "demo": BaselineConfig(model=NAME, image_size=128,
                                        modules=modules_from_model_params(DEMO_MODEL_PARAMS), name="demo")}
 

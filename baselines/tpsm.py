@@ -398,7 +398,10 @@ class TPSMCodec(BaselineCodec):
 
     @classmethod
     def named_configs(cls) -> dict[str, BaselineConfig]:
+        """official (ted-384.yaml), vox256 (config/vox-256.yaml: the same networks at 256 px), demo."""
         return {"official": cls.official_config(),
+                "vox256": BaselineConfig(model=NAME, image_size=256,
+                                         modules=modules_from_model_params(OFFICIAL_MODEL_PARAMS), name="vox256"),
                 "demo": BaselineConfig(model=NAME, image_size=128, modules=modules_from_model_params(DEMO_MODEL_PARAMS),
                                        options=dict(DEMO_OPTIONS), name="demo")}
 

@@ -35,6 +35,9 @@ def test_codec_declares_values():
     c = get_codec("mraa")
     assert c.feature_dim == 66 and c.quant_scale > 0 and c.official_config().image_size == 384
     assert c.inference_modules == ("region_predictor", "bg_predictor", "generator")
+    vox = c.named_configs()["vox256"]  # config/vox256.yaml: 256 px, region pad left at the default 3
+    assert vox.image_size == 256 and "pad" not in vox.modules["region_predictor"]
+    assert mraa.build_module("region_predictor", vox.modules["region_predictor"]).regions.padding == (3, 3)
 
 
 def test_pca_affine_rebuilds_covariance():

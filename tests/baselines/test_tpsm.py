@@ -45,6 +45,8 @@ def test_codec_declares_values():
     c = get_codec("tpsm")
     assert c.feature_dim == 106 and c.quant_scale > 0 and c.official_config().image_size == 384
     assert c.named_configs()["demo"].options["resnet_width"] == 16
+    vox = c.named_configs()["vox256"]
+    assert vox.image_size == 256 and vox.modules == c.official_config().modules
 
 
 def test_tps_interpolates_control_points():
