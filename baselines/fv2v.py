@@ -571,21 +571,25 @@ class FV2VCodec(BaselineCodec):
 
     @classmethod
     def official_config(cls) -> BaselineConfig:
-        # The GFVC software's FV2V checkpoint (the one the AhG's FV2V anchor uses): beta code, scale 1.
+        # The GFVC software's FV2V checkpoint (the one the AhG's FV2V anchor uses): beta code, scale 1
+        # (GFVC_SOURCE).
         return config_from_model_params(_official_model_params(1), 256,
-                                        {"variant": "beta", "source": GFVC_SOURCE}, "official")
+                                        {"variant": "beta"}, "official")
 
     @classmethod
     def named_configs(cls) -> dict[str, BaselineConfig]:
+        off = cls.official_config()
+        gfvc = BaselineConfig.from_dict({**off.to_dict(), "name": "gfvc"})   # registry name of the same config
         return {
-            "official": cls.official_config(),
+            "official": off,
+            "gfvc": gfvc,
             "vox256": config_from_model_params(_official_model_params(0.25), 256,
-                                               {"variant": "9511d25a", "source": HEAD_SOURCE}, "vox256"),
+                                               {"variant": "9511d25a"}, "vox256"),
             "demo": config_from_model_params(
                 _demo_model_params(), 128,
-                {"variant": "beta", "he_estimator_widths": [32, 64, 128, 256],
-                 "source": "suite demo configuration: small widths, reshape_depth 4, compress 2, 3 generator down blocks, "
-                           "HEEstimator bottleneck widths 32..256 instead of the hard-coded 256..2048"}, "demo"),
+                # suite demo configuration: small widths, reshape_depth 4, compress 2, 3 generator down blocks,
+                # HEEstimator bottleneck widths 32..256 instead of the hard-coded 256..2048
+                {"variant": "beta", "he_estimator_widths": [32, 64, 128, 256], "train_head_init": "zero"}, "demo"),
         }
 
     @classmethod
@@ -610,7 +614,7 @@ class FV2VCodec(BaselineCodec):
         variant = str(extra.get("variant") or ("beta" if float(scale) == 1 else "9511d25a"))
         if variant not in VARIANTS:
             raise ModelMismatch(f"FV2V config: gfvc.variant {variant!r} unknown; expected one of {VARIANTS}")
-        options = {**{str(k): v for k, v in extra.items()}, "variant": variant, "source": "official YAML"}
+        options = {**{str(k): v for k, v in extra.items()}, "variant": variant}
         return config_from_model_params(mp, size, options, "official-yaml")
 
     def config(self) -> BaselineConfig:
@@ -723,9 +727,25 @@ class FV2VRecipe(OfficialLossRecipe):
     def variant(self) -> str:
         return str(self.config.options.get("variant", "9511d25a"))
 
+    @property
+    def head_init(self) -> str:
+        return str(self.config.options.get("train_head_init", "official"))
+
     def build(self) -> dict[str, nn.Module]:
         cfg = self.config
         mods = FV2VCodec.build_modules(cfg)
+        if self.head_init == "zero":
+            # Suite option (the demo config uses it): pose, translation and expression heads start at zero, so the
+            # first driving keypoints are the canonical ones rotated by ~-1.5 degrees (uniform bins) and the
+            # generator starts from (almost) the identity motion. With the constructor's init the heads put the
+            # keypoints far outside the volume, which the official 300-epoch schedule outgrows but a short CPU run
+            # does not.
+            with torch.no_grad():
+                for name in ("fc_roll", "fc_pitch", "fc_yaw", "fc_t", "fc_exp"):
+                    getattr(mods["he_estimator"], name).weight.zero_()
+                    getattr(mods["he_estimator"], name).bias.zero_()
+        elif self.head_init != "official":
+            raise ConfigError(f"FV2V option train_head_init {self.head_init!r}: expected 'official' or 'zero'")
         disc_kw = cfg.modules.get("discriminator") or _official_model_params(1)["discriminator_params"]
         mods["discriminator"] = build_network("discriminator", disc_kw, cfg.options)
         return mods
@@ -788,5 +808,5 @@ class FV2VRecipe(OfficialLossRecipe):
         info.update({"gan_mode": "hinge", "headpose": {"official_weight": self.weights["headpose"],
                                                       "used": False, "fallback": HEADPOSE_FALLBACK},
                      "keypoint_prior": {"Dt": 0.1, "Zt": 0.33}, "equivariance": "value on the 2D projection (x, y)",
-                     "variant": self.variant})
+                     "variant": self.variant, "head_init": self.head_init})
         return info

@@ -66,7 +66,8 @@ def test_codec_declares_gfvc_values():
     c = get_codec("fv2v")
     assert c.feature_dim == 57 and c.quant_scale == 256 and c.inference_modules == ("kp_detector", "he_estimator",
                                                                                     "generator")
-    assert set(c.named_configs()) >= {"official", "vox256", "demo"}
+    assert set(c.named_configs()) >= {"official", "gfvc", "vox256", "demo"}
+    assert c.named_configs()["gfvc"].fingerprint() == c.official_config().fingerprint()
     off = c.official_config()
     assert off.image_size == 256 and off.options["variant"] == "beta"
     assert off.modules["kp_detector"]["scale_factor"] == 1 and off.modules["kp_detector"]["num_kp"] == 15
@@ -227,3 +228,20 @@ def test_official_width_random_file_codes_256(fake_intra, tmp_path):
     """Random state_dict with the official (GFVC) key set in the official layout (no suite meta), coded at 256."""
     p = K.write_official_layout(tmp_path / "FV2V-random.pth.tar", "fv2v", get_codec("fv2v").official_config())
     K.round_trip("fv2v", p, tmp_path, size=256, frames=2)
+
+
+def test_recipe_head_init_option():
+    from gfvc.errors import ConfigError
+    from gfvc.training import RECIPES
+
+    d = tiny(64).to_dict()
+    d["options"]["train_head_init"] = "zero"
+    mods = RECIPES.get("fv2v")(BaselineConfig.from_dict(d)).build()
+    he = mods["he_estimator"]
+    assert all(float(getattr(he, n).weight.detach().abs().sum()) == 0 for n in ("fc_roll", "fc_pitch", "fc_yaw", "fc_t", "fc_exp"))
+    out = he.eval()(torch.rand(1, 3, 64, 64))
+    assert float(out["exp"].abs().max()) == 0 and float(out["t"].abs().max()) == 0
+    assert float(RECIPES.get("fv2v")(tiny(64)).build()["he_estimator"].fc_exp.weight.detach().abs().sum()) > 0
+    d["options"]["train_head_init"] = "bogus"
+    with pytest.raises(ConfigError):
+        RECIPES.get("fv2v")(BaselineConfig.from_dict(d)).build()

@@ -178,3 +178,17 @@ def test_official_width_random_file_codes_256_and_384(fake_intra, tmp_path):
     c, _, frames = K.round_trip("lia", p, tmp_path / "384", size=384, frames=2)
     assert c.provenance()["config"]["options"]["resample"]["coded_size"] == 384
     assert np.isfinite(frames).all()
+
+
+def test_recipe_flow_init_option():
+    from gfvc.training import RECIPES
+
+    zero = RECIPES.get("lia")(tiny(64)).build()["gen"]
+    assert all(float(tf.conv.weight.detach().abs().sum()) == 0 for tf in zero.dec.to_flows)
+    d = tiny(64).to_dict()
+    d["options"]["train_flow_init"] = "official"
+    off = RECIPES.get("lia")(BaselineConfig.from_dict(d)).build()["gen"]
+    assert all(float(tf.conv.weight.detach().abs().sum()) > 0 for tf in off.dec.to_flows)
+    d["options"]["train_flow_init"] = "bogus"
+    with pytest.raises(ConfigError):
+        RECIPES.get("lia")(BaselineConfig.from_dict(d)).build()
