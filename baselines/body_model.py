@@ -792,8 +792,8 @@ class SemanticEstimator(nn.Module):
 
     A plain CNN (7x7 stem, ``num_blocks`` down blocks, 4x4 adaptive pooling
     that keeps where things are, two linear layers). It reproduces whatever
-    targets it was trained on; it is not OSX (OSX is a ViT with hand and face
-    decoders and ~100 M parameters).
+    targets it was trained on; it is not OSX (a ViT encoder with hand and face
+    decoders, Lin et al. 2023).
     """
 
     def __init__(self, dim: int = 31, block_expansion: int = 32, num_blocks: int = 4, max_features: int = 256,

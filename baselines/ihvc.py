@@ -312,7 +312,7 @@ def demo_config() -> BaselineConfig:
     """Small widths at 128x128 for the CPU demo checkpoint; the GAN term is off (loss_weights) because a
     ~25-minute CPU run cannot afford the discriminator passes (the recipe and the official config keep it)."""
     return _config("demo", 128,
-                   {"block_expansion": 16, "max_features": 32, "num_down_blocks": 2, "num_bottleneck_blocks": 2},
+                   {"block_expansion": 16, "max_features": 128, "num_down_blocks": 2, "num_bottleneck_blocks": 3},
                    {"block_expansion": 16, "num_blocks": 2, "spade_hidden": 16},
                    {"block_expansion": 8, "num_blocks": 4, "max_features": 64, "hidden": 64},
                    {"block_expansion": 16, "max_features": 64, "num_blocks": 3, "sn": True},
@@ -370,7 +370,7 @@ class IhvcCodec(BaselineCodec):
                    "suite's learned APPROXIMATION); decoder: posed body mesh -> mesh motion field -> SPADE dense "
                    "flow/occlusion -> GAN generator; decodes 10475x2 vertices")
     feature_dim = 31
-    quant_scale = 64.0
+    quant_scale = 256.0   # measured sweep, docs/baselines.md (IHVC): < 1 grey level vs unquantised vectors
     inference_modules = ("estimator", "generator")
     sends_key_features = True
 
@@ -426,6 +426,14 @@ class IhvcCodec(BaselineCodec):
             v = self.nets["generator"].vertices(torch.from_numpy(np.asarray(key_features, np.float32)[None])
                                                 .to(self.device))
         return {"vertices": v.float().cpu().numpy()}
+
+    def views(self, decoded: Any) -> dict[str, np.ndarray]:
+        """The decoded frames with the decoded mesh's vertices drawn over them (for inspection)."""
+        from s2d_model.overlay import draw_vertices
+
+        if "vertices" not in decoded.extras:
+            return {}
+        return {"vertices_overlay": draw_vertices(decoded.frames, decoded.extras["vertices"])}
 
     # ------------------------------------------------------------ encoder-side estimate
     def estimator_kind(self) -> str:

@@ -300,3 +300,21 @@ def test_official_config_codes_a_short_clip_at_384(fake_intra, tmp_path):
     res = c.encode(seq, RatePoint(32), tmp_path / "enc")
     dec = codec_for(p, size=384).decode(res.bitstream, tmp_path / "dec")
     assert dec.frames.shape == (2, 384, 384, 3) and dec.extras["vertices"].shape == (2, bm.NUM_VERTICES, 2)
+
+
+def test_committed_demo_checkpoint_and_record():
+    """The demo file is the default checkpoint, matches its record and says what its estimator approximates."""
+    import json
+
+    from baselines.base import CHECKPOINT_DIR
+    from gfvc.video import sha256_file
+
+    p = CHECKPOINT_DIR / "ihvc-demo.pt"
+    rec = json.loads((CHECKPOINT_DIR / "ihvc-demo.json").read_text())
+    assert rec["sha256"] == sha256_file(p) and rec["bytes"] == p.stat().st_size < 10_000_000
+    c = get_codec("ihvc")(demo_condition())
+    c.check()
+    assert c.choice.source == "default" and c.model_id() == "ihvc-demo" and c.config().name == "demo"
+    label = c.provenance()["ihvc"]["estimator"]["label"]
+    assert "PROXY" in label and "not OSX" in label
+    assert "PROXY" in rec["data"]["targets"] and rec["demo_check"]["psnr_keyframe_repeat"] > 0
