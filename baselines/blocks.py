@@ -363,5 +363,13 @@ def conv_out_size(size: int, scale: float) -> int:
     return int(math.ceil(size / int(1 / scale))) if scale != 1 else size
 
 
+def official_yaml_size(data: dict) -> int:
+    """Frame size of an official YAML config whose ``frame_shape`` is null (MRAA, TPSM): the
+    official datasets are TED384 (``root_dir`` .../TED384-v2) at 384 and the others (vox, taichi,
+    mgif) at 256."""
+    root = str((data.get("dataset_params") or {}).get("root_dir") or "")
+    return 384 if "384" in root else 256
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -287,7 +287,7 @@ class FOMMCodec(BaselineCodec):
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
         try:
             mods = modules_from_model_params(data["model_params"])
-            size = int(data.get("dataset_params", {}).get("frame_shape", [256])[0])
+            size = int(((data.get("dataset_params") or {}).get("frame_shape") or [256])[0])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelMismatch(f"not a first-order-model config (model_params.common_params/kp_detector_params/"
                                 f"generator_params expected): {type(e).__name__} {e}") from None

@@ -20,7 +20,9 @@ background affine ``bg_predictor(key, current)`` computed at the encoder from
 the decoded key frame and the original current frame (6). The decoder takes
 the key frame's regions from the decoded key frame, rebuilds every covariance
 as A·Aᵀ (exact for the PCA affine) and drives the generator as the official
-reconstruction does.
+reconstruction does. quant_scale 256 was chosen by a measured sweep
+(docs/baselines.md): the region affines need a finer step than FOMM's
+keypoints for the quantisation to change the frames by < 1 grey level.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig
+from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from gfvc.codec import CODECS
@@ -379,7 +382,7 @@ class MRAACodec(BaselineCodec):
     description = ("MRAA (Siarohin et al. 2021): VVC key frame + 10 regions (shift + affine, 60 values) and the "
                    "background affine (6) per inter frame")
     feature_dim = 66
-    quant_scale = 64.0  # chosen by the sweep in docs/baselines.md
+    quant_scale = 256.0  # measured sweep (docs/baselines.md): quantisation error < 1 grey level
     inference_modules = ("region_predictor", "bg_predictor", "generator")
 
     @classmethod
@@ -406,7 +409,7 @@ class MRAACodec(BaselineCodec):
         except (KeyError, TypeError) as e:
             raise ModelMismatch(f"not an articulated-animation config (model_params.num_regions/"
                                 f"region_predictor_params/... expected): {type(e).__name__} {e}") from None
-        shape = (data.get("dataset_params") or {}).get("frame_shape") or [384]
+        shape = (data.get("dataset_params") or {}).get("frame_shape") or [official_yaml_size(data)]
         return BaselineConfig(model=NAME, image_size=int(shape[0]), modules=mods, name="official-yaml")
 
     @classmethod

@@ -39,6 +39,7 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig
+from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from gfvc.codec import CODECS
@@ -412,7 +413,7 @@ class TPSMCodec(BaselineCodec):
         except (KeyError, TypeError) as e:
             raise ModelMismatch(f"not a Thin-Plate-Spline-Motion-Model config (model_params.common_params/"
                                 f"generator_params/dense_motion_params expected): {type(e).__name__} {e}") from None
-        shape = (data.get("dataset_params") or {}).get("frame_shape") or [384]
+        shape = (data.get("dataset_params") or {}).get("frame_shape") or [official_yaml_size(data)]
         return BaselineConfig(model=NAME, image_size=int(shape[0]), modules=mods, name="official-yaml")
 
     @classmethod

@@ -93,9 +93,12 @@ def test_bad_files(ckpt, tmp_path):
 def test_official_yaml_and_layout(tmp_path):
     import copy
 
-    cfg = {"dataset_params": {"frame_shape": None}, "model_params": copy.deepcopy(K.TINY["mraa"])}
+    cfg = {"dataset_params": {"root_dir": "data/TED384-v2", "frame_shape": None},
+           "model_params": copy.deepcopy(K.TINY["mraa"])}
     got = get_codec("mraa").config_from_official_yaml(cfg)
     assert got.image_size == 384 and got.modules == tiny().modules
+    cfg["dataset_params"]["root_dir"] = "../vox"  # frame_shape null: vox/taichi/mgif are 256
+    assert get_codec("mraa").config_from_official_yaml(cfg).image_size == 256
     p = K.write_official_layout(tmp_path / "00000099-cpk-reconstruction.pth", "mraa", tiny(),
                                 extra_modules={"optimizer_reconstruction": {"state": {}, "param_groups": []}})
     from baselines import checkpoint as ck
