@@ -130,6 +130,7 @@ def test_osx_names_and_perspective_camera_are_converted(tmp_path):
     (lambda d: d.update(focal=np.array([5000.0, 3000.0])), "scales x and y differently"),
     (lambda d: d.update(format=np.array("other-v9")), "format 'other-v9'"),
     (lambda d: d.update(smplx_body_pose=np.zeros((2, 63))), "expected (T, 21, 3) with T = 3"),
+    (lambda d: d.update(smplx_body_pose=np.zeros((3, 69))), "expected (T, 21, 3)"),  # SMPL's 23 joints, not SMPL-X
 ])
 def test_bad_parameter_files_give_one_line_errors(tmp_path, edit, needle):
     d = osx_style()
