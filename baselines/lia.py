@@ -602,7 +602,8 @@ class LIACodec(BaselineCodec):
                                  "blur_kernel": [1, 3, 3, 1]}},
                 # suite demo configuration: width table 96 (<= 16 px)/64/32/16 and style_dim 128 instead of the
                 # hard-coded 512/256/128/64 and 512
-                options={"size_adaptation": "resample", "channels": dict(DEMO_CHANNELS)},
+                # (no resampling: a 128-px demo model is refused by the 256/384 conditions, like the others)
+                options={"size_adaptation": "none", "channels": dict(DEMO_CHANNELS)},
                 name="demo"),
         }
 
