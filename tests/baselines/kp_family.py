@@ -205,8 +205,9 @@ def stream_refused_by(codec: str, other: str, other_ckpt: Path, bitstream: Path,
 
 
 def train_steps(codec: str, cfg: BaselineConfig, data: Path, out: Path, steps: int = 2) -> dict[str, Any]:
-    """A few optimiser steps of the codec's recipe: finite official loss terms that move the weights."""
-    from gfvc.training import RECIPES, TrainOptions, train
+    """A few optimiser steps of the codec's recipe: finite official loss terms that move the weights,
+    and an exported inference file that the codec loads."""
+    from gfvc.training import RECIPES, TrainOptions, export, train
 
     rec = RECIPES.get(codec)(cfg)
     torch.manual_seed(0)
@@ -218,4 +219,11 @@ def train_steps(codec: str, cfg: BaselineConfig, data: Path, out: Path, steps: i
     moved = [k for k in get_codec(codec).inference_modules
              if any(not torch.equal(before[k][n], st[k][n]) for n in before[k])]
     assert moved == list(get_codec(codec).inference_modules)
+    # the exported inference file (fp16) codes through the codec
+    path = export(out / "checkpoint.pth.tar", out / "export.pt", codec, get_codec(codec).inference_modules, fp16=True)
+    c = codec_for(codec, path, cfg.image_size)
+    clip = moving_square_video(2, cfg.image_size)
+    kf = c._key_features(clip[0])
+    frames, _ = c.synthesise(clip[0], kf, c.analyse(clip[1:]))
+    assert frames.shape == (1, cfg.image_size, cfg.image_size, 3)
     return s
