@@ -440,7 +440,11 @@ class MRAACodec(BaselineCodec):
 
 
 def _looks_like_mraa(obj: Mapping[str, Any]) -> bool:
-    return (has_keys(obj.get("region_predictor"), "regions.weight")
+    # MTTF (a descendant) also has region_predictor.regions and pixelwise_flow_predictor.mask, but
+    # no bg_predictor and extra region coefficient heads
+    rp = obj.get("region_predictor")
+    return (has_keys(rp, "regions.weight") and isinstance(obj.get("bg_predictor"), Mapping)
+            and not any(str(k).startswith(("coefficients.", "bias.")) for k in rp)
             and has_keys(obj.get("generator"), "pixelwise_flow_predictor.mask.weight"))
 
 
