@@ -487,7 +487,7 @@ def _demo_model_params() -> dict[str, Any]:
         "kp_detector_params": {"temperature": 0.1, "block_expansion": 8, "max_features": 64, "scale_factor": 0.25,
                                "num_blocks": 3, "reshape_channel": 256, "reshape_depth": 4},
         "he_estimator_params": {"block_expansion": 16, "max_features": 256, "num_bins": 66},
-        "generator_params": {"block_expansion": 8, "max_features": 64, "num_down_blocks": 3,
+        "generator_params": {"block_expansion": 8, "max_features": 64, "num_down_blocks": 2,
                              "reshape_channel": 16, "reshape_depth": 4, "num_resblocks": 2,
                              "estimate_occlusion_map": True,
                              "dense_motion_params": {"block_expansion": 8, "max_features": 64, "num_blocks": 2,
@@ -587,7 +587,7 @@ class FV2VCodec(BaselineCodec):
                                                {"variant": "9511d25a"}, "vox256"),
             "demo": config_from_model_params(
                 _demo_model_params(), 128,
-                # suite demo configuration: small widths, reshape_depth 4, compress 2, 3 generator down blocks,
+                # suite demo configuration: small widths, reshape_depth 4 (a 4 x 32 x 32 volume), compress 2,
                 # HEEstimator bottleneck widths 32..256 instead of the hard-coded 256..2048
                 {"variant": "beta", "he_estimator_widths": [32, 64, 128, 256], "train_head_init": "zero"}, "demo"),
         }
