@@ -564,10 +564,18 @@ class FV2VCodec(BaselineCodec):
     name = "fv2v"
     description = ("FV2V (face-vid2vid, GFVC software): VVC key frame + rotation matrix 9 + translation 3 + "
                    "expression 45 = 57 values per inter frame; canonical 3D keypoints from the decoded key frame")
-    feature_dim = 57
     quant_scale = 256.0          # GFVC software default (--quantization_factor / config/fv2v.yaml)
     inference_modules = ("kp_detector", "he_estimator", "generator")
     synth_batch = 4
+
+    @property
+    def feature_dim(self) -> int:  # type: ignore[override]
+        """Values per inter frame: 9 + 3 + 3 K (57 for the official 15 keypoints)."""
+        return self.values_per_frame(self.config())
+
+    @classmethod
+    def values_per_frame(cls, cfg: BaselineConfig) -> int:
+        return 9 + 3 + 3 * int(cfg.modules["he_estimator"]["num_kp"])
 
     @classmethod
     def official_config(cls) -> BaselineConfig:

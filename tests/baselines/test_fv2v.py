@@ -64,8 +64,8 @@ def test_conformance_vector():
 
 def test_codec_declares_gfvc_values():
     c = get_codec("fv2v")
-    assert c.feature_dim == 57 and c.quant_scale == 256 and c.inference_modules == ("kp_detector", "he_estimator",
-                                                                                    "generator")
+    assert c.values_per_frame(c.official_config()) == 57 and c.quant_scale == 256
+    assert c.inference_modules == ("kp_detector", "he_estimator", "generator")
     assert set(c.named_configs()) >= {"official", "gfvc", "vox256", "demo"}
     assert c.named_configs()["gfvc"].fingerprint() == c.official_config().fingerprint()
     off = c.official_config()
@@ -245,3 +245,13 @@ def test_recipe_head_init_option():
     d["options"]["train_head_init"] = "bogus"
     with pytest.raises(ConfigError):
         RECIPES.get("fv2v")(BaselineConfig.from_dict(d)).build()
+
+
+def test_other_keypoint_count_with_jacobians(fake_intra, tmp_path):
+    """Any keypoint count the official code accepts: 10 keypoints with jacobians (GFVC's vox-256.yaml) send
+    9 + 3 + 30 = 42 values; the jacobians are derived at the decoder (R J_canonical), never sent."""
+    params = {**TINY_PARAMS, "common_params": {**TINY_PARAMS["common_params"], "num_kp": 10, "estimate_jacobian": True}}
+    cfg = fv2v.config_from_model_params(params, 128, {"variant": "beta", "he_estimator_widths": TINY_HE}, "kp10")
+    p = K.write_suite_checkpoint(tmp_path / "kp10.pt", "fv2v", cfg)
+    c, _, _ = K.round_trip("fv2v", p, tmp_path, frames=2)
+    assert c.feature_dim == 42 and get_codec("fv2v").values_per_frame(cfg) == 42
