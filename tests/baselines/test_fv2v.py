@@ -239,7 +239,8 @@ def test_recipe_head_init_option():
     mods = RECIPES.get("fv2v")(BaselineConfig.from_dict(d)).build()
     he = mods["he_estimator"]
     assert all(float(getattr(he, n).weight.detach().abs().sum()) == 0 for n in ("fc_roll", "fc_pitch", "fc_yaw", "fc_t", "fc_exp"))
-    out = he.eval()(torch.rand(1, 3, 64, 64))
+    with torch.no_grad():
+        out = he.eval()(torch.rand(1, 3, 64, 64))
     assert float(out["exp"].abs().max()) == 0 and float(out["t"].abs().max()) == 0
     assert float(RECIPES.get("fv2v")(tiny(64)).build()["he_estimator"].fc_exp.weight.detach().abs().sum()) > 0
     d["options"]["train_head_init"] = "bogus"
