@@ -51,6 +51,7 @@ from torch import nn
 from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig
 from baselines.checkpoint import has_keys, register_signature
+from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import CompressAIGDN
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
@@ -416,6 +417,37 @@ def _looks_like_mttf(obj: Mapping[str, Any]) -> bool:
 
 
 register_signature(NAME, _looks_like_mttf)
+
+
+# --------------------------------------------------------------------------- conformance
+@register_vector_model(NAME)
+class MTTFVectors(VectorModel):
+    """Official path (baselines/vectors/mttf.json): region params, generator at branch 1 and 0, composite."""
+
+    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
+        return build_module(module, kwargs)
+
+    def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        rp, gen = modules["region_predictor"], modules["generator"]
+        ps, pd = rp(inputs["source"]), rp(inputs["driving"])
+        res: dict[str, Any] = {}
+        for prefix, p in (("source_region_params", ps), ("driving_region_params", pd)):
+            res.update({f"{prefix}.{k}": v for k, v in p.items()})
+        captured: dict[str, Any] = {}
+        hook = gen.pixelwise_flow_predictor.register_forward_hook(lambda m, a, o: captured.update(o))
+        try:
+            out = gen(inputs["source"], 0.5, driving_region_params=pd, source_region_params=ps)
+        finally:
+            hook.remove()
+        res.update({f"pixelwise_flow.{k}": v for k, v in captured.items()})
+        res.update({f"generator.{k}": v for k, v in out.items()})
+        res["decoded"] = composite(out)
+        if "source_full" in inputs:
+            psf, pdf = rp(inputs["source_full"]), rp(inputs["driving_full"])
+            full = gen(inputs["source_full"], 1, driving_region_params=pdf, source_region_params=psf)
+            res["full.driving_region_params.coeff"] = pdf["coeff"]
+            res.update({f"full.generator.{k}": full[k] for k in ("mask_pred", "prediction", "bg")})
+        return res
 
 
 # --------------------------------------------------------------------------- training

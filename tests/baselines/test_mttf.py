@@ -36,7 +36,8 @@ def ckpt(tmp_path_factory) -> Path:
     return K.write_suite_checkpoint(tmp_path_factory.mktemp("mttf") / "tiny.pt", "mttf", tiny())
 
 
-# Keys and shapes of the official ted384 configuration, read off the public code (f09525a):
+# Keys and shapes of the official ted384 configuration, read off the public code (f09525a)
+# (the full listing, made by building the official modules, is reference_state_dicts/mttf_ted384.txt):
 # region_predictor.py, generator.py, pixelwise_flow_predictor.py, util.py; compressai's GDN buffers.
 OFFICIAL_KEYS = {
     "region_predictor": {
@@ -70,6 +71,14 @@ OFFICIAL_KEYS = {
 OFFICIAL_LIST_LENGTHS = {"first_blocks": 3, "down_blocks1": 3, "down_blocks2": 2, "down_blocks3": 1,
                          "up_blocks1": 1, "up_blocks2": 2, "up_blocks3": 3, "final_blocks": 3,
                          "bg_blocks1": 2, "bg_blocks2": 4, "bg_blocks3": 6}
+
+
+def test_official_networks_match_the_listing_made_from_the_official_code():
+    assert K.official_modules_match_listing("mttf", "mttf_ted384") == ["region_predictor", "generator"]
+
+
+def test_conformance_vector_from_the_official_code():
+    K.conformance_passes("mttf")
 
 
 def test_official_configuration_names_and_shapes():
