@@ -143,7 +143,7 @@ def test_features_layout_coefficients_then_biases():
 
 def test_codec_declares_40_values():
     c = get_codec("mttf")
-    assert c.feature_dim == 40 and c.inference_modules == ("region_predictor", "generator")
+    assert c.feature_dim == 40 and c.quant_scale == 64 and c.inference_modules == ("region_predictor", "generator")
     assert c.values_per_frame(c.named_configs()["demo"]) == 40
 
 
