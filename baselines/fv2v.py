@@ -33,7 +33,6 @@ pitch_x . yaw_y . roll_z, up blocks nearest, down blocks pooled).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -250,7 +249,7 @@ class DenseMotionNetwork(nn.Module):
         deformation = (motions.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1)
         out["deformation"] = deformation.permute(0, 2, 3, 4, 1)
         if self.occlusion is not None:
-            pb, pc, pd, ph, pw = prediction.shape
+            pb, _, _, ph, pw = prediction.shape
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.view(pb, -1, ph, pw)))
         return out
 

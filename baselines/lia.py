@@ -361,7 +361,7 @@ def _table(channels: Mapping[Any, int] | None) -> dict[int, int]:
 
 def width_at(res: int, table: Mapping[int, int], multiplier: int = 1) -> int:
     """Channels of a level of resolution ``res``: table entry at 2^floor(log2 res) (512 below 4)."""
-    p = 2 ** int(math.floor(math.log2(res)))
+    p = 2 ** math.floor(math.log2(res))
     if p not in table:
         if p < min(table):
             return table[min(table)]
@@ -410,7 +410,8 @@ class Encoder(nn.Module):
         return self.fc(self.net_app(x)[0])
 
     def forward(self, input_source: torch.Tensor, input_target: torch.Tensor | None,
-                h_start: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor]]:
+                h_start: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor]]:
         h_source, feats = self.net_app(input_source)
         if input_target is None:
             return h_source, None, feats

@@ -48,7 +48,8 @@ def test_official_networks_match_listing():
     cls = get_codec("fv2v")
     with torch.device("meta"):
         head = cls.build_modules(cls.named_configs()["vox256"])
-        head["discriminator"] = fv2v.build_network("discriminator", cls.named_configs()["vox256"].modules["discriminator"])
+        vox = cls.named_configs()["vox256"]
+        head["discriminator"] = fv2v.build_network("discriminator", vox.modules["discriminator"])
         gfvc = cls.build_modules(cls.official_config())
     for name, m in head.items():
         assert compare_to_listing(m, ref[name]) == [], name
@@ -149,7 +150,7 @@ def test_official_yaml_configs():
 
 def test_round_trip_and_analysis(ckpt, fake_intra, tmp_path):
     K.analysis_shapes("fv2v", ckpt)
-    c, _, frames = K.round_trip("fv2v", ckpt, tmp_path)
+    c, _, _ = K.round_trip("fv2v", ckpt, tmp_path)
     assert c.provenance()["config"]["options"]["variant"] == "beta"
 
 
@@ -238,7 +239,8 @@ def test_recipe_head_init_option():
     d["options"]["train_head_init"] = "zero"
     mods = RECIPES.get("fv2v")(BaselineConfig.from_dict(d)).build()
     he = mods["he_estimator"]
-    assert all(float(getattr(he, n).weight.detach().abs().sum()) == 0 for n in ("fc_roll", "fc_pitch", "fc_yaw", "fc_t", "fc_exp"))
+    heads = ("fc_roll", "fc_pitch", "fc_yaw", "fc_t", "fc_exp")
+    assert all(float(getattr(he, n).weight.detach().abs().sum()) == 0 for n in heads)
     with torch.no_grad():
         out = he.eval()(torch.rand(1, 3, 64, 64))
     assert float(out["exp"].abs().max()) == 0 and float(out["t"].abs().max()) == 0

@@ -101,7 +101,7 @@ def test_generalised_sizes():
 
 def test_round_trip_and_analysis(ckpt, fake_intra, tmp_path):
     K.analysis_shapes("lia", ckpt)
-    c, _, frames = K.round_trip("lia", ckpt, tmp_path)
+    c, _, _ = K.round_trip("lia", ckpt, tmp_path)
     assert "resample" not in c.provenance()["config"]["options"]
 
 
@@ -109,7 +109,7 @@ def test_resample_adaptation_records_and_codes_other_size(fake_intra, tmp_path):
     """A 64-px network under a 128-px condition codes by resampling (the default, as gfvc-human at 384 with the
     official 256-px checkpoints); with size_adaptation 'none' the size mismatch is refused in one line."""
     p = K.write_suite_checkpoint(tmp_path / "lia64.pt", "lia", tiny(64))
-    c, _, frames = K.round_trip("lia", p, tmp_path)
+    c, _, _ = K.round_trip("lia", p, tmp_path)
     cfg = c.provenance()["config"]
     assert cfg["image_size"] == 128 and cfg["options"]["resample"] == {
         "network_size": 64, "coded_size": 128, "down": lia.RESAMPLE_DOWN, "up": lia.RESAMPLE_UP}
