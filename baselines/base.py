@@ -89,6 +89,8 @@ class BaselineCodec(GenerativeCodec):
     synth_batch: ClassVar[int] = 4
     # Environment variable naming a checkpoint (optional, lowest precedence before the demo file).
     checkpoint_env_var: ClassVar[str | None] = None
+    # The checkpoint is chosen by gfvc.models.choose (`--model CODEC=PATH`, condition models:).
+    takes_checkpoint: ClassVar[bool] = True
 
     def __init__(self, condition: Any, env: Any = None) -> None:
         super().__init__(condition, env)
@@ -98,6 +100,7 @@ class BaselineCodec(GenerativeCodec):
                                     self.checkpoint_env_var)
         self._ckpt: ck.CheckpointFile | None = None
         self._cfg: BaselineConfig | None = None
+        self._cfg_how = ""
         self._sha: str | None = None
         self.nets: dict[str, Any] | None = None
         self._key_tensor: torch.Tensor | None = None
@@ -134,6 +137,23 @@ class BaselineCodec(GenerativeCodec):
         return {"official": cls.official_config()}
 
     @classmethod
+    def values_per_frame(cls, cfg: BaselineConfig) -> int:
+        """Values sent per inter frame under ``cfg`` (default ``feature_dim``; CFTE's depends on the size)."""
+        return int(cls.feature_dim)
+
+    @classmethod
+    def parameter_counts(cls, cfg: BaselineConfig) -> dict[str, int]:
+        """Parameters per module built from ``cfg``, counted on the ``meta`` device (no memory, no time)."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                mods = cls.build_modules(cfg)
+        except (NotImplementedError, RuntimeError):  # a constructor that cannot run on meta: build for real
+            mods = cls.build_modules(cfg)
+        return {name: int(sum(p.numel() for p in m.parameters())) for name, m in mods.items()}
+
+    @classmethod
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
         """Build the configuration from the official repository's YAML config (``model_params``...).
 
@@ -156,20 +176,44 @@ class BaselineCodec(GenerativeCodec):
         return self._ckpt
 
     def config(self) -> BaselineConfig:
+        """The architecture of the chosen checkpoint, from (first found): the configuration embedded by
+        the suite, the official-config YAML of the condition's models: entry, the registry entry the
+        file's sha256 identifies (its named configuration), the codec's official configuration."""
         if self._cfg is None:
             st = self._checkpoint()
             if st.meta.get("config"):
-                cfg = BaselineConfig.from_dict(st.meta["config"])
+                cfg, how = BaselineConfig.from_dict(st.meta["config"]), "embedded"
             elif self.choice.config is not None:
                 from gfvc.fileio import read_yaml_mapping
 
                 cfg = self.config_from_official_yaml(read_yaml_mapping(self.choice.config, f"{self.name} config"))
+                how = f"yaml:{self.choice.config.name}"
             else:
-                cfg = self.official_config()
+                cfg, how = self._registry_config()
             if cfg.model != self.name:
                 raise ModelMismatch(f"{self.choice.path}: configuration is for model {cfg.model!r}, not {self.name!r}")
-            self._cfg = cfg
+            self._cfg, self._cfg_how = cfg, how
         return self._cfg
+
+    def _registry_config(self) -> tuple[BaselineConfig, str]:
+        from gfvc import models
+
+        entry = models.identify(self.model_checksum())
+        name = self.choice.config_name or (entry.config if entry else None)
+        if not name:
+            return self.official_config(), "official"
+        configs = self.named_configs()
+        if name not in configs:
+            raise ModelMismatch(f"{self.choice.path}: the registry says this checkpoint needs configuration {name!r}, "
+                                f"which codec {self.name!r} does not provide (it has {', '.join(sorted(configs))}); "
+                                "give the official YAML as `config:` in the condition's models: entry")
+        return configs[name], f"named:{name}"
+
+    def registry_entry(self) -> Any:
+        """The model-registry entry of the chosen file (by sha256), or None."""
+        from gfvc import models
+
+        return models.identify(self.model_checksum())
 
     @property
     def resolution(self) -> tuple[int, int]:  # type: ignore[override]
@@ -178,7 +222,10 @@ class BaselineCodec(GenerativeCodec):
 
     def model_id(self) -> str:
         meta = self._checkpoint().meta
-        return str(meta.get("model_id") or f"{self.name}-{self.config().name}")
+        if meta.get("model_id"):
+            return str(meta["model_id"])
+        entry = self.registry_entry()
+        return entry.name if entry is not None else f"{self.name}-{self.config().name}"
 
     def model_checksum(self) -> str:
         if self._sha is None:
@@ -195,6 +242,7 @@ class BaselineCodec(GenerativeCodec):
         return self._device
 
     def check(self) -> None:
+        self.model_checksum()  # missing file / pinned-hash mismatch: the chooser's own error, first
         super().check()
         self.load()
         w, h = self.resolution
@@ -211,8 +259,17 @@ class BaselineCodec(GenerativeCodec):
         st = self._checkpoint()
         nets = self.build_modules(cfg)
         for name in self.inference_modules:
-            ck.load_strict(nets[name], ck.as_float32(st.modules[name]), model=self.name, name=name,
-                           source=str(self.choice.path))
+            try:
+                ck.load_strict(nets[name], ck.as_float32(st.modules[name]), model=self.name, name=name,
+                               source=str(self.choice.path))
+            except ModelMismatch as e:
+                other = [m for m in st.looks_like if m != self.name]
+                if other:
+                    raise ModelMismatch(f"{e}; the file looks like a {' or '.join(other)} checkpoint") from None
+                if self.name in st.looks_like:
+                    raise ModelMismatch(f"{e}; the file looks like a {self.name} checkpoint of another "
+                                        "configuration") from None
+                raise
             nets[name].to(self.device).eval()
         self.nets = nets
 
@@ -264,11 +321,20 @@ class BaselineCodec(GenerativeCodec):
 
     # ------------------------------------------------------------ provenance
     def provenance(self) -> dict[str, Any]:
+        """Adds the checkpoint's identity (sha256, registry name, configuration, training record).
+
+        ``checkpoint_path`` and ``checkpoint_source`` say where the file was and
+        how it was chosen; they are machine-local and left out of the job key
+        (gfvc.runner.identity_provenance), so the same file chosen two ways gives
+        the same key.
+        """
         p = super().provenance()
         cfg = self.config()
         meta = self._checkpoint().meta
+        entry = self.registry_entry()
         p.update({"checkpoint_path": str(self.choice.path), "checkpoint_source": self.choice.source,
-                  "checkpoint_sha256": self.model_checksum(), "config": cfg.to_dict(),
-                  "architecture": cfg.fingerprint(), "image_size": cfg.image_size,
-                  "training": meta.get("training")})
+                  "checkpoint_sha256": self.model_checksum(),
+                  "checkpoint_registry": entry.name if entry is not None else None,
+                  "config": cfg.to_dict(), "architecture": cfg.fingerprint(), "image_size": cfg.image_size,
+                  "values_per_frame": self.values_per_frame(cfg), "training": meta.get("training")})
         return p

@@ -66,17 +66,35 @@ class CheckpointFile:
     modules: dict[str, dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     other_keys: list[str] = field(default_factory=list)
+    # models whose checkpoint layout the file matches (registered signatures), for error messages
+    looks_like: list[str] = field(default_factory=list)
 
 
-def read_torch_file(path: Path, what: str) -> Any:
-    """torch.load with weights_only=True (no code runs from a downloaded file), typed errors."""
+def _numpy_array_globals() -> list[Any]:
+    """The pickle globals of plain numpy arrays (data, not code), for reading older training checkpoints."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False) -> Any:
+    """torch.load with weights_only=True (no code runs from a downloaded file), typed errors.
+
+    ``allow_numpy_arrays`` also accepts plain numpy arrays (training checkpoints
+    written before the RNG state was stored as tensors).
+    """
+    import contextlib
+
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise NotAvailable(f"{what} {path} not found")
+    ctx = torch.serialization.safe_globals(_numpy_array_globals()) if allow_numpy_arrays else contextlib.nullcontext()
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with ctx:
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with foreign classes, not a torch file...
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         size = path.stat().st_size
@@ -103,7 +121,8 @@ def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> Checkp
         raise ModelMismatch(f"{path} is a {meta.get('model')} checkpoint written by this suite, not {model}")
     modules = {m: dict(obj[m]) for m in required}
     others = sorted(str(k) for k in obj if k not in required and k != META_KEY)
-    return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others)
+    return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others,
+                          looks_like=looks_like(obj))
 
 
 def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name: str, source: str) -> None:

@@ -123,7 +123,6 @@ def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _max_abs(a: Any, b: Any) -> float:
-
     if a.numel() == 0:
         return 0.0
     return float((a.detach().double().cpu() - b.detach().double().cpu()).abs().max())
@@ -166,8 +165,13 @@ def check_vector(pt: Path, js: Path) -> VectorResult:
             raise InputError(f"conformance vector {js.name}: {e}") from None
         modules[name] = m.eval()
     inputs = dict(data["inputs"])
-    with torch.no_grad():
-        produced = runner.run(modules, inputs, meta)
+    try:
+        with torch.no_grad():
+            produced = runner.run(modules, inputs, meta)
+    except KeyError as e:  # the runner asked for an input/kwarg the vector does not hold
+        raise InputError(f"{pt}: tensor or entry {e} needed by the {model} call sequence is missing from the "
+                         f"vector (inputs: {', '.join(sorted(map(str, inputs))) or 'none'})") from None
+    produced = {k: (v if v is None or hasattr(v, "shape") else torch.as_tensor(v)) for k, v in produced.items()}
     aliases = dict(meta.get("output_aliases") or {})
     res = VectorResult(model=model, pt=Path(pt), json=Path(js),
                        official=f"{meta.get('official_repository', '?')}@{str(meta.get('official_commit', '?'))[:8]}")
@@ -205,3 +209,24 @@ def check_vector(pt: Path, js: Path) -> VectorResult:
 def shipped_vectors_dir() -> Path:
     """Folder of the vectors shipped with the suite."""
     return Path(__file__).resolve().parent / "vectors"
+
+
+def check_paths(paths: list[Path] | None = None) -> list[VectorResult]:
+    """Check every vector under ``paths`` (default: the shipped ones); typed errors on a malformed vector."""
+    return [check_vector(pt, js) for pt, js in find_vectors(list(paths or [shipped_vectors_dir()]))]
+
+
+def format_results(results: list[VectorResult]) -> str:
+    """Human-readable table: per model and per output the max |diff| against its tolerance."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.model}: {'PASS' if r.passed else 'FAIL'}  ({r.pt.name}, official {r.official})")
+        width = max([len(o.name) for o in r.outputs] + [6])
+        for o in r.outputs:
+            diff = "-" if o.max_abs_diff is None else f"{o.max_abs_diff:.3g}"
+            note = f"  {o.note}" if o.note else ""
+            lines.append(f"  {o.name:{width}s}  {str(list(o.shape)):18s} max|diff| {diff:>9s}  atol {o.atol:.3g}  "
+                         f"{'PASS' if o.passed else 'FAIL'}{note}")
+    n_pass = sum(r.passed for r in results)
+    lines.append(f"{n_pass} of {len(results)} model vector(s) pass")
+    return "\n".join(lines)

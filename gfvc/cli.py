@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "metrics.cli",
     "reports.cli",
     "s2d_model.cli",
+    "gfvc.model_commands",
 ]
 
 

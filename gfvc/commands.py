@@ -36,12 +36,18 @@ def _env_from_args(args: argparse.Namespace) -> Environment:
     extra: dict[str, Any] = {"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)}
     if getattr(args, "deterministic", False):
         extra["deterministic"] = True
+    from gfvc.models import parse_model_args
+
+    models = parse_model_args(getattr(args, "model", None))
+    # checkpoint paths are resolved here, so workers in other folders (Dask) see the same files
+    models = {k: str(Path(v).expanduser().resolve()) for k, v in models.items()}
     return Environment(
         vtm_dir=Path(vtm_dir) if vtm_dir else None,
         vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
         weights_dir=Path(weights_dir) if weights_dir else None,
         timeout_s=float(getattr(args, "timeout", None) or 3600.0),
         device=validate_device(getattr(args, "device", None) or "auto"),
+        models=models,
         extra=extra,
     )
 
@@ -53,6 +59,16 @@ def _local_device(env: Environment) -> Environment:
     return env.replace(device=resolve_device(env.device))
 
 
+def _check_model_choices(env: Environment, cond: Any) -> None:
+    """--model and the condition's models: section name known codecs that take a checkpoint."""
+    from gfvc.models import validate_model_names
+
+    if env.models:
+        validate_model_names(list(env.models), "--model")
+    if getattr(cond, "models", None):
+        validate_model_names(list(cond.models), f"{cond.source or cond.name}: models")
+
+
 def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vtm-dir", help="VTM-22.2 build folder with EncoderApp/DecoderApp (or $GFVC_VTM_DIR)")
     p.add_argument("--vtm-cfg", help="low-delay B cfg (default: VTM_DIR/cfg/encoder_lowdelay_vtm.cfg)")
@@ -61,6 +77,9 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="torch device of generative codecs and learned metrics (default auto: CUDA if torch "
                         "sees it, else CPU)")
+    p.add_argument("--model", action="append", metavar="CODEC=PATH",
+                   help="checkpoint of a generative codec for this run (repeatable; overrides the condition's "
+                        "models: section; `gfvc models status` lists known checkpoints)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -146,9 +165,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_env_args(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="describe a model, e.g. `gfvc info s2d --config small`")
-    p.add_argument("what", choices=["s2d"])
-    p.add_argument("--config", default="small")
+    p = sub.add_parser("info", help="describe a generative codec's model, e.g. `gfvc info mraa`, `gfvc info s2d --config small`",
+                       description="Values per inter frame, quantisation scale, resolution, the checkpoint this run "
+                                   "would use (path, how it was chosen, sha256), its architecture and parameters per "
+                                   "module. --config NAME describes a named configuration without any checkpoint.")
+    p.add_argument("what", metavar="CODEC", help="generative codec name (`gfvc list`)")
+    p.add_argument("--config", default=None, help="named configuration (no checkpoint needed)")
+    p.add_argument("--condition", default="demo", help="condition whose models: section and size apply")
+    p.add_argument("--model", action="append", metavar="CODEC=PATH", help="checkpoint to describe")
+    p.add_argument("--weights-dir", help="folder with installed checkpoints (or $GFVC_WEIGHTS_DIR)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
 
@@ -176,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--retries must be >= 0, got {retries}")
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
     env = _env_from_args(args)
+    _check_model_choices(env, cond)
     if not args.scheduler:  # `--device cuda` without CUDA: one line before anything is created
         _local_device(env)
     check_output_dir(run_dir, what="run folder", create=not args.dry_run)
@@ -557,10 +584,9 @@ def _doctor_sequences(cond: Any, data_dir: Path | None) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import s2d_model
+    from gfvc.model_commands import cmd_info as _info
 
-    print(json.dumps(s2d_model.info(args.config), indent=1))
-    return 0
+    return _info(args)
 
 
 # --- sequences -------------------------------------------------------------------------
@@ -616,7 +642,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     cond = load_condition(args.condition).with_overrides(
         width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
     rp = RatePoint(args.qp)
-    codec = make_codec(args.codec, cond, _local_device(_env_from_args(args)))
+    env = _local_device(_env_from_args(args))
+    _check_model_choices(env, cond)
+    codec = make_codec(args.codec, cond, env)
     codec.check()
     seq = Sequence(name=inp.stem, frames=frames, fps=fps)
     with work_dir("gfvc-encode-") as tmp:  # kept on failure: error messages name its logs
@@ -670,6 +698,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     name, stream_fps = identify_bitstream(bs)
     env = _local_device(_env_from_args(args))
     cond = load_condition(args.condition)
+    _check_model_choices(env, cond)
     codec = make_codec(vvc_decoder_codec(env) if name == "vvc" else name, cond, env)
     if name == "vvc":
         codec.check()  # e.g. --vtm-dir without DecoderApp: say so before decoding

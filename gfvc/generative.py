@@ -46,6 +46,10 @@ class GenerativeCodec(Codec):
     # (width, height) the model works at, or None for any size; a stream or a
     # sequence of another size is refused with ModelMismatch.
     resolution: ClassVar[tuple[int, int] | None] = None
+    # True for codecs whose decoder has no analysis network (IHVC: the encoder's body-model
+    # estimate cannot be repeated at the decoder): the key frame's features are coded too, as
+    # one more DPCM row before the inter frames, predicted from zeros (docs/bitstream.md).
+    sends_key_features: ClassVar[bool] = False
 
     # ---------------------------------------------------------- model (subclass)
     @abc.abstractmethod
@@ -149,11 +153,14 @@ class GenerativeCodec(Codec):
         key = intra.decode_intra(res.payload, width=w, height=h, workdir=workdir / "key", **kw)
         _check_key(key, w, h)
         t1 = time.perf_counter()
-        q = np.zeros((t_frames - 1, int(self.feature_dim)), dtype=np.int64)
-        if t_frames > 1 and self.feature_dim > 0:
-            key_feat = self._key_features(key)
-            feats = self._features(frames[1:])
-            q, _ = entropy.dpcm_encode(feats, key_feat, self.quant_scale)
+        rows = t_frames - 1 + int(self.sends_key_features)
+        q = np.zeros((rows, int(self.feature_dim)), dtype=np.int64)
+        if rows > 0 and self.feature_dim > 0:
+            if self.sends_key_features:  # all frames (the source frame 0 included), first one vs zeros
+                start, feats = np.zeros(int(self.feature_dim), np.float32), self._features(frames)
+            else:
+                start, feats = self._key_features(key), self._features(frames[1:])
+            q, _ = entropy.dpcm_encode(feats, start, self.quant_scale)
         payload = coder.encode(q)
         t2 = time.perf_counter()
         header = self._header(w, h, t_frames, sequence.fps, rate_point.qp)
@@ -178,16 +185,20 @@ class GenerativeCodec(Codec):
         self._check_size(hd.width, hd.height, f"bitstream {bitstream}")
         coder = entropy.feature_coder_by_id(hd.feature_coder)
         # Decode the features first: a corrupt feature payload fails before any model work.
-        q = coder.decode(c.feature_payload, hd.frames - 1, hd.feature_dim)
+        q = coder.decode(c.feature_payload, hd.frames - 1 + int(self.sends_key_features), hd.feature_dim)
         self.load()
         key = intra.decode_intra(c.key_payload, width=hd.width, height=hd.height,
                                  workdir=workdir / "key", **self._intra_kw())
         _check_key(key, hd.width, hd.height)
-        key_feat = self._key_features(key) if self.feature_dim else np.zeros(0, np.float32)
+        if self.sends_key_features and self.feature_dim:
+            recon = entropy.dpcm_decode(q, np.zeros(hd.feature_dim, np.float32), self.quant_scale)
+            key_feat, recon = recon[0], recon[1:]
+        else:
+            key_feat = self._key_features(key) if self.feature_dim else np.zeros(0, np.float32)
+            recon = entropy.dpcm_decode(q, key_feat, self.quant_scale)
         extras = {k: np.asarray(v) for k, v in self.key_extras(key, key_feat).items()}
         if hd.frames == 1:
             return _decoded(key[None].copy(), extras, hd.fps)
-        recon = entropy.dpcm_decode(q, key_feat, self.quant_scale)
         inter, inter_extras = self.synthesise(key, key_feat, recon)
         inter = np.asarray(inter)
         n = hd.frames - 1

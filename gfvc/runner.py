@@ -129,16 +129,22 @@ def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iter
     return RunPlan(condition=condition, run_dir=Path(run_dir), jobs=jobs, codecs=provs, sequences=entries)
 
 
+# Provenance keys that describe this machine, not the result (besides keys ending in "path" / "_dir").
+MACHINE_LOCAL_KEYS = frozenset({"command_templates", "checkpoint_source"})
+
+
 def identity_provenance(prov: Any) -> Any:
-    """Provenance without machine-local details (paths, command templates).
+    """Provenance without machine-local details (paths, how a file was found, command templates).
 
     The content key must change when a binary, checkpoint or setting changes
     (their sha256 and values are kept) but not when the same binary sits at
-    another path on another machine.
+    another path on another machine, or when the same checkpoint was chosen
+    another way (``--model`` vs a condition's ``models:`` entry:
+    ``checkpoint_source``).
     """
     if isinstance(prov, dict):
         return {k: identity_provenance(v) for k, v in prov.items()
-                if not (k.endswith("path") or k.endswith("_dir") or k == "command_templates")}
+                if not (k.endswith("path") or k.endswith("_dir") or k in MACHINE_LOCAL_KEYS)}
     if isinstance(prov, list):
         return [identity_provenance(v) for v in prov]
     return prov

@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,6 +62,8 @@ class TrainRecipe(abc.ABC):
         self.config = config
         self.device = device
         self.weights_dir = weights_dir
+        # Target length of the run (set by :func:`train`); schedules in epochs (TPSM's TPS dropout) use it.
+        self.total_steps = 0
 
     @abc.abstractmethod
     def build(self) -> dict[str, torch.nn.Module]:
@@ -85,11 +87,25 @@ class TrainRecipe(abc.ABC):
         """Weighted loss terms of the discriminator phase (default: no GAN)."""
         return {}
 
+    def dataset(self, root: Path) -> Any:
+        """The training pairs (default: s2d_model.data.PairDataset: "source", "driving" frames).
+
+        A recipe that needs per-frame targets besides the frames (IHVC: body-model
+        vectors) returns a dataset whose batches carry them too.
+        """
+        from s2d_model.data import PairDataset
+
+        return PairDataset(root, self.config.image_size, None)
+
     def inference_modules(self) -> tuple[str, ...]:
         """Modules kept by :func:`export` (default: the codec's inference modules)."""
         from gfvc.codec import get_codec
 
         return tuple(getattr(get_codec(self.model), "inference_modules", ()))
+
+    def before_step(self, modules: dict[str, Any]) -> None:
+        """Called after the generator-phase backward, before its optimiser step (e.g. TPSM's gradient
+        clipping); default: nothing."""
 
     def losses_info(self) -> dict[str, Any]:
         return {}
@@ -118,9 +134,13 @@ class TrainOptions:
 
 
 def _rng_state(py: random.Random) -> dict[str, Any]:
+    """RNG states in types torch.load(weights_only=True) accepts (numpy's array becomes a tensor)."""
     import torch
 
-    st: dict[str, Any] = {"python": py.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {"python": py.getstate(), "torch": torch.get_rng_state(),
+                          "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                                    "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
     if torch.cuda.is_available():  # pragma: no cover - no GPU here
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -130,7 +150,11 @@ def _set_rng_state(py: random.Random, st: dict[str, Any]) -> None:
     import torch
 
     py.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    n = st["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    else:  # written before the state was stored as tensors: numpy's own tuple
+        np.random.set_state(n)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():  # pragma: no cover
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -144,48 +168,103 @@ def _lr_factor(recipe: TrainRecipe, step: int, total: int) -> float:
     return f
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after ``step`` (written by an interrupted run after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                keep.append(line)
+        except (ValueError, AttributeError):
+            continue
+    from gfvc.fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def read_training_checkpoint(path: Path, model: str) -> dict[str, Any]:
+    """A `gfvc train MODEL` training checkpoint (OUT/checkpoint.pth.tar), else one-line ModelMismatch."""
+    from baselines import checkpoint as ck
+
+    state = ck.read_torch_file(Path(path), f"{model} training checkpoint", allow_numpy_arrays=True)
+    meta = state.get(ck.META_KEY) if isinstance(state, dict) else None
+    if not isinstance(meta, dict) or "gfvc_train" not in state:
+        raise ModelMismatch(f"{path}: not a `gfvc train {model}` training checkpoint "
+                            f"(use OUT/{TRAIN_CHECKPOINT} of an earlier run)")
+    if meta.get("model") != model:
+        raise ModelMismatch(f"{path} is a `gfvc train {meta.get('model')}` checkpoint, not {model}")
+    return state
+
+
 def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
-    """Train (or resume) with ``recipe``; writes OUT/checkpoint.pth.tar, OUT/log.jsonl, OUT/summary.json."""
+    """Train (or resume) with ``recipe``; writes OUT/checkpoint.pth.tar, OUT/log.jsonl, OUT/summary.json.
+
+    Resuming from OUT/checkpoint.pth.tar gives the same weights as an
+    uninterrupted run (model, optimiser and RNG states are restored; the data
+    sampler draws from the restored Python RNG). Checkpoints are written
+    atomically every ``checkpoint_every`` steps and when ``max_minutes`` stops
+    the run; a non-finite loss stops before the optimiser step (the last
+    checkpoint stays valid).
+    """
     import torch
 
     from baselines import checkpoint as ck
     from gfvc.devices import resolve_device
-    from s2d_model.data import PairDataset
+    from gfvc.fileio import atomic_write_json
 
-    device = resolve_device(opts.device)
-    recipe.device = device
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
     if opts.batch < 1 or opts.steps < 0:
         raise ConfigError("--batch must be >= 1 and --steps >= 0")
+    if opts.checkpoint_every < 1 or opts.log_every < 1:
+        raise ConfigError("checkpoint_every and log_every must be >= 1")
+    if opts.max_minutes is not None and opts.max_minutes <= 0:
+        raise ConfigError("--max-minutes must be > 0")
+    device = resolve_device(opts.device)
+    recipe.device = device
+    recipe.total_steps = opts.steps
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     out = Path(opts.out)
+    state = read_training_checkpoint(Path(opts.resume), recipe.model) if opts.resume else None
+    if state is not None:
+        from baselines.base import BaselineConfig
+
+        meta = state[ck.META_KEY]
+        if BaselineConfig.from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
+            raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
+                                f"({meta['config'].get('name')}); pass the same configuration")
+    data = recipe.dataset(opts.data)
     out.mkdir(parents=True, exist_ok=True)
     py_rng = random.Random(opts.seed)
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
-    data = PairDataset(opts.data, recipe.config.image_size, None)
     modules = {k: m.to(device) for k, m in recipe.build().items()}
     lr = opts.lr or recipe.lr
     opt_map = recipe.optimizers()
+    owner: dict[int, str] = {}
     for key, names in opt_map.items():
         unknown = [n for n in names if n not in modules]
         if unknown:
             raise ConfigError(f"recipe {recipe.model}: optimiser {key} names unknown modules {unknown}")
+        for n in names:
+            for prm in modules[n].parameters():
+                if id(prm) in owner and owner[id(prm)] != key:
+                    raise ConfigError(f"recipe {recipe.model}: module {n!r} is updated by both {owner[id(prm)]} "
+                                      f"and {key}")
+                owner[id(prm)] = key
     optims = {key: torch.optim.Adam([p for n in names for p in modules[n].parameters()], lr=lr, betas=recipe.betas)
               for key, names in opt_map.items()}
     d_keys = set(recipe.discriminator_optimizers())
+    unknown_d = d_keys - set(optims)
+    if unknown_d:
+        raise ConfigError(f"recipe {recipe.model}: discriminator optimisers {sorted(unknown_d)} are not in optimizers()")
     step, wall_before = 0, 0.0
-    if opts.resume:
-        state = ck.read_torch_file(Path(opts.resume), f"{recipe.model} training checkpoint")
-        meta = state.get(ck.META_KEY) if isinstance(state, dict) else None
-        if not isinstance(meta, dict) or meta.get("model") != recipe.model or "gfvc_train" not in state:
-            raise ModelMismatch(f"--resume {opts.resume}: not a `gfvc train {recipe.model}` training checkpoint "
-                                f"(use OUT/{TRAIN_CHECKPOINT} of an earlier run)")
-        from baselines.base import BaselineConfig
-
-        if BaselineConfig.from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
-            raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
-                                f"({meta['config'].get('name')}); pass the same configuration")
+    log_path = out / "log.jsonl"
+    if state is not None:
+        missing = [k for k in list(modules) + list(optims) if k not in state]
+        if missing:
+            raise ModelMismatch(f"--resume {opts.resume}: no {', '.join(missing)} entry (written by another recipe?)")
         for name, m in modules.items():
             ck.load_strict(m, state[name], model=recipe.model, name=name, source=str(opts.resume))
         for key, o in optims.items():
@@ -193,6 +272,8 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
         step = int(state["gfvc_train"]["step"])
         wall_before = float(state["gfvc_train"].get("wall_seconds", 0.0))
         _set_rng_state(py_rng, state["gfvc_train"]["rng"])
+        _truncate_log(log_path, step)
+        del state
     t0 = time.time()
 
     def record(final: bool = False) -> dict[str, Any]:
@@ -210,78 +291,89 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
 
     bar = None
     if opts.progress:
+        import sys
+
         from tqdm import tqdm
 
-        bar = tqdm(total=opts.steps, initial=step, desc=f"{recipe.model}", unit="step", mininterval=5)
+        bar = tqdm(total=opts.steps, initial=step, desc=f"{recipe.model}", unit="step", mininterval=5, file=sys.stderr)
     for m in modules.values():
         m.train()
     last: dict[str, float] = {}
     stopped_early = False
-    log_path = out / "log.jsonl"
-    while step < opts.steps:
-        f = _lr_factor(recipe, step, opts.steps)
-        for o in optims.values():
-            for g in o.param_groups:
-                g["lr"] = lr * f
-        raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
-        batch = {k: v.to(device) for k, v in raw.items()}
-        terms, cache = recipe.generator_losses(modules, batch, step)
-        loss_g = cast(torch.Tensor, sum(terms.values())) if terms else torch.zeros((), device=device)
-        for key, o in optims.items():
-            if key not in d_keys:
-                o.zero_grad(set_to_none=True)
-        loss_g.backward()
-        for key, o in optims.items():
-            if key not in d_keys:
-                o.step()
-        d_terms: dict[str, Any] = {}
-        if d_keys:
-            d_terms = recipe.discriminator_losses(modules, batch, cache, step)
-            if d_terms:
-                loss_d = cast(torch.Tensor, sum(d_terms.values()))
-                for key in d_keys:
-                    optims[key].zero_grad(set_to_none=True)
-                loss_d.backward()
-                for key in d_keys:
-                    optims[key].step()
-        step += 1
-        if not torch.isfinite(loss_g):
-            raise ConfigError(f"{recipe.model} training diverged at step {step} (loss {float(loss_g)}); "
-                              "lower --lr or check the data")
-        last = {k: float(v.detach()) for k, v in terms.items()}
-        last.update({f"d.{k}": float(v.detach()) for k, v in d_terms.items()})
-        last["total_g"] = float(loss_g.detach())
+    try:
+        while step < opts.steps:
+            f = _lr_factor(recipe, step, opts.steps)
+            for o in optims.values():
+                for g in o.param_groups:
+                    g["lr"] = lr * f
+            raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
+            batch = {k: v.to(device) for k, v in raw.items()}
+            terms, cache = recipe.generator_losses(modules, batch, step)
+            if not terms:
+                raise ConfigError(f"recipe {recipe.model}: generator_losses() returned no loss terms")
+            loss_g: torch.Tensor = sum(terms.values())  # type: ignore[assignment]
+            if not torch.isfinite(loss_g):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                raise ConfigError(f"{recipe.model} training diverged at step {step + 1} (non-finite {', '.join(bad)}); "
+                                  "lower --lr or check the data; the last checkpoint is unchanged")
+            for key, o in optims.items():
+                if key not in d_keys:
+                    o.zero_grad(set_to_none=True)
+            loss_g.backward()
+            recipe.before_step(modules)
+            for key, o in optims.items():
+                if key not in d_keys:
+                    o.step()
+            d_terms: dict[str, Any] = {}
+            if d_keys:
+                d_terms = recipe.discriminator_losses(modules, batch, cache, step)
+                if d_terms:
+                    loss_d: torch.Tensor = sum(d_terms.values())  # type: ignore[assignment]
+                    if not torch.isfinite(loss_d):
+                        raise ConfigError(f"{recipe.model} discriminator diverged at step {step + 1}; lower --lr")
+                    for key in d_keys:
+                        optims[key].zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    for key in d_keys:
+                        optims[key].step()
+            step += 1
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            last.update({f"d.{k}": float(v.detach()) for k, v in d_terms.items()})
+            last["total_g"] = float(loss_g.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(g=f"{last['total_g']:.3f}", refresh=False)
+            if step % opts.log_every == 0 or step == opts.steps:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"step": step, "time": round(wall_before + time.time() - t0, 2),
+                                         "lr": lr * f, **last}) + "\n")
+            if step % opts.checkpoint_every == 0 and step < opts.steps:
+                save()
+            if opts.max_minutes is not None and (time.time() - t0) / 60 >= opts.max_minutes:
+                stopped_early = step < opts.steps
+                break
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(g=f"{last['total_g']:.3f}", refresh=False)
-        if step % opts.log_every == 0 or step == opts.steps:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"step": step, "time": round(wall_before + time.time() - t0, 2),
-                                     "lr": lr * f, **last}) + "\n")
-        if step % opts.checkpoint_every == 0:
-            save()
-        if opts.max_minutes is not None and (time.time() - t0) / 60 >= opts.max_minutes:
-            stopped_early = step < opts.steps
-            break
-    if bar is not None:
-        bar.close()
+            bar.close()
     path = save(final=not stopped_early)
     summary = {"model": recipe.model, "config": recipe.config.name, "fingerprint": recipe.config.fingerprint(),
                **record(not stopped_early), "stopped_early_by_time": stopped_early, "final_losses": last,
                "checkpoint": str(path.resolve())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 
 def export(train_checkpoint: Path, out: Path, model: str, modules: tuple[str, ...], fp16: bool = True,
            meta: dict[str, Any] | None = None) -> Path:
-    """Inference checkpoint: the inference modules of a training checkpoint (official layout + "gfvc")."""
+    """Inference checkpoint: the inference modules of a training checkpoint (official layout + "gfvc").
+
+    The file loads through the codec like any checkpoint (``--model MODEL=OUT``),
+    with its configuration and training record embedded; ``fp16`` halves it.
+    """
     from baselines import checkpoint as ck
 
-    st = ck.read_torch_file(Path(train_checkpoint), f"{model} training checkpoint")
-    m = st.get(ck.META_KEY) if isinstance(st, dict) else None
-    if not isinstance(m, dict) or m.get("model") != model:
-        raise ModelMismatch(f"{train_checkpoint}: not a `gfvc train {model}` checkpoint")
+    st = read_training_checkpoint(Path(train_checkpoint), model)
+    m = st[ck.META_KEY]
     missing = [n for n in modules if n not in st]
     if missing:
         raise InputError(f"{train_checkpoint}: no module(s) {missing} to export")

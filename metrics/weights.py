@@ -35,6 +35,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -490,55 +491,73 @@ def _size_text(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 
 
-def download(w: WeightFile, dest: Path, *, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> Path:
-    """Download ``w`` into ``dest`` with a progress bar; sha256 checked before the file is used.
+def download_verified(urls: tuple[str, ...] | list[str], target: Path, verify: Callable[[Path], str], *,
+                      timeout: float = CONNECT_TIMEOUT_S, size: int | None = None, what: str = "",
+                      progress: bool = True) -> str:
+    """Download ``target`` from the first URL whose content passes ``verify`` (returns '' or why not).
 
-    The file is streamed into a temporary file in ``dest`` and hashed on the
-    way; a size or sha256 mismatch deletes it and raises WeightsError (the
-    next source is tried); a good file is moved into place atomically.
+    One downloader for weight files (`gfvc weights`) and codec checkpoints
+    (`gfvc models fetch`): hosts are probed first (a machine without network
+    fails fast, never hangs), the file streams into a temporary file next to
+    ``target`` with a progress bar, is verified, and only then replaces
+    ``target`` atomically (umask mode); a refused file is deleted and the next
+    URL is tried. Returns the URL used; WeightsError lists every URL's failure.
     """
     from tqdm import tqdm
 
-    from gfvc.fileio import atomic_open, check_output_dir
+    from gfvc.fileio import atomic_open
 
-    check_output_dir(dest, what="weights folder")
+    target = Path(target)
     errors: list[str] = []
-    for url in source_urls(w):
+    for url in urls:
         why = "" if _uses_proxy(url) else _probe(url, timeout)
         if why:
             errors.append(why)
             continue
-        target = Path(dest) / w.name
-        print(f"gfvc: downloading {w.name} ({_size_text(w.size)}, used by {', '.join(w.used_by)}) "
-              f"from {url} into {dest}", file=sys.stderr)
-        h = hashlib.sha256()
+        size_text = f" ({_size_text(size)}{', ' + what if what else ''})" if size else (f" ({what})" if what else "")
+        print(f"gfvc: downloading {target.name}{size_text} from {url} into {target.parent}", file=sys.stderr)
         got = 0
         try:
             req = urllib.request.Request(url, headers={"User-Agent": "gfvc-weights"})
             with urllib.request.urlopen(req, timeout=timeout) as r, atomic_open(target, "wb") as f, \
-                    tqdm(total=w.size, unit="B", unit_scale=True, desc=w.name, file=sys.stderr,
+                    tqdm(total=size, unit="B", unit_scale=True, desc=target.name, file=sys.stderr,
                          disable=None if progress else True, leave=False) as bar:
                 while True:
                     chunk = r.read(1 << 20)
                     if not chunk:
                         break
                     f.write(chunk)
-                    h.update(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
-                    if got > w.size:
+                    if size is not None and got > size:
                         break
-                if got != w.size or h.hexdigest() != w.sha256:
-                    raise _Mismatch(f"size {got} bytes, sha256 {h.hexdigest()}" if got == w.size else
-                                    f"size {got}{'+' if got > w.size else ''} bytes, expected {w.size}")
+                f.flush()
+                bad = (f"size {got}{'+' if got > size else ''} bytes, expected {size}"
+                       if size is not None and got != size else verify(Path(f.name)))
+                if bad:
+                    raise _Mismatch(bad)
         except _Mismatch as e:  # atomic_open removed the temporary file
-            errors.append(f"{url}: downloaded file refused and deleted ({e}; expected sha256 {w.sha256})")
+            errors.append(f"{url}: downloaded file refused and deleted ({e})")
             continue
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
             continue
-        return target
-    raise WeightsError(f"could not download {w.name} (offline?): {'; '.join(errors)}; {FETCH_FIX}")
+        return url
+    raise WeightsError(f"could not download {target.name} (offline?): {'; '.join(errors or ['no download URL'])}")
+
+
+def download(w: WeightFile, dest: Path, *, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> Path:
+    """Download ``w`` into ``dest`` (mirror-aware, sha256 checked before the file is used)."""
+    from gfvc.fileio import check_output_dir
+
+    check_output_dir(dest, what="weights folder")
+    target = Path(dest) / w.name
+    try:
+        download_verified(source_urls(w), target, lambda p: verify_file(w, p), timeout=timeout, size=w.size,
+                          what=f"used by {', '.join(w.used_by)}", progress=progress)
+    except WeightsError as e:
+        raise WeightsError(f"{e}; expected sha256 {w.sha256}; {FETCH_FIX}") from None
+    return target
 
 
 class _Mismatch(Exception):

@@ -17,18 +17,19 @@ from typing import Any
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "s2d-small-demo.pt"
 
 
-def info(config_name: str = "reference") -> dict[str, Any]:
+def info(config_name: Any = "reference") -> dict[str, Any]:
     """Architecture summary of a config: parameters per module, keypoints, values per inter frame, vertex shape.
 
-    Parameters are counted on the ``meta`` device, so the 100 M-parameter
-    reference model costs no memory or time.
+    ``config_name`` is a config name, a YAML path or an S2DConfig (e.g. the one a
+    checkpoint embeds). Parameters are counted on the ``meta`` device, so the
+    100 M-parameter reference model costs no memory or time.
     """
     import torch
 
     from s2d_model.config import load_config
     from s2d_model.networks import MultiScaleDiscriminator, Sparse2Dense, module_parameters
 
-    cfg = load_config(config_name)
+    cfg = load_config(config_name) if isinstance(config_name, (str, Path)) else config_name
     with torch.device("meta"):
         model = Sparse2Dense(cfg)
         disc = MultiScaleDiscriminator(cfg)

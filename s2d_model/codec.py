@@ -9,12 +9,15 @@ the same detector, and synthesises every inter frame plus its 10475 x 2
 vertices (``Decoded.extras["vertices"]``, (T, 10475, 2), normalised image
 coordinates; row 0 is the key frame).
 
-Checkpoint: ``env.extra["s2d_checkpoint"]`` or ``$GFVC_S2D_CHECKPOINT``, else
-the committed CPU demo checkpoint (s2d_model/checkpoints/s2d-small-demo.pt,
-128x128). ``env.extra["s2d_config"]`` / ``$GFVC_S2D_CONFIG`` optionally names
-the config the checkpoint must match. The checkpoint's sha256 is the model
-checksum carried in every bitstream. The model runs on ``Environment.device``
-(``--device``; gfvc.devices.resolve_device).
+Checkpoint: chosen like every generative codec's (:func:`gfvc.models.choose`):
+``--model s2d=PATH`` (``Environment.models``; ``env.extra["s2d_checkpoint"]``
+is its programmatic equivalent), the condition's ``models:`` entry,
+``$GFVC_S2D_CHECKPOINT``, else the committed CPU demo checkpoint
+(s2d_model/checkpoints/s2d-small-demo.pt, 128x128). ``env.extra["s2d_config"]``
+/ ``$GFVC_S2D_CONFIG`` (or the ``config`` of the models: entry) optionally
+names the config the checkpoint must match. The checkpoint's sha256 is the
+model checksum carried in every bitstream and recorded in the provenance.
+The model runs on ``Environment.device`` (``--device``; gfvc.devices.resolve_device).
 
 quant_scale = 64 was chosen by measurement on the demo clip (docs/s2d.md):
 the keypoint-stream rate vs the synthesis error against unquantised
@@ -31,7 +34,6 @@ import numpy as np
 from gfvc.codec import CODECS, Decoded, Environment
 from gfvc.errors import ModelMismatch, NotAvailable
 from gfvc.generative import GenerativeCodec
-from gfvc.video import sha256_file
 from s2d_model import DEMO_CHECKPOINT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,13 +70,19 @@ class S2DCodec(GenerativeCodec):
     feature_dim = 45
     quant_scale = 64.0
     vertex_extra = "vertices"  # measured against the sequence's reference vertices (metrics/vertices.py)
+    takes_checkpoint = True
+    checkpoint_env_var = "GFVC_S2D_CHECKPOINT"
 
     def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         super().__init__(condition, env)
+        from gfvc import models
+
         extra = self.env.extra or {}
-        ck = extra.get("s2d_checkpoint") or os.environ.get("GFVC_S2D_CHECKPOINT") or DEMO_CHECKPOINT
-        self.checkpoint = Path(ck)
-        self.config_name = extra.get("s2d_config") or os.environ.get("GFVC_S2D_CONFIG") or None
+        self.choice = models.choose(self.name, condition, self.env, DEMO_CHECKPOINT, self.checkpoint_env_var,
+                                    extra_key="s2d_checkpoint")
+        self.checkpoint = Path(self.choice.path)
+        self.config_name = (extra.get("s2d_config") or os.environ.get("GFVC_S2D_CONFIG")
+                            or (str(self.choice.config) if self.choice.config else None))
         self._device: str | None = None
         self._state: dict[str, Any] | None = None
         self._model: Sparse2Dense | None = None
@@ -112,6 +120,8 @@ class S2DCodec(GenerativeCodec):
     # --------------------------------------------------------------- identity
     def _ck(self) -> dict[str, Any]:
         if self._state is None:
+            if self.checkpoint.is_file():
+                self.model_checksum()  # a pinned sha256 (condition models:) is enforced before the file is read
             self._state = checkpoint_header(self.checkpoint)
         return self._state
 
@@ -149,7 +159,7 @@ class S2DCodec(GenerativeCodec):
         if self._sha is None:
             if not self.checkpoint.is_file():
                 self._ck()  # raises NotAvailable with the fix
-            self._sha = sha256_file(self.checkpoint)
+            self._sha = self.choice.verify()
         return self._sha
 
     def check(self) -> None:
@@ -244,7 +254,9 @@ class S2DCodec(GenerativeCodec):
         st = self._ck()
         cfg = self._config()
         meta = dict(st.get("meta") or {})
-        p.update({"checkpoint": str(self.checkpoint), "config": cfg.name, "architecture": cfg.fingerprint(),
+        # checkpoint_path/_source are machine-local (left out of job keys); the sha256 is the identity
+        p.update({"checkpoint_path": str(self.checkpoint), "checkpoint_source": self.choice.source,
+                  "checkpoint_sha256": self.model_checksum(), "config": cfg.name, "architecture": cfg.fingerprint(),
                   "image_size": cfg.image_size,
                   "training": {k: meta.get(k) for k in ("step", "perceptual", "vertex_targets", "wall_seconds",
                                                         "dtype")}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,7 +127,23 @@ class ExecutionSpec:
 
 
 # Condition fields that do not define results (left out of the fingerprint).
-NON_RESULT_FIELDS = ("execution",)
+NON_RESULT_FIELDS = ("execution", "models")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A generative codec's checkpoint under this condition (``models:`` section, docs/conditions.md).
+
+    ``path`` is relative to the YAML file; ``sha256`` pins the file (a file
+    with another hash is refused, however it was chosen); ``config`` names the
+    official-config YAML for checkpoints that do not embed their configuration.
+    Not part of the fingerprint: the checkpoint's sha256 is part of every job's
+    key through the codec's provenance, and paths are machine-local.
+    """
+
+    path: str | None = None
+    sha256: str | None = None
+    config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,7 @@ class Condition:
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     bdrate: BdRateSpec = field(default_factory=BdRateSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    models: dict[str, ModelSpec] = field(default_factory=dict, hash=False)
     schema: int = SCHEMA_VERSION
     source: str = ""  # file it was loaded from (not part of the fingerprint)
 
@@ -159,7 +177,13 @@ class Condition:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of everything that defines results (execution settings excluded)."""
+        """sha256 of the canonical JSON of everything that defines results.
+
+        Left out: ``execution`` (how jobs run never changes a result) and
+        ``models`` (which checkpoint a codec used is identified by its sha256 in
+        the codec provenance, part of each job's key; its path is machine-local;
+        docs/conditions.md).
+        """
         d = self.to_dict()
         for k in NON_RESULT_FIELDS:
             d.pop(k, None)
@@ -210,12 +234,25 @@ class Condition:
             raise ConfigError(f"{where}: execution.retries must be >= 0")
         if self.colour.chroma == "444" and self.anchor.encoder == "vvenc":
             pass  # vvenc supports 4:4:4 through ffmpeg's yuv444p
+        for codec, spec in self.models.items():
+            if not spec.path and not spec.sha256:
+                raise ConfigError(f"{where}: models.{codec}: give a path (and optionally sha256, config)")
+            if spec.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", spec.sha256):
+                raise ConfigError(f"{where}: models.{codec}.sha256: expected 64 hex digits, got {spec.sha256!r}")
 
 
 def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
     """Check/convert ``value`` against annotation ``tp``; raise ConfigError."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{file}: key {key!r}: expected nothing (null), got {value!r}")
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: key {key!r}: expected a mapping, got {value!r}")
+        return {str(_type_ok(args[0], k, file, key)): _type_ok(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{file}: key {key!r}: {value!r} is not one of {list(args)}")
