@@ -29,11 +29,13 @@ in docs/baselines.md):
   multi-head cross-attention (motion queries attend over key-frame tokens)
   and MLPs carry key-frame appearance to where the current frame needs it —
   the implicit motion: no flow field is ever formed. A ResBlock/up-sampling
-  decoder renders the frame. Positions enter through fixed 2D sine-cosine
-  encodings (any resolution).
+  decoder renders the frame; at each of its levels the key frame's own
+  (unaligned) encoder features are concatenated and fused (``key_skips``), so
+  static content can be copied sharply. Positions enter through fixed 2D
+  sine-cosine encodings (any resolution).
 
 Codec ``imt`` sends the compact feature per inter frame (36 values at 384),
-DPCM-coded with a scale chosen by a measured sweep.
+DPCM-coded at scale 4, chosen by a measured sweep (docs/baselines.md).
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ class IMTGenerator(nn.Module):
     def __init__(self, num_channels: int = 3, block_expansion: int = 64, max_features: int = 512,
                  num_down_blocks: int = 3, num_guidance_up_blocks: int = 3, guidance_channels: int = 32,
                  dim: int = 256, heads: int = 4, depth: int = 2, mlp_ratio: float = 2.0,
-                 num_bottleneck_blocks: int = 3, feature_channels: int = 1) -> None:
+                 num_bottleneck_blocks: int = 3, feature_channels: int = 1, key_skips: bool = False) -> None:
         super().__init__()
         width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
@@ -128,6 +130,12 @@ class IMTGenerator(nn.Module):
         self.up_blocks = nn.ModuleList(
             B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
                         padding=(1, 1)) for i in range(num_down_blocks))
+        # key-frame skips: at each decoder level the key frame's own (unaligned) encoder features are
+        # concatenated and fused, so static content can be copied sharply while the attention-aligned
+        # coarse features carry what moved (a suite choice; the paper's decoder is not described)
+        self.skip_fuse = (nn.ModuleList(B.SameBlock2d(2 * width(num_down_blocks - i - 1), width(num_down_blocks - i - 1),
+                                                      kernel_size=(3, 3), padding=(1, 1))
+                                        for i in range(num_down_blocks)) if key_skips else None)
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
         self.dim = dim
 
@@ -140,8 +148,10 @@ class IMTGenerator(nn.Module):
     def forward(self, source_image: torch.Tensor, feature_source: torch.Tensor, feature_driving: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         app = self.first(source_image)
+        skips = [app]
         for block in self.down_blocks:
             app = block(app)
+            skips.append(app)
         g_s, g_d = self.guidance(feature_source), self.guidance(feature_driving)
         if g_s.shape[2:] != app.shape[2:]:
             raise ModelMismatch(f"IMT: motion guidance {tuple(g_s.shape[2:])} and appearance grid "
@@ -160,8 +170,10 @@ class IMTGenerator(nn.Module):
             x = layer(x, keys, values)
         out = self.out_proj(self.norm_out(x).transpose(1, 2).reshape(b, self.dim, h, w))
         out = self.bottleneck(out)
-        for block in self.up_blocks:
+        for i, block in enumerate(self.up_blocks):
             out = block(out)
+            if self.skip_fuse is not None:
+                out = self.skip_fuse[i](torch.cat([out, skips[-(i + 2)]], dim=1))
         return {"prediction": torch.sigmoid(self.final(out))}
 
 
@@ -173,7 +185,7 @@ OFFICIAL_LIKE_MODULES: dict[str, dict[str, Any]] = {
     # attention on the 48x48 grid at 384 (1/8): 6x6 guidance up 3 times; key frame down 3 times
     "generator": {"num_channels": 3, "block_expansion": 64, "max_features": 512, "num_down_blocks": 3,
                   "num_guidance_up_blocks": 3, "guidance_channels": 32, "dim": 256, "heads": 4, "depth": 2,
-                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 3, "feature_channels": 1},
+                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 3, "feature_channels": 1, "key_skips": True},
     "discriminator": {"scales": [1], "block_expansion": 32, "max_features": 512, "num_blocks": 4, "sn": True},
 }
 DEMO_MODULES: dict[str, dict[str, Any]] = {
@@ -182,7 +194,7 @@ DEMO_MODULES: dict[str, dict[str, Any]] = {
                 "temperature": 0.1, "scale_factor": 0.5},
     "generator": {"num_channels": 3, "block_expansion": 16, "max_features": 128, "num_down_blocks": 3,
                   "num_guidance_up_blocks": 2, "guidance_channels": 16, "dim": 64, "heads": 4, "depth": 2,
-                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 2, "feature_channels": 1},
+                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 2, "feature_channels": 1, "key_skips": True},
     "discriminator": {"scales": [1], "block_expansion": 16, "max_features": 128, "num_blocks": 4, "sn": True},
 }
 OPTIONS: dict[str, Any] = {
@@ -231,7 +243,7 @@ class IMTCodec(BaselineCodec):
     name = NAME
     description = ("IMT (Chen et al., PCS 2025; no public code, suite implementation): VVC key frame + a 1-channel "
                    "compact feature (6x6 = 36 values at 384) turned into implicit motion by cross-attention")
-    quant_scale = 16.0
+    quant_scale = 4.0  # measured sweep on the demo model (docs/baselines.md); CFTE's GFVC scale too
     inference_modules = ("encoder", "generator")
 
     @property
