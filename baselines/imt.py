@@ -40,7 +40,8 @@ DPCM-coded at scale 4, chosen by a measured sweep (docs/baselines.md).
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -109,34 +110,34 @@ class IMTGenerator(nn.Module):
                  dim: int = 256, heads: int = 4, depth: int = 2, mlp_ratio: float = 2.0,
                  num_bottleneck_blocks: int = 3, feature_channels: int = 1, key_skips: bool = False) -> None:
         super().__init__()
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
+        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
                                          for i in range(num_down_blocks))
-        self.guidance_in = nn.Conv2d(feature_channels, guidance_channels, kernel_size=(3, 3), padding=(1, 1))
-        self.guidance_up = nn.ModuleList(B.UpBlock2d(guidance_channels, guidance_channels, kernel_size=(3, 3),
-                                                     padding=(1, 1)) for _ in range(num_guidance_up_blocks))
+        self.guidance_in = nn.Conv2d(feature_channels, guidance_channels, kernel_size=3, padding=1)
+        self.guidance_up = nn.ModuleList(B.UpBlock2d(guidance_channels, guidance_channels, kernel_size=3,
+                                                     padding=1) for _ in range(num_guidance_up_blocks))
         c_app = width(num_down_blocks)
         # motion queries: current guidance and its difference to the key's; keys: key guidance + appearance
-        self.query_embed = nn.Conv2d(2 * guidance_channels, dim, kernel_size=(1, 1))
-        self.key_embed = nn.Conv2d(guidance_channels + c_app, dim, kernel_size=(1, 1))
-        self.value_embed = nn.Conv2d(c_app, dim, kernel_size=(1, 1))
+        self.query_embed = nn.Conv2d(2 * guidance_channels, dim, kernel_size=1)
+        self.key_embed = nn.Conv2d(guidance_channels + c_app, dim, kernel_size=1)
+        self.value_embed = nn.Conv2d(c_app, dim, kernel_size=1)
         self.layers = nn.ModuleList(CrossAttentionLayer(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
-        self.out_proj = nn.Conv2d(dim, c_app, kernel_size=(1, 1))
+        self.out_proj = nn.Conv2d(dim, c_app, kernel_size=1)
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(c_app, kernel_size=(3, 3), padding=(1, 1)))
+            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(c_app, kernel_size=3, padding=1))
         self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
+            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
+                        padding=1) for i in range(num_down_blocks))
         # key-frame skips: at each decoder level the key frame's own (unaligned) encoder features are
         # concatenated and fused, so static content can be copied sharply while the attention-aligned
         # coarse features carry what moved (a suite choice; the paper's decoder is not described)
         self.skip_fuse = (nn.ModuleList(B.SameBlock2d(2 * width(num_down_blocks - i - 1), width(num_down_blocks - i - 1),
-                                                      kernel_size=(3, 3), padding=(1, 1))
+                                                      kernel_size=3, padding=1)
                                         for i in range(num_down_blocks)) if key_skips else None)
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.dim = dim
 
     def guidance(self, value: torch.Tensor) -> torch.Tensor:
@@ -297,8 +298,8 @@ register_signature(NAME, _looks_like_imt)
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
+from baselines.losses import OfficialLossRecipe
+from gfvc.training import RECIPES
 
 IMT_LOSS_WEIGHTS: dict[str, Any] = {"generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
                                     "perceptual": [10, 10, 10, 10, 10]}
@@ -358,9 +359,9 @@ class IMTRecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
-                                                for s in scales)
+                terms["feature_matching"] = torch.stack([
+                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
+                    for s in scales]).sum()
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

@@ -4,10 +4,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import kp_family as K
 import pytest
 import torch
 
-import kp_family as K
 from baselines import imt
 from baselines.base import BaselineConfig
 from gfvc.codec import get_codec
