@@ -87,11 +87,12 @@ class KPDetector(nn.Module):
             self.down = B.AntiAliasInterpolation2d(num_channels, scale_factor)
         cin = self.predictor.out_filters
         for i in range(1, 5):
-            conv = nn.Conv2d(cin if i == 1 else num_kp, num_kp, kernel_size=(5, 5), stride=2, padding=2)
+            conv = nn.Conv2d(cin if i == 1 else num_kp, num_kp, kernel_size=5, stride=2, padding=2)
             # official init: xavier normal (gain sqrt(2(3+K)/6) for conv1, sqrt(2) after), bias 0.01
             gain = (2 * (3 + num_kp) / 6) ** 0.5 if i == 1 else 2 ** 0.5
             if conv.weight.device.type != "meta":
                 nn.init.xavier_normal_(conv.weight.data, gain)
+                assert conv.bias is not None
                 nn.init.constant_(conv.bias.data, 0.01)
             setattr(self, f"conv{i}", conv)
             setattr(self, f"gdn{i}", GDN(num_kp))
@@ -113,7 +114,7 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     and sampled bilinearly with zero padding at grid_sample's default
     align_corners=False (the official mix of conventions, kept as is).
     """
-    b, _, h, w = x.shape
+    _, _, h, w = x.shape
     xx = torch.arange(0, w, device=x.device).view(1, -1).repeat(h, 1)
     yy = torch.arange(0, h, device=x.device).view(-1, 1).repeat(1, w)
     grid = torch.stack([xx, yy], 0).float().unsqueeze(0)
@@ -152,7 +153,7 @@ def farneback_flow(value_source: torch.Tensor, value_driving: torch.Tensor, per_
 
     prev = to_uint8(value_driving, per_sample)
     nxt = to_uint8(value_source, per_sample)
-    flows = [cv2.calcOpticalFlowFarneback(np.ascontiguousarray(p), np.ascontiguousarray(n), None,
+    flows = [cv2.calcOpticalFlowFarneback(np.ascontiguousarray(p), np.ascontiguousarray(n), None,  # type: ignore[call-overload]
                                           *FARNEBACK_PARAMS) for p, n in zip(prev, nxt)]
     return torch.from_numpy(np.stack(flows)).to(device=value_source.device, dtype=value_source.dtype)
 
@@ -170,8 +171,8 @@ class DenseMotionNetwork(nn.Module):
         super().__init__()
         self.hourglass = B.Hourglass(block_expansion, in_features=num_channels + 1, max_features=max_features,
                                      num_blocks=num_blocks)
-        self.flow = nn.Conv2d(self.hourglass.out_filters, 2, kernel_size=(7, 7), padding=(3, 3))
-        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=(7, 7), padding=(3, 3))
+        self.flow = nn.Conv2d(self.hourglass.out_filters, 2, kernel_size=7, padding=3)
+        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
                           if estimate_occlusion_map else None)
         self.num_kp = num_kp
         self.scale_factor = scale_factor
@@ -179,20 +180,20 @@ class DenseMotionNetwork(nn.Module):
         self.num_down_blocks = num_down_blocks
         if scale_factor != 1:
             self.down = B.AntiAliasInterpolation2d(num_channels, scale_factor)
-        self.up_blocks = nn.ModuleList(B.UpBlock2d(num_kp, num_kp, kernel_size=(3, 3), padding=(1, 1))
+        self.up_blocks = nn.ModuleList(B.UpBlock2d(num_kp, num_kp, kernel_size=3, padding=1)
                                        for _ in range(num_down_blocks))
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        self.motiondown_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3),
-                                                             padding=(1, 1)) for i in range(num_down_blocks))
+        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.motiondown_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3,
+                                                             padding=1) for i in range(num_down_blocks))
         self.motionup_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
+            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
+                        padding=1) for i in range(num_down_blocks))
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
+                                                             padding=1))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
 
     def heatmap_representation(self, value_driving: torch.Tensor, value_source: torch.Tensor) -> torch.Tensor:
         """Upsampled driving feature minus upsampled source feature (B, num_kp, h, w)."""
@@ -222,7 +223,7 @@ class DenseMotionNetwork(nn.Module):
                 heatmap_driving: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.scale_factor != 1:
             source_image = self.down(source_image)
-        bs, _, h, w = source_image.shape
+        h, w = source_image.shape[2:]
         heat = self.heatmap_representation(heatmap_driving["value"], heatmap_source["value"])
         sparse = self.sparse_motion(heatmap_source["value"], heatmap_driving["value"])
         deformed = self.deformed_source(source_image, sparse)
@@ -260,18 +261,18 @@ class OcclusionAwareGenerator(nn.Module):
         self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
                                                        estimate_occlusion_map=estimate_occlusion_map,
                                                        **dense_motion_params)
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
+        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
                                          for i in range(num_down_blocks))
         self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
+            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
+                        padding=1) for i in range(num_down_blocks))
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
+                                                             padding=1))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.estimate_occlusion_map = estimate_occlusion_map
         self.num_channels = num_channels
 
@@ -301,7 +302,9 @@ class OcclusionAwareGenerator(nn.Module):
 def set_farneback_normalisation(generator: nn.Module, mode: str) -> None:
     if mode not in ("batch", "sample"):
         raise ValueError(f"farneback normalisation must be 'batch' or 'sample', not {mode!r}")
-    generator.dense_motion_network.farneback_normalisation = mode
+    dm = generator.dense_motion_network
+    assert isinstance(dm, DenseMotionNetwork)
+    dm.farneback_normalisation = mode
 
 
 # --------------------------------------------------------------------------- configurations
@@ -489,7 +492,9 @@ class CFTEVectors(VectorModel):
     @staticmethod
     def _generator(gen: nn.Module, src: torch.Tensor, kp_s: dict, kp_d: dict, prefix: str) -> dict[str, Any]:
         captured: dict[str, Any] = {}
-        hook = gen.dense_motion_network.register_forward_hook(lambda m, a, o: captured.update(o))
+        dm = gen.dense_motion_network
+        assert isinstance(dm, nn.Module)
+        hook = dm.register_forward_hook(lambda m, a, o: captured.update(o))
         try:
             out = gen(src, heatmap_source=kp_s, heatmap_driving=kp_d)
         finally:
@@ -502,8 +507,8 @@ class CFTEVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe, PyramidPerceptual  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
+from baselines.losses import OfficialLossRecipe, PyramidPerceptual
+from gfvc.training import RECIPES
 
 CFTE_LOSS_WEIGHTS: dict[str, Any] = {
     # config/vox-256.yaml train_params.loss_weights
@@ -610,9 +615,9 @@ class CFTERecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
-                                                for s in scales)
+                terms["feature_matching"] = torch.stack([
+                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
+                    for s in scales]).sum()
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

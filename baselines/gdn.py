@@ -113,6 +113,8 @@ class GDN(nn.Module):
 class _NonNegative(nn.Module):
     """compressai's NonNegativeParametrizer layout: buffers ``pedestal`` (1,) and ``lower_bound.bound`` (1,)."""
 
+    pedestal: torch.Tensor
+
     def __init__(self, minimum: float = 0.0, reparam_offset: float = REPARAM_OFFSET) -> None:
         super().__init__()
         pedestal = float(reparam_offset) ** 2
@@ -128,6 +130,8 @@ class _NonNegative(nn.Module):
 
 class _BoundBuffer(nn.Module):
     """compressai's LowerBound module: one buffer ``bound`` (1,)."""
+
+    bound: torch.Tensor
 
     def __init__(self, bound: float) -> None:
         super().__init__()

@@ -29,11 +29,13 @@ in docs/baselines.md):
   multi-head cross-attention (motion queries attend over key-frame tokens)
   and MLPs carry key-frame appearance to where the current frame needs it —
   the implicit motion: no flow field is ever formed. A ResBlock/up-sampling
-  decoder renders the frame. Positions enter through fixed 2D sine-cosine
-  encodings (any resolution).
+  decoder renders the frame; at each of its levels the key frame's own
+  (unaligned) encoder features are concatenated and fused (``key_skips``), so
+  static content can be copied sharply. Positions enter through fixed 2D
+  sine-cosine encodings (any resolution).
 
 Codec ``imt`` sends the compact feature per inter frame (36 values at 384),
-DPCM-coded with a scale chosen by a measured sweep.
+DPCM-coded at scale 4, chosen by a measured sweep (docs/baselines.md).
 """
 from __future__ import annotations
 
@@ -106,30 +108,36 @@ class IMTGenerator(nn.Module):
     def __init__(self, num_channels: int = 3, block_expansion: int = 64, max_features: int = 512,
                  num_down_blocks: int = 3, num_guidance_up_blocks: int = 3, guidance_channels: int = 32,
                  dim: int = 256, heads: int = 4, depth: int = 2, mlp_ratio: float = 2.0,
-                 num_bottleneck_blocks: int = 3, feature_channels: int = 1) -> None:
+                 num_bottleneck_blocks: int = 3, feature_channels: int = 1, key_skips: bool = False) -> None:
         super().__init__()
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
+        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
                                          for i in range(num_down_blocks))
-        self.guidance_in = nn.Conv2d(feature_channels, guidance_channels, kernel_size=(3, 3), padding=(1, 1))
-        self.guidance_up = nn.ModuleList(B.UpBlock2d(guidance_channels, guidance_channels, kernel_size=(3, 3),
-                                                     padding=(1, 1)) for _ in range(num_guidance_up_blocks))
+        self.guidance_in = nn.Conv2d(feature_channels, guidance_channels, kernel_size=3, padding=1)
+        self.guidance_up = nn.ModuleList(B.UpBlock2d(guidance_channels, guidance_channels, kernel_size=3,
+                                                     padding=1) for _ in range(num_guidance_up_blocks))
         c_app = width(num_down_blocks)
         # motion queries: current guidance and its difference to the key's; keys: key guidance + appearance
-        self.query_embed = nn.Conv2d(2 * guidance_channels, dim, kernel_size=(1, 1))
-        self.key_embed = nn.Conv2d(guidance_channels + c_app, dim, kernel_size=(1, 1))
-        self.value_embed = nn.Conv2d(c_app, dim, kernel_size=(1, 1))
+        self.query_embed = nn.Conv2d(2 * guidance_channels, dim, kernel_size=1)
+        self.key_embed = nn.Conv2d(guidance_channels + c_app, dim, kernel_size=1)
+        self.value_embed = nn.Conv2d(c_app, dim, kernel_size=1)
         self.layers = nn.ModuleList(CrossAttentionLayer(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
-        self.out_proj = nn.Conv2d(dim, c_app, kernel_size=(1, 1))
+        self.out_proj = nn.Conv2d(dim, c_app, kernel_size=1)
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(c_app, kernel_size=(3, 3), padding=(1, 1)))
+            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(c_app, kernel_size=3, padding=1))
         self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
+                        padding=1) for i in range(num_down_blocks))
+        # key-frame skips: at each decoder level the key frame's own (unaligned) encoder features are
+        # concatenated and fused, so static content can be copied sharply while the attention-aligned
+        # coarse features carry what moved (a suite choice; the paper's decoder is not described)
+        self.skip_fuse = (nn.ModuleList(B.SameBlock2d(2 * width(num_down_blocks - i - 1), width(num_down_blocks - i - 1),
+                                                      kernel_size=3, padding=1)
+                                        for i in range(num_down_blocks)) if key_skips else None)
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.dim = dim
 
     def guidance(self, value: torch.Tensor) -> torch.Tensor:
@@ -141,8 +149,10 @@ class IMTGenerator(nn.Module):
     def forward(self, source_image: torch.Tensor, feature_source: torch.Tensor, feature_driving: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         app = self.first(source_image)
+        skips = [app]
         for block in self.down_blocks:
             app = block(app)
+            skips.append(app)
         g_s, g_d = self.guidance(feature_source), self.guidance(feature_driving)
         if g_s.shape[2:] != app.shape[2:]:
             raise ModelMismatch(f"IMT: motion guidance {tuple(g_s.shape[2:])} and appearance grid "
@@ -161,8 +171,10 @@ class IMTGenerator(nn.Module):
             x = layer(x, keys, values)
         out = self.out_proj(self.norm_out(x).transpose(1, 2).reshape(b, self.dim, h, w))
         out = self.bottleneck(out)
-        for block in self.up_blocks:
+        for i, block in enumerate(self.up_blocks):
             out = block(out)
+            if self.skip_fuse is not None:
+                out = self.skip_fuse[i](torch.cat([out, skips[-(i + 2)]], dim=1))
         return {"prediction": torch.sigmoid(self.final(out))}
 
 
@@ -174,7 +186,7 @@ OFFICIAL_LIKE_MODULES: dict[str, dict[str, Any]] = {
     # attention on the 48x48 grid at 384 (1/8): 6x6 guidance up 3 times; key frame down 3 times
     "generator": {"num_channels": 3, "block_expansion": 64, "max_features": 512, "num_down_blocks": 3,
                   "num_guidance_up_blocks": 3, "guidance_channels": 32, "dim": 256, "heads": 4, "depth": 2,
-                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 3, "feature_channels": 1},
+                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 3, "feature_channels": 1, "key_skips": True},
     "discriminator": {"scales": [1], "block_expansion": 32, "max_features": 512, "num_blocks": 4, "sn": True},
 }
 DEMO_MODULES: dict[str, dict[str, Any]] = {
@@ -183,7 +195,7 @@ DEMO_MODULES: dict[str, dict[str, Any]] = {
                 "temperature": 0.1, "scale_factor": 0.5},
     "generator": {"num_channels": 3, "block_expansion": 16, "max_features": 128, "num_down_blocks": 3,
                   "num_guidance_up_blocks": 2, "guidance_channels": 16, "dim": 64, "heads": 4, "depth": 2,
-                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 2, "feature_channels": 1},
+                  "mlp_ratio": 2.0, "num_bottleneck_blocks": 2, "feature_channels": 1, "key_skips": True},
     "discriminator": {"scales": [1], "block_expansion": 16, "max_features": 128, "num_blocks": 4, "sn": True},
 }
 OPTIONS: dict[str, Any] = {
@@ -232,7 +244,7 @@ class IMTCodec(BaselineCodec):
     name = NAME
     description = ("IMT (Chen et al., PCS 2025; no public code, suite implementation): VVC key frame + a 1-channel "
                    "compact feature (6x6 = 36 values at 384) turned into implicit motion by cross-attention")
-    quant_scale = 16.0
+    quant_scale = 4.0  # measured sweep on the demo model (docs/baselines.md); CFTE's GFVC scale too
     inference_modules = ("encoder", "generator")
 
     @property
@@ -286,8 +298,8 @@ register_signature(NAME, _looks_like_imt)
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
+from baselines.losses import OfficialLossRecipe
+from gfvc.training import RECIPES
 
 IMT_LOSS_WEIGHTS: dict[str, Any] = {"generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
                                     "perceptual": [10, 10, 10, 10, 10]}
@@ -347,9 +359,9 @@ class IMTRecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
-                                                for s in scales)
+                terms["feature_matching"] = torch.stack([
+                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
+                    for s in scales]).sum()
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

@@ -36,7 +36,7 @@ image_size / (feature_size * 2^num_down_blocks)).
 Codec ``mttf`` sends 40 values per inter frame (20 coefficients then 20
 biases, encode.py's order). MTTF's own coder scales residuals by 127 and
 truncates to int8; the suite uses its common DPCM (rounding, unbounded) with
-a scale chosen by a measured sweep (docs/baselines.md).
+a scale chosen by a measured sweep, 64 (docs/baselines.md).
 """
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def _head(cin: int, num_feature: int) -> nn.Sequential:
     """Five (conv 5x5 stride 2 + GDN) stages, then a 5x5 stride-3 conv: 96 -> 1 (indices 0..10)."""
     layers: list[nn.Module] = []
     for i in range(5):
-        layers += [nn.Conv2d(cin if i == 0 else num_feature, num_feature, kernel_size=(5, 5), stride=2, padding=2),
+        layers += [nn.Conv2d(cin if i == 0 else num_feature, num_feature, kernel_size=5, stride=2, padding=2),
                    CompressAIGDN(num_feature)]
-    layers.append(nn.Conv2d(num_feature, num_feature, kernel_size=(5, 5), stride=3, padding=2))
+    layers.append(nn.Conv2d(num_feature, num_feature, kernel_size=5, stride=3, padding=2))
     return nn.Sequential(*layers)
 
 
@@ -104,13 +104,13 @@ class PixelwiseFlowPredictor(nn.Module):
                                 f"stacked per region); got {num_regions} and {num_feature}")
         self.hourglass_flow = B.Hourglass(block_expansion, in_features=num_feature * 2, max_features=max_features,
                                           num_blocks=num_blocks)
-        self.flow = nn.Conv2d(self.hourglass_flow.out_filters, num_regions * 2, kernel_size=(7, 7), padding=(3, 3))
+        self.flow = nn.Conv2d(self.hourglass_flow.out_filters, num_regions * 2, kernel_size=7, padding=3)
         self.hourglass = B.Hourglass(block_expansion, in_features=num_regions * (num_channels * int(use_deformed_source) + 1),
                                      max_features=max_features, num_blocks=num_blocks)
         self.bg_hourglass = B.Hourglass(block_expansion, in_features=6, max_features=max_features,
                                         num_blocks=num_blocks)
-        self.mask = nn.Conv2d(self.hourglass.out_filters, num_regions, kernel_size=(7, 7), padding=(3, 3))
-        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=(7, 7), padding=(3, 3))
+        self.mask = nn.Conv2d(self.hourglass.out_filters, num_regions, kernel_size=7, padding=3)
+        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
                           if estimate_occlusion_map else None)
         self.num_regions = num_regions
         self.num_background = num_background
@@ -175,38 +175,38 @@ class Generator(nn.Module):
         self.pixelwise_flow_predictor = PixelwiseFlowPredictor(
             num_regions=num_regions, num_feature=num_feature, num_channels=num_channels,
             num_background=num_background, feature_size=feature_size, **pixelwise_flow_predictor_params)
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
-        self.first_blocks = nn.ModuleList(B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7),
-                                                        padding=(3, 3)) for _ in range(multiRes_mode))
+        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        self.first_blocks = nn.ModuleList(B.SameBlock2d(num_channels, block_expansion, kernel_size=7,
+                                                        padding=3) for _ in range(multiRes_mode))
         for stage in range(num_down_blocks):
             cin, cout = width(stage), width(stage + 1)
             setattr(self, f"down_blocks{stage + 1}", nn.ModuleList(
-                (B.DownBlock2d if i == 0 else B.SameBlock2d)(cin, cout, kernel_size=(3, 3), padding=(1, 1))
+                (B.DownBlock2d if i == 0 else B.SameBlock2d)(cin, cout, kernel_size=3, padding=1)
                 for i in range(max(multiRes_mode - stage, 1))))
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
+            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
+                                                             padding=1))
         for stage in range(num_down_blocks):
             cin, cout = width(num_down_blocks - stage), width(num_down_blocks - stage - 1)
             setattr(self, f"up_blocks{stage + 1}", nn.ModuleList(
-                (B.UpBlock2d if i == 0 else B.SameBlock2d)(cin, cout, kernel_size=(3, 3), padding=(1, 1))
+                (B.UpBlock2d if i == 0 else B.SameBlock2d)(cin, cout, kernel_size=3, padding=1)
                 for i in range(min(stage + 1, multiRes_mode))))
-        self.final_blocks = nn.ModuleList(nn.Conv2d(block_expansion, num_channels + 1, kernel_size=(7, 7),
-                                                    padding=(3, 3)) for _ in range(multiRes_mode))
+        self.final_blocks = nn.ModuleList(nn.Conv2d(block_expansion, num_channels + 1, kernel_size=7,
+                                                    padding=3) for _ in range(multiRes_mode))
         self.bg_first = nn.Conv2d(self.pixelwise_flow_predictor.bg_hourglass.out_filters, block_expansion,
-                                  kernel_size=(7, 7), padding=(3, 3))
+                                  kernel_size=7, padding=3)
         for stage in range(num_down_blocks):
             mods: list[nn.Module] = []
             for i in range(min(stage + 1, multiRes_mode)):
                 if i == 0:
-                    mods += [B.UpBlock2d(block_expansion, block_expansion, kernel_size=(3, 3), padding=(1, 1)),
-                             B.ResBlock2d(block_expansion, kernel_size=(3, 3), padding=(1, 1))]
+                    mods += [B.UpBlock2d(block_expansion, block_expansion, kernel_size=3, padding=1),
+                             B.ResBlock2d(block_expansion, kernel_size=3, padding=1)]
                 else:
-                    mods += [B.ResBlock2d(block_expansion, kernel_size=(3, 3), padding=(1, 1)),
-                             B.ResBlock2d(block_expansion, kernel_size=(3, 3), padding=(1, 1))]
+                    mods += [B.ResBlock2d(block_expansion, kernel_size=3, padding=1),
+                             B.ResBlock2d(block_expansion, kernel_size=3, padding=1)]
             setattr(self, f"bg_blocks{stage + 1}", nn.ModuleList(mods))
-        self.bg_final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.bg_final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.num_channels = num_channels
         self.multiRes_mode = multiRes_mode
         self.num_down_blocks = num_down_blocks
@@ -345,7 +345,7 @@ def features_to_params(f: torch.Tensor, num_feature: int) -> dict[str, torch.Ten
 class MTTFCodec(BaselineCodec):
     name = NAME
     description = ("MTTF (Yin et al. 2024): VVC key frame + 20 trajectory coefficients and 20 biases (40 values) "
-                   "per inter frame applied to the key frame's 20-channel feature map; scale chosen by a sweep")
+                   "per inter frame applied to the key frame's 20-channel feature map; scale 64 (measured sweep)")
     feature_dim = 40
     quant_scale = 64.0
     inference_modules = ("region_predictor", "generator")
@@ -452,8 +452,8 @@ class MTTFVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
+from baselines.losses import OfficialLossRecipe
+from gfvc.training import RECIPES
 
 MTTF_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "pixel": 10, "bg": 10}  # ted384.yaml
 MTTF_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import keypoint_baselines_sweep as kbs  # noqa: E402
+import keypoint_baselines_sweep as kbs
 
 DEFAULT_SCALES = {"cfte": (1, 2, 4, 8, 16, 32, 64), "imt": (1, 2, 4, 8, 16, 32, 64),
                   "mttf": (8, 16, 32, 64, 127, 256, 512)}

@@ -149,7 +149,7 @@ def test_codec_declares_40_values():
 
 def test_round_trip_analysis_and_foreign_decoder_refused_on_branch_1(ckpt, fake_intra, tmp_path):
     K.analysis_shapes("mttf", ckpt)
-    c, res, frames = K.round_trip("mttf", ckpt, tmp_path)
+    c, res, _ = K.round_trip("mttf", ckpt, tmp_path)
     assert c.nets["generator"].branch(mttf.scale_factor_of(c.config())) == 1
     other = K.write_suite_checkpoint(tmp_path / "fomm.pt", "fomm", K.tiny_config("fomm"))
     K.stream_refused_by("mttf", "fomm", other, res.bitstream, tmp_path)
@@ -187,5 +187,5 @@ def test_recipe_trains_and_exports(tmp_path):
 @pytest.mark.slow
 def test_official_width_codes_384(fake_intra, tmp_path):
     p = K.write_suite_checkpoint(tmp_path / "mttf-official.pt", "mttf", get_codec("mttf").official_config())
-    c, _, frames = K.round_trip("mttf", p, tmp_path, size=384, frames=2)
+    _, _, frames = K.round_trip("mttf", p, tmp_path, size=384, frames=2)
     assert np.isfinite(frames).all()
