@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "instance")
+
+# a convolution's kernel size or padding: one int for both axes, or (height, width) as the official
+# code passes them (``kernel_size=(7, 7), padding=(3, 3)``); nn.Conv2d takes either
+Size2d: TypeAlias = int | tuple[int, int]
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -110,8 +116,8 @@ def from_homogeneous(coordinates: torch.Tensor) -> torch.Tensor:
 class DownBlock2d(nn.Module):
     """conv -> norm -> ReLU -> 2x2 average pool (hourglass encoder step)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 groups: int = 1, norm: str = "batch") -> None:
+    def __init__(self, in_features: int, out_features: int, kernel_size: Size2d = 3,
+                 padding: Size2d = 1, groups: int = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
         self.norm = make_norm(norm, out_features)
@@ -124,8 +130,8 @@ class DownBlock2d(nn.Module):
 class UpBlock2d(nn.Module):
     """nearest x2 upsampling -> conv -> norm -> ReLU (hourglass decoder step)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 groups: int = 1, norm: str = "batch") -> None:
+    def __init__(self, in_features: int, out_features: int, kernel_size: Size2d = 3,
+                 padding: Size2d = 1, groups: int = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
         self.norm = make_norm(norm, out_features)
@@ -137,8 +143,8 @@ class UpBlock2d(nn.Module):
 class SameBlock2d(nn.Module):
     """conv -> norm -> ReLU at constant resolution."""
 
-    def __init__(self, in_features: int, out_features: int, groups: int = 1, kernel_size: int = 3,
-                 padding: int = 1, norm: str = "batch") -> None:
+    def __init__(self, in_features: int, out_features: int, groups: int = 1, kernel_size: Size2d = 3,
+                 padding: Size2d = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
         self.norm = make_norm(norm, out_features)
@@ -150,7 +156,7 @@ class SameBlock2d(nn.Module):
 class ResBlock2d(nn.Module):
     """Pre-activation residual block: x + conv2(relu(norm2(conv1(relu(norm1(x))))))."""
 
-    def __init__(self, in_features: int, kernel_size: int = 3, padding: int = 1, norm: str = "batch") -> None:
+    def __init__(self, in_features: int, kernel_size: Size2d = 3, padding: Size2d = 1, norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
         self.conv2 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
@@ -163,7 +169,8 @@ class ResBlock2d(nn.Module):
         return out + x
 
 
-def _width(block_expansion: int, max_features: int, i: int) -> int:
+def channel_width(block_expansion: int, max_features: int, i: int) -> int:
+    """Channels at hourglass level ``i``: block_expansion * 2**i, capped at max_features."""
     return min(max_features, block_expansion * (2 ** i))
 
 
@@ -173,12 +180,12 @@ class Encoder(nn.Module):
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
                  norm: str = "batch") -> None:
         super().__init__()
+        width = partial(channel_width, block_expansion, max_features)
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(in_features if i == 0 else _width(block_expansion, max_features, i),
-                        _width(block_expansion, max_features, i + 1), kernel_size=3, padding=1, norm=norm)
+            DownBlock2d(in_features if i == 0 else width(i), width(i + 1), kernel_size=3, padding=1, norm=norm)
             for i in range(num_blocks))
         # channel count of each returned map (input first)
-        self.out_channels = [in_features] + [_width(block_expansion, max_features, i + 1) for i in range(num_blocks)]
+        self.out_channels = [in_features] + [width(i + 1) for i in range(num_blocks)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = [x]
@@ -201,14 +208,14 @@ class Decoder(nn.Module):
         super().__init__()
         blocks, outs = [], []
         for i in reversed(range(num_blocks)):
-            cin = (1 if i == num_blocks - 1 else 2) * _width(block_expansion, max_features, i + 1)
-            cout = _width(block_expansion, max_features, i)
+            cin = (1 if i == num_blocks - 1 else 2) * channel_width(block_expansion, max_features, i + 1)
+            cout = channel_width(block_expansion, max_features, i)
             blocks.append(UpBlock2d(cin, cout, kernel_size=3, padding=1, norm=norm))
             outs.append(cout + (in_features if i == 0 else cout))
         self.up_blocks = nn.ModuleList(blocks)
         self.out_filters = block_expansion + in_features
         # as the official TPSM Decoder: the bottom input's channels, then each concatenation's
-        self.out_channels = [_width(block_expansion, max_features, num_blocks)] + outs
+        self.out_channels = [channel_width(block_expansion, max_features, num_blocks)] + outs
 
     def forward(self, skips: list[torch.Tensor], all_levels: bool = False) -> torch.Tensor | list[torch.Tensor]:
         skips = list(skips)
@@ -243,6 +250,8 @@ class AntiAliasInterpolation2d(nn.Module):
     ``"nearest"`` uses nearest interpolation by ``scale`` (TPSM); they agree
     when the size is a multiple of 1/scale.
     """
+
+    weight: torch.Tensor
 
     def __init__(self, channels: int, scale: float, subsample: str = "stride") -> None:
         super().__init__()
@@ -309,14 +318,14 @@ class Discriminator(nn.Module):
 
     def __init__(self, num_channels: int = 3, block_expansion: int = 64, num_blocks: int = 4,
                  max_features: int = 512, sn: bool = False, use_kp: bool = False, num_kp: int = 10,
-                 kp_variance: float = 0.01, **_: object) -> None:
+                 kp_variance: float = 0.01, **_: Any) -> None:
         super().__init__()
+        width = partial(channel_width, block_expansion, max_features)
         self.down_blocks = nn.ModuleList(
-            DiscriminatorBlock(num_channels + num_kp * int(use_kp) if i == 0 else _width(block_expansion, max_features, i),
-                               _width(block_expansion, max_features, i + 1), norm=(i != 0), kernel_size=4,
-                               pool=(i != num_blocks - 1), sn=sn)
+            DiscriminatorBlock(num_channels + num_kp * int(use_kp) if i == 0 else width(i), width(i + 1),
+                               norm=(i != 0), kernel_size=4, pool=(i != num_blocks - 1), sn=sn)
             for i in range(num_blocks))
-        last = _width(block_expansion, max_features, num_blocks)
+        last = width(num_blocks)
         conv = nn.Conv2d(last, 1, kernel_size=1)
         self.conv = nn.utils.spectral_norm(conv) if sn else conv
         self.use_kp = use_kp
@@ -342,7 +351,7 @@ class MultiScaleDiscriminator(nn.Module):
     ``{'feature_maps_<s>': [...], 'prediction_map_<s>': tensor}``.
     """
 
-    def __init__(self, scales: Sequence[float] = (1,), **kwargs: object) -> None:
+    def __init__(self, scales: Sequence[float] = (1,), **kwargs: Any) -> None:
         super().__init__()
         self.scales = list(scales)
         self.discs = nn.ModuleDict({str(s).replace(".", "-"): Discriminator(**kwargs) for s in self.scales})

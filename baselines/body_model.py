@@ -281,7 +281,7 @@ def _req(data: Mapping[str, np.ndarray], name: str, path: Path) -> np.ndarray:
 
 def _shape(arr: np.ndarray, want: tuple[int | None, ...], key: str, path: Path) -> np.ndarray:
     """Check ``arr``'s shape; ``want[0]`` is the frame count T (None: any)."""
-    if arr.ndim != len(want) or any(w is not None and s != w for s, w in zip(arr.shape, want)):
+    if arr.ndim != len(want) or any(w is not None and s != w for s, w in zip(arr.shape, want, strict=True)):
         dims = ["T" if i == 0 else ("N" if w is None else str(w)) for i, w in enumerate(want)]
         frames = f" with T = {want[0]} frames" if want and want[0] is not None and len(want) > 1 else ""
         if len(want) == 1:
@@ -550,6 +550,7 @@ class BodyMesh(nn.Module):
         if self.j_regressor is not None:
             joints = torch.einsum("jv,nvc->njc", self.j_regressor, v)
         else:
+            assert self.joints_rest is not None, "a body model has either a joint regressor or rest joints"
             joints = self.joints_rest.expand(n, -1, -1)
         rots = self.rotations(vec)
         weights = self.weights
@@ -660,7 +661,7 @@ def proxy_template(seed: int = 0, n: int = NUM_VERTICES) -> tuple[np.ndarray, np
     counts = [round(share * n) for _, _, share in parts]
     n_torso = n - sum(counts)
     pts, idx = [], []
-    for (jname, fn, _), k in zip(parts, counts):
+    for (jname, fn, _), k in zip(parts, counts, strict=True):
         p = fn(k)
         j = np.full(k, JOINT[jname])
         if jname == "head":  # lower front of the face follows the jaw

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,10 @@ from baselines.base import BaselineCodec, BaselineConfig
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import GDN
+from baselines.losses import OfficialLossRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES, sum_terms
 
 NAME = "cfte"
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags)
@@ -153,8 +156,10 @@ def farneback_flow(value_source: torch.Tensor, value_driving: torch.Tensor, per_
 
     prev = to_uint8(value_driving, per_sample)
     nxt = to_uint8(value_source, per_sample)
+    # flow=None lets OpenCV allocate the output flow (as the official code calls it); the stubs shipped with
+    # opencv-python wrongly type that output argument as a required array, hence the targeted ignore
     flows = [cv2.calcOpticalFlowFarneback(np.ascontiguousarray(p), np.ascontiguousarray(n), None,  # type: ignore[call-overload]
-                                          *FARNEBACK_PARAMS) for p, n in zip(prev, nxt)]
+                                          *FARNEBACK_PARAMS) for p, n in zip(prev, nxt, strict=True)]
     return torch.from_numpy(np.stack(flows)).to(device=value_source.device, dtype=value_source.dtype)
 
 
@@ -182,7 +187,7 @@ class DenseMotionNetwork(nn.Module):
             self.down = B.AntiAliasInterpolation2d(num_channels, scale_factor)
         self.up_blocks = nn.ModuleList(B.UpBlock2d(num_kp, num_kp, kernel_size=3, padding=1)
                                        for _ in range(num_down_blocks))
-        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        width = partial(B.channel_width, block_expansion, max_features)
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.motiondown_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3,
                                                              padding=1) for i in range(num_down_blocks))
@@ -256,12 +261,13 @@ class OcclusionAwareGenerator(nn.Module):
                  dense_motion_params: dict[str, Any] | None = None, estimate_jacobian: bool = False) -> None:
         super().__init__()
         if dense_motion_params is None:
-            raise ModelMismatch("CFTE's generator needs dense_motion_params (its motion comes from the dense-motion net)")
+            raise ModelMismatch("CFTE's generator needs dense_motion_params "
+                                "(its motion comes from the dense-motion net)")
         self.temperature = 0.1
         self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
                                                        estimate_occlusion_map=estimate_occlusion_map,
                                                        **dense_motion_params)
-        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        width = partial(B.channel_width, block_expansion, max_features)
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
                                          for i in range(num_down_blocks))
@@ -507,9 +513,6 @@ class CFTEVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe, PyramidPerceptual
-from gfvc.training import RECIPES
-
 CFTE_LOSS_WEIGHTS: dict[str, Any] = {
     # config/vox-256.yaml train_params.loss_weights
     "generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
@@ -615,9 +618,9 @@ class CFTERecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = torch.stack([
+                terms["feature_matching"] = sum_terms(
                     L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
-                    for s in scales]).sum()
+                    for s in scales)
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

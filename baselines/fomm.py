@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,8 +36,10 @@ from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES, sum_terms
 
 NAME = "fomm"
 
@@ -54,15 +57,13 @@ class KPDetector(nn.Module):
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=(7, 7), padding=pad)
         if estimate_jacobian:
             self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=(7, 7),
-                                      padding=pad)
+            jac = nn.Conv2d(self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=(7, 7), padding=pad)
             # identity jacobians at initialisation (official init)
             with torch.no_grad():
-                if self.jacobian.weight.device.type != "meta":
-                    self.jacobian.weight.zero_()
-                    self.jacobian.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0] * self.num_jacobian_maps))
-        else:
-            self.jacobian = None
+                if jac.weight.device.type != "meta" and jac.bias is not None:
+                    jac.weight.zero_()
+                    jac.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0] * self.num_jacobian_maps))
+        self.jacobian: nn.Conv2d | None = jac if estimate_jacobian else None
         self.temperature = temperature
         self.scale_factor = scale_factor
         if scale_factor != 1:
@@ -161,7 +162,7 @@ class OcclusionAwareGenerator(nn.Module):
                                                         **dense_motion_params)
                                      if dense_motion_params is not None else None)
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
+        width = partial(B.channel_width, block_expansion, max_features)
         self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
                                          for i in range(num_down_blocks))
         self.up_blocks = nn.ModuleList(
@@ -322,7 +323,8 @@ def _check_config(cfg: BaselineConfig) -> None:
     kw = cfg.modules.get("kp_detector", {})
     if int(kw.get("num_kp", 10)) != 10 or not kw.get("estimate_jacobian", False):
         raise ModelMismatch(f"codec fomm sends 10 keypoints with jacobians (60 values); configuration "
-                            f"{cfg.name!r} has num_kp={kw.get('num_kp')} estimate_jacobian={kw.get('estimate_jacobian')}")
+                            f"{cfg.name!r} has num_kp={kw.get('num_kp')} "
+                            f"estimate_jacobian={kw.get('estimate_jacobian')}")
 
 
 def _looks_like_fomm(obj: Mapping[str, Any]) -> bool:
@@ -359,9 +361,6 @@ class FOMMVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
-
 FOMM_LOSS_WEIGHTS: dict[str, Any] = {
     # config/vox-256.yaml train_params.loss_weights (vox-adv-256 sets generator_gan 1)
     "generator_gan": 0, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
@@ -423,9 +422,10 @@ class FOMMRecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
-                                                for s in scales)
+                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
+                                                                         fake[f"feature_maps_{s}"],
+                                                                         w["feature_matching"])
+                                                      for s in scales)
         if w["equivariance_value"] or w["equivariance_jacobian"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = kd(t.transform_frame(drv))

@@ -54,8 +54,10 @@ from baselines.blocks3d import (
 )
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
+from gfvc.training import RECIPES, sum_terms
 
 OFFICIAL_REPO = "zhanglonghao1992/One-Shot_Free-View_Neural_Talking_Head_Synthesis"
 OFFICIAL_COMMIT = "9511d25a841a5680a1d5d248d89b086c24b00e88"
@@ -115,14 +117,13 @@ class KPDetector(nn.Module):
         self.kp = nn.Conv3d(self.predictor.out_filters, num_kp, kernel_size=3, padding=1)
         if estimate_jacobian:
             self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
-            self.jacobian = nn.Conv3d(self.predictor.out_filters, 9 * self.num_jacobian_maps, kernel_size=3,
-                                      padding=1)
+            jac = nn.Conv3d(self.predictor.out_filters, 9 * self.num_jacobian_maps, kernel_size=3, padding=1)
             with torch.no_grad():  # official init: identity jacobians
-                self.jacobian.weight.zero_()
-                self.jacobian.bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0, 0, 0, 1] * self.num_jacobian_maps,
-                                                      dtype=torch.float))
-        else:
-            self.jacobian = None
+                jac.weight.zero_()
+                if jac.bias is not None:
+                    jac.bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0, 0, 0, 1] * self.num_jacobian_maps,
+                                                dtype=torch.float))
+        self.jacobian: nn.Conv3d | None = jac if estimate_jacobian else None
         self.temperature = temperature
         self.scale_factor = scale_factor
         if scale_factor != 1:
@@ -693,9 +694,6 @@ class FV2VCodec(BaselineCodec):
 
 
 # =============================================================================== training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
-
 FV2V_LOSS_WEIGHTS: dict[str, Any] = {
     # config/vox-256.yaml train_params.loss_weights (also the GFVC FV2V-256.yaml)
     "generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
@@ -719,12 +717,12 @@ def keypoint_prior(kp: torch.Tensor, dt: float = 0.1, zt: float = 0.33) -> torch
 
 
 def hinge_generator(fake_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum(-f.mean() for f in fake_maps)  # type: ignore[return-value]
+    return sum_terms(-f.mean() for f in fake_maps)
 
 
 def hinge_discriminator(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """-mean(min(real - 1, 0)) - mean(min(-fake - 1, 0)) (official hinge)."""
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_maps, fake_maps))  # type: ignore
+    return sum_terms(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_maps, fake_maps, strict=True))
 
 
 @RECIPES.register()
@@ -783,6 +781,8 @@ class FV2VRecipe(OfficialLossRecipe):
         he_s, he_d = he_net(src), he_net(drv)
         kp_s = keypoint_transformation(kp_canonical, he_s, self.variant)
         kp_d = keypoint_transformation(kp_canonical, he_d, self.variant)
+        kp_value = kp_d["value"]
+        assert kp_value is not None  # transform_keypoints always returns values
         pred = gen(src, kp_driving=kp_d, kp_source=kp_s)["prediction"]
         w = self.weights
         terms: dict[str, torch.Tensor] = {}
@@ -797,15 +797,16 @@ class FV2VRecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * hinge_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"],
-                                                                   w["feature_matching"]) for s in scales)
+                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
+                                                                         fake[f"feature_maps_{s}"],
+                                                                         w["feature_matching"]) for s in scales)
         if w["equivariance_value"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = keypoint_transformation(kp_canonical, he_net(t.transform_frame(drv)), self.variant)
             terms["equivariance_value"] = w["equivariance_value"] * L.equivariance_value(
-                kp_d["value"][:, :, :2], t, kp_t["value"][:, :, :2])
+                kp_value[:, :, :2], t, kp_t["value"][:, :, :2])  # type: ignore[index]
         if w["keypoint"]:
-            terms["keypoint"] = w["keypoint"] * keypoint_prior(kp_d["value"])
+            terms["keypoint"] = w["keypoint"] * keypoint_prior(kp_value)
         if w["expression"]:
             terms["expression"] = w["expression"] * torch.norm(he_d["exp"], p=1, dim=-1).mean()
         return terms, {"prediction": pred}

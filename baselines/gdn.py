@@ -47,14 +47,14 @@ class _LowerBound(torch.autograd.Function):
     """max(x, bound) whose gradient passes where x >= bound or where descent moves x up (Ballé 2016)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
         b = bound if isinstance(bound, torch.Tensor) else torch.tensor(bound, dtype=x.dtype, device=x.device)
         b = b.to(dtype=x.dtype, device=x.device)
         ctx.save_for_backward(x, b)
         return torch.max(x, b)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: torch.Tensor):
         x, b = ctx.saved_tensors
         passes = (x >= b) | (grad_output < 0)
         return passes.to(grad_output.dtype) * grad_output, None

@@ -58,7 +58,7 @@ from baselines.base import BaselineCodec, BaselineConfig
 from baselines.checkpoint import has_keys, register_signature
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, InputError, ModelMismatch
-from gfvc.training import RECIPES, TrainRecipe
+from gfvc.training import RECIPES, TrainRecipe, sum_terms
 from s2d_model.data import PairDataset
 
 NAME = "ihvc"
@@ -170,7 +170,7 @@ class SpadeDenseMotion(nn.Module):
         self.flow = nn.Conv2d(2 * be, 2, 3, padding=1)
         self.occlusion = nn.Conv2d(2 * be, 1, 3, padding=1) if estimate_occlusion_map else None
         with torch.no_grad():  # start from the mesh field: zero residual
-            if self.flow.weight.device.type != "meta":
+            if self.flow.weight.device.type != "meta" and self.flow.bias is not None:
                 self.flow.weight.zero_()
                 self.flow.bias.zero_()
 
@@ -277,8 +277,8 @@ LOSS_WEIGHTS: dict[str, Any] = {
     "feature_matching": [10.0, 10.0, 10.0, 10.0],
     "estimator": 1.0,                               # L1 to the target vectors (learned estimator)
 }
-TRAIN_PARAMS = {"scales": [1, 0.5, 0.25, 0.125], "num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,
-                "transform_params": {}}
+TRAIN_PARAMS: dict[str, Any] = {"scales": [1, 0.5, 0.25, 0.125], "num_epochs": 100, "epoch_milestones": [60, 90],
+                                "lr": 2e-4, "transform_params": {}}
 
 
 @functools.lru_cache(maxsize=8)
@@ -373,6 +373,9 @@ class IhvcCodec(BaselineCodec):
     quant_scale = 256.0   # measured sweep, docs/baselines.md (IHVC): < 1 grey level vs unquantised vectors
     inference_modules = ("estimator", "generator")
     sends_key_features = True
+    # the decoded mesh's projected vertices, measured like S2D's (metrics/vertices.py); with the PROXY mesh
+    # (no SMPL-X file) they are the proxy's vertices and the records say so (vertex_mesh in provenance)
+    vertex_extra = "vertices"
 
     def __init__(self, condition: Any, env: Any = None) -> None:
         super().__init__(condition, env)
@@ -612,7 +615,7 @@ class IhvcRecipe(TrainRecipe):
 
     def build(self) -> dict[str, nn.Module]:
         mods = {name: build_module(name, kw) for name, kw in self.config.modules.items()}
-        mods["generator"].attach_mesh(mesh_for(self.config))
+        mods["generator"].attach_mesh(mesh_for(self.config))  # type: ignore[operator]
         return mods
 
     def optimizers(self) -> dict[str, list[str]]:
@@ -655,9 +658,9 @@ class IhvcRecipe(TrainRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum(L.feature_matching([x.detach() for x in real[f"feature_maps_{s}"]],
-                                                                   fake[f"feature_maps_{s}"], w["feature_matching"])
-                                                for s in scales)
+                terms["feature_matching"] = sum_terms(
+                    L.feature_matching([x.detach() for x in real[f"feature_maps_{s}"]], fake[f"feature_maps_{s}"],
+                                       w["feature_matching"]) for s in scales)
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

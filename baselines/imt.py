@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -51,8 +52,10 @@ from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig
 from baselines.cfte import ANALYSIS_STRIDE, KPDetector
 from baselines.checkpoint import has_keys, register_signature
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES, sum_terms
 
 NAME = "imt"
 
@@ -110,7 +113,7 @@ class IMTGenerator(nn.Module):
                  dim: int = 256, heads: int = 4, depth: int = 2, mlp_ratio: float = 2.0,
                  num_bottleneck_blocks: int = 3, feature_channels: int = 1, key_skips: bool = False) -> None:
         super().__init__()
-        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        width = partial(B.channel_width, block_expansion, max_features)
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
                                          for i in range(num_down_blocks))
@@ -134,8 +137,8 @@ class IMTGenerator(nn.Module):
         # key-frame skips: at each decoder level the key frame's own (unaligned) encoder features are
         # concatenated and fused, so static content can be copied sharply while the attention-aligned
         # coarse features carry what moved (a suite choice; the paper's decoder is not described)
-        self.skip_fuse = (nn.ModuleList(B.SameBlock2d(2 * width(num_down_blocks - i - 1), width(num_down_blocks - i - 1),
-                                                      kernel_size=3, padding=1)
+        self.skip_fuse = (nn.ModuleList(B.SameBlock2d(2 * width(num_down_blocks - i - 1),
+                                                      width(num_down_blocks - i - 1), kernel_size=3, padding=1)
                                         for i in range(num_down_blocks)) if key_skips else None)
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.dim = dim
@@ -298,9 +301,6 @@ register_signature(NAME, _looks_like_imt)
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe
-from gfvc.training import RECIPES
-
 IMT_LOSS_WEIGHTS: dict[str, Any] = {"generator_gan": 1, "discriminator_gan": 1, "feature_matching": [10, 10, 10, 10],
                                     "perceptual": [10, 10, 10, 10, 10]}
 IMT_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,
@@ -359,9 +359,9 @@ class IMTRecipe(OfficialLossRecipe):
             scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
             terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
             if sum(w["feature_matching"]):
-                terms["feature_matching"] = torch.stack([
+                terms["feature_matching"] = sum_terms(
                     L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
-                    for s in scales]).sum()
+                    for s in scales)
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],

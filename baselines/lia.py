@@ -48,6 +48,7 @@ from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
+from gfvc.training import RECIPES, TrainRecipe
 
 OFFICIAL_REPO = "wyhsirius/LIA"
 OFFICIAL_COMMIT = "b9f15fb7"
@@ -113,6 +114,7 @@ class Blur(nn.Module):
         k = make_kernel(kernel)
         if upsample_factor > 1:
             k = k * (upsample_factor ** 2)
+        self.kernel: torch.Tensor
         self.register_buffer("kernel", k)
         self.pad = pad
 
@@ -127,6 +129,7 @@ class Upsample(nn.Module):
         super().__init__()
         self.factor = factor
         k = make_kernel(kernel) * (factor ** 2)
+        self.kernel: torch.Tensor
         self.register_buffer("kernel", k)
         p = k.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
@@ -165,6 +168,7 @@ class EqualLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation:
             out = F.linear(x, self.weight * self.scale)
+            assert self.bias is not None, "EqualLinear with an activation needs its bias (official layout)"
             return fused_leaky_relu(out, self.bias * self.lr_mul)
         return F.linear(x, self.weight * self.scale,
                         bias=self.bias * self.lr_mul if self.bias is not None else None)
@@ -460,7 +464,7 @@ class Synthesis(nn.Module):
         """Image (B, 3, S, S), unbounded (~[-1, 1]) from the target latent and the source feature pyramid."""
         out = self.conv1(self.input(latent), latent)
         skip = skip_flow = None
-        levels = zip(self.convs[::2], self.convs[1::2], self.to_rgbs, self.to_flows, feats)
+        levels = zip(self.convs[::2], self.convs[1::2], self.to_rgbs, self.to_flows, feats, strict=True)
         for j, (conv_up, conv, to_rgb, to_flow, feat) in enumerate(levels):
             out = conv(conv_up(out, latent), latent)
             out_warp, out, skip_flow = to_flow(out, latent, feat, skip_flow)
@@ -682,7 +686,6 @@ class LIACodec(BaselineCodec):
 
 
 # =============================================================================== training
-from gfvc.training import RECIPES, TrainRecipe  # noqa: E402
 
 
 class Discriminator(nn.Module):
@@ -772,7 +775,7 @@ class LIARecipe(TrainRecipe):
             # which a short run does not recover from (measured: L1 0.34 vs 0.19 after 40 CPU steps, no GAN).
             with torch.no_grad():
                 for tf in gen.dec.to_flows:
-                    tf.conv.weight.zero_()
+                    tf.conv.weight.zero_()  # type: ignore[union-attr,operator]
         elif self.flow_init != "official":
             raise ConfigError(f"LIA option train_flow_init {self.flow_init!r}: expected 'zero' or 'official'")
         return {"gen": gen, "discriminator": Discriminator(size, channels=cfg.options.get("channels"))}

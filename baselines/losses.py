@@ -35,7 +35,7 @@ from torch import nn
 from torch.autograd import grad
 
 from baselines.blocks import ImagePyramid, make_coordinate_grid
-from gfvc.training import TrainRecipe
+from gfvc.training import TrainRecipe, sum_terms
 from s2d_model.losses import FALLBACK_NAME, PerceptualLoss
 
 OFFICIAL_SCALES = (1, 0.5, 0.25, 0.125)
@@ -74,7 +74,9 @@ class PyramidPerceptual(nn.Module):
                 continue
             with torch.no_grad():
                 ft = self.vgg(pt[key])
-            for w, a, b in zip(self.layer_weights, self.vgg(pp[key]), ft):
+            # the configured weights may cover fewer VGG layers than it returns (the official loop runs
+            # over the weights), so only the two layers' lists must match
+            for w, (a, b) in zip(self.layer_weights, zip(self.vgg(pp[key]), ft, strict=True), strict=False):
                 total = total + w * (a - b).abs().mean()
         return total
 
@@ -157,16 +159,19 @@ def equivariance_jacobian(jac_driving: torch.Tensor, transform: RandomTPS, kp_tr
 
 
 def lsgan_generator(pred_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum(((1 - p) ** 2).mean() for p in pred_maps)  # type: ignore[return-value]
+    return sum_terms(((1 - p) ** 2).mean() for p in pred_maps)
 
 
 def lsgan_discriminator(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum(((1 - r) ** 2 + f ** 2).mean() for r, f in zip(real_maps, fake_maps))  # type: ignore[return-value]
+    return sum_terms(((1 - r) ** 2 + f ** 2).mean() for r, f in zip(real_maps, fake_maps, strict=True))
 
 
 def feature_matching(real_feats: Sequence[torch.Tensor], fake_feats: Sequence[torch.Tensor],
                      weights: Sequence[float]) -> torch.Tensor:
-    return sum(w * (a - b).abs().mean() for w, a, b in zip(weights, real_feats, fake_feats) if w)  # type: ignore
+    # official: weights[i] for the i-th block's maps, so the weights may list more blocks than this
+    # discriminator has; real and fake come from the same discriminator
+    pairs = zip(real_feats, fake_feats, strict=True)
+    return sum_terms(w * (a - b).abs().mean() for w, (a, b) in zip(weights, pairs, strict=False) if w)
 
 
 def milestones(epoch_milestones: Sequence[int], num_epochs: int) -> tuple[float, ...]:

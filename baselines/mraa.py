@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,8 +40,10 @@ from baselines.base import BaselineCodec, BaselineConfig
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES
 
 NAME = "mraa"
 
@@ -72,13 +75,12 @@ class RegionPredictor(nn.Module):
                                      num_blocks=num_blocks)
         self.regions = nn.Conv2d(self.predictor.out_filters, num_regions, kernel_size=(7, 7), padding=pad)
         if estimate_affine and not pca_based:
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4, kernel_size=(7, 7), padding=pad)
+            jac = nn.Conv2d(self.predictor.out_filters, 4, kernel_size=(7, 7), padding=pad)
             with torch.no_grad():
-                if self.jacobian.weight.device.type != "meta":
-                    self.jacobian.weight.zero_()
-                    self.jacobian.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))
-        else:
-            self.jacobian = None
+                if jac.weight.device.type != "meta" and jac.bias is not None:
+                    jac.weight.zero_()
+                    jac.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))
+        self.jacobian: nn.Conv2d | None = jac if estimate_affine and not pca_based else None
         self.temperature = temperature
         self.scale_factor = scale_factor
         self.pca_based = pca_based
@@ -247,7 +249,7 @@ class Generator(nn.Module):
                                    revert_axis_swap=revert_axis_swap, **pixelwise_flow_predictor_params)
             if pixelwise_flow_predictor_params is not None else None)
         self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        width = lambda i: min(max_features, block_expansion * (2 ** i))  # noqa: E731
+        width = partial(B.channel_width, block_expansion, max_features)
         self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
                                          for i in range(num_down_blocks))
         self.up_blocks = nn.ModuleList(
@@ -445,7 +447,7 @@ def _looks_like_mraa(obj: Mapping[str, Any]) -> bool:
     # no bg_predictor and extra region coefficient heads
     rp = obj.get("region_predictor")
     return (has_keys(rp, "regions.weight") and isinstance(obj.get("bg_predictor"), Mapping)
-            and not any(str(k).startswith(("coefficients.", "bias.")) for k in rp)
+            and not any(str(k).startswith(("coefficients.", "bias.")) for k in rp)  # type: ignore[union-attr]
             and has_keys(obj.get("generator"), "pixelwise_flow_predictor.mask.weight"))
 
 
@@ -479,9 +481,6 @@ class MRAAVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
-
 MRAA_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "equivariance_shift": 10,
                                      "equivariance_affine": 10}
 MRAA_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -54,8 +55,10 @@ from baselines.base import BaselineCodec, BaselineConfig
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import CompressAIGDN
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES
 
 NAME = "mttf"
 
@@ -105,7 +108,8 @@ class PixelwiseFlowPredictor(nn.Module):
         self.hourglass_flow = B.Hourglass(block_expansion, in_features=num_feature * 2, max_features=max_features,
                                           num_blocks=num_blocks)
         self.flow = nn.Conv2d(self.hourglass_flow.out_filters, num_regions * 2, kernel_size=7, padding=3)
-        self.hourglass = B.Hourglass(block_expansion, in_features=num_regions * (num_channels * int(use_deformed_source) + 1),
+        self.hourglass = B.Hourglass(block_expansion,
+                                     in_features=num_regions * (num_channels * int(use_deformed_source) + 1),
                                      max_features=max_features, num_blocks=num_blocks)
         self.bg_hourglass = B.Hourglass(block_expansion, in_features=6, max_features=max_features,
                                         num_blocks=num_blocks)
@@ -137,7 +141,8 @@ class PixelwiseFlowPredictor(nn.Module):
         bs, c, h, w = source_image.shape
         r = self.num_regions
         heat = torch.cat([driving_feature, source_feature], dim=1).unsqueeze(2)
-        flo = self.flow(self.hourglass_flow(torch.cat([source_feature, driving_feature], dim=1))).reshape(bs, r, 2, h, w)
+        flo = self.flow(self.hourglass_flow(torch.cat([source_feature, driving_feature], dim=1)))
+        flo = flo.reshape(bs, r, 2, h, w)
         motions = self.sparse_motions(h, w, flo)
         rep = source_image.unsqueeze(1).expand(bs, r, c, h, w).reshape(bs * r, c, h, w)
         deformed = F.grid_sample(rep, motions.reshape(bs * r, h, w, 2), align_corners=False).view(bs, r, c, h, w)
@@ -175,7 +180,7 @@ class Generator(nn.Module):
         self.pixelwise_flow_predictor = PixelwiseFlowPredictor(
             num_regions=num_regions, num_feature=num_feature, num_channels=num_channels,
             num_background=num_background, feature_size=feature_size, **pixelwise_flow_predictor_params)
-        width = lambda i: min(max_features, block_expansion * (2 ** i))
+        width = partial(B.channel_width, block_expansion, max_features)
         self.first_blocks = nn.ModuleList(B.SameBlock2d(num_channels, block_expansion, kernel_size=7,
                                                         padding=3) for _ in range(multiRes_mode))
         for stage in range(num_down_blocks):
@@ -414,7 +419,8 @@ class MTTFCodec(BaselineCodec):
 
 def _looks_like_mttf(obj: Mapping[str, Any]) -> bool:
     return (has_keys(obj.get("region_predictor"), "coefficients.0.weight", "coefficients.1.beta")
-            and has_keys(obj.get("generator"), "pixelwise_flow_predictor.hourglass_flow.encoder.down_blocks.0.conv.weight"))
+            and has_keys(obj.get("generator"),
+                         "pixelwise_flow_predictor.hourglass_flow.encoder.down_blocks.0.conv.weight"))
 
 
 register_signature(NAME, _looks_like_mttf)
@@ -452,9 +458,6 @@ class MTTFVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe
-from gfvc.training import RECIPES
-
 MTTF_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "pixel": 10, "bg": 10}  # ted384.yaml
 MTTF_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 90], "lr": 2e-4,
                                      "scales": [1, 0.5, 0.25, 0.125], "transform_params": {}}

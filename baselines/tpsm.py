@@ -43,8 +43,10 @@ from baselines.base import BaselineCodec, BaselineConfig
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
+from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
+from gfvc.training import RECIPES
 
 NAME = "tpsm"
 NORM = "instance"
@@ -73,6 +75,11 @@ class BasicBlock(nn.Module):
 
 class ResNet18(nn.Module):
     """ResNet-18 (He et al., CVPR 2016) with torchvision's state_dict names and a base ``width``."""
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, in_channels: int = 3, num_outputs: int = 1000, width: int = 64) -> None:
         super().__init__()
@@ -480,9 +487,6 @@ class TPSMVectors(VectorModel):
 
 
 # --------------------------------------------------------------------------- training
-from baselines.losses import OfficialLossRecipe  # noqa: E402
-from gfvc.training import RECIPES  # noqa: E402
-
 TPSM_LOSS_WEIGHTS: dict[str, Any] = {"perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10,
                                      "warp_loss": 10, "bg": 10}
 TPSM_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [70, 90], "lr": 2e-4,

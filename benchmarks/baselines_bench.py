@@ -126,10 +126,10 @@ def bench_speed(codecs: list[str], sizes: list[int], frames: int, reps: int) -> 
                 with torch.inference_mode():
                     kf = codec._key_features(key)        # key frame analysis (both ends), not timed
                     codec.analyse(inter[:1])              # warm-up
-                    enc = _time(lambda: codec.analyse(inter), reps)
+                    enc = _time(lambda c=codec, x=inter: c.analyse(x), reps)
                     feats = codec.analyse(inter)
                     codec.synthesise(key, kf, feats[:1])  # warm-up (key-frame caches)
-                    dec = _time(lambda: codec.synthesise(key, kf, feats), reps)
+                    dec = _time(lambda c=codec, k=key, f=kf, z=feats: c.synthesise(k, f, z), reps)
             except Exception as e:  # one model failing must not hide the others; say why
                 rows.append({"codec": name, "size": size, "error": f"{type(e).__name__}: {str(e)[:200]}"})
                 print(json.dumps(rows[-1]), flush=True)

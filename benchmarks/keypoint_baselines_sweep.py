@@ -32,7 +32,7 @@ SCALES = (8, 16, 32, 64, 128, 256, 512)
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over frames of the per-frame PSNR (RGB, 8 bit)."""
     out = []
-    for x, y in zip(a.astype(np.float64), b.astype(np.float64)):
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True):
         mse = float(np.mean((x - y) ** 2))
         out.append(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
     return float(np.mean(out))
@@ -59,7 +59,7 @@ def demo_check(codec: Any) -> dict[str, Any]:
     repeat = np.repeat(frames[:1], 31, axis=0)
     return {"codec": codec.name, "checkpoint_sha256": codec.model_checksum(),
             "psnr_synthesis_unquantised": _psnr(syn, frames[1:]), "psnr_keyframe_repeat": _psnr(repeat, frames[1:]),
-            "per_frame_synthesis": [round(_psnr(s[None], f[None]), 2) for s, f in zip(syn, frames[1:])],
+            "per_frame_synthesis": [round(_psnr(s[None], f[None]), 2) for s, f in zip(syn, frames[1:], strict=True)],
             "per_frame_repeat": [round(_psnr(frames[:1], f[None]), 2) for f in frames[1:]]}
 
 

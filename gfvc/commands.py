@@ -165,7 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_env_args(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="describe a generative codec's model, e.g. `gfvc info mraa`, `gfvc info s2d --config small`",
+    p = sub.add_parser("info", help="describe a generative codec's model, e.g. `gfvc info mraa`, "
+                                    "`gfvc info s2d --config small`",
                        description="Values per inter frame, quantisation scale, resolution, the checkpoint this run "
                                    "would use (path, how it was chosen, sha256), its architecture and parameters per "
                                    "module. --config NAME describes a named configuration without any checkpoint.")

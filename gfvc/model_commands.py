@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("conformance", help="check model ports against official-code test vectors",
                        description="Rebuild each model of a conformance vector (<model>.pt + <model>.json) from its "
                                    "official kwargs, load it strictly, run its call sequence and compare every output "
-                                   "with its tolerance. Default: the vectors shipped in baselines/vectors/. Exit 0 only "
-                                   "when every output passes; 1 when one fails; 2 for a malformed vector.")
+                                   "with its tolerance. Default: the vectors shipped in baselines/vectors/. "
+                                   "Exit 0 only when every output passes; 1 when one fails; 2 for a malformed vector.")
     p.add_argument("paths", nargs="*", type=Path, help="vector files or folders (default: the shipped vectors)")
     p.add_argument("--json", action="store_true", help="machine-readable result (for CI)")
     p.set_defaults(func=cmd_conformance)

@@ -353,7 +353,8 @@ def check_entry(entry: CheckpointEntry, weights_dir: Path | None = None) -> Chec
 
 def how_to_get(entry: CheckpointEntry) -> str:
     if entry.urls:
-        return f"`gfvc models fetch {entry.name}` (downloads {entry.urls[0]}) or download it and `gfvc models install DIR`"
+        return (f"`gfvc models fetch {entry.name}` (downloads {entry.urls[0]}) "
+                "or download it and `gfvc models install DIR`")
     pages = " or ".join(entry.pages) or "no public source known"
     return f"download {entry.filename} by hand from {pages}, then `gfvc models install DIR`"
 
@@ -428,7 +429,7 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
             continue
         seen: dict[str, tuple[State, str, str]] = {}
 
-        def verify(p: Path, e: CheckpointEntry = e) -> str:
+        def verify(p: Path, e: CheckpointEntry = e, seen: dict[str, tuple[State, str, str]] = seen) -> str:
             state, why, sha = verify_entry_file(e, p)
             seen["last"] = (state, why, sha)
             return why if state == "mismatch" else ""

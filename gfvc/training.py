@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,12 +107,29 @@ class TrainRecipe(abc.ABC):
     def before_step(self, modules: dict[str, Any]) -> None:
         """Called after the generator-phase backward, before its optimiser step (e.g. TPSM's gradient
         clipping); default: nothing."""
+        return None
 
     def losses_info(self) -> dict[str, Any]:
         return {}
 
 
 RECIPES: Registry[type[TrainRecipe]] = Registry("training recipe")
+
+
+def sum_terms(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Sum of loss tensors, added left to right as builtin ``sum()`` adds them, typed as a tensor.
+
+    ``sum()`` of tensors is typed ``Tensor | Literal[0]`` because an empty sum is the int 0; a loss
+    made of no terms is a recipe error instead (ConfigError), so the result is always a tensor.
+    """
+    it = iter(terms)
+    try:
+        total = next(it)
+    except StopIteration:
+        raise ConfigError("a loss was summed over no terms (check the recipe's loss weights and scales)") from None
+    for t in it:
+        total = total + t
+    return total
 
 
 @dataclass
@@ -258,7 +276,8 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     d_keys = set(recipe.discriminator_optimizers())
     unknown_d = d_keys - set(optims)
     if unknown_d:
-        raise ConfigError(f"recipe {recipe.model}: discriminator optimisers {sorted(unknown_d)} are not in optimizers()")
+        raise ConfigError(f"recipe {recipe.model}: discriminator optimisers {sorted(unknown_d)} "
+                          "are not in optimizers()")
     step, wall_before = 0, 0.0
     log_path = out / "log.jsonl"
     if state is not None:
@@ -311,7 +330,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
             terms, cache = recipe.generator_losses(modules, batch, step)
             if not terms:
                 raise ConfigError(f"recipe {recipe.model}: generator_losses() returned no loss terms")
-            loss_g: torch.Tensor = sum(terms.values())  # type: ignore[assignment]
+            loss_g = sum_terms(terms.values())
             if not torch.isfinite(loss_g):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 raise ConfigError(f"{recipe.model} training diverged at step {step + 1} (non-finite {', '.join(bad)}); "
@@ -328,7 +347,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
             if d_keys:
                 d_terms = recipe.discriminator_losses(modules, batch, cache, step)
                 if d_terms:
-                    loss_d: torch.Tensor = sum(d_terms.values())  # type: ignore[assignment]
+                    loss_d = sum_terms(d_terms.values())
                     if not torch.isfinite(loss_d):
                         raise ConfigError(f"{recipe.model} discriminator diverged at step {step + 1}; lower --lr")
                     for key in d_keys:

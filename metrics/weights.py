@@ -503,11 +503,14 @@ def download_verified(urls: tuple[str, ...] | list[str], target: Path, verify: C
     ``target`` atomically (umask mode); a refused file is deleted and the next
     URL is tried. Returns the URL used; WeightsError lists every URL's failure.
     """
+    import tempfile
+
     from tqdm import tqdm
 
-    from gfvc.fileio import atomic_open
+    from gfvc.fileio import default_file_mode
 
     target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     for url in urls:
         why = "" if _uses_proxy(url) else _probe(url, timeout)
@@ -517,9 +520,11 @@ def download_verified(urls: tuple[str, ...] | list[str], target: Path, verify: C
         size_text = f" ({_size_text(size)}{', ' + what if what else ''})" if size else (f" ({what})" if what else "")
         print(f"gfvc: downloading {target.name}{size_text} from {url} into {target.parent}", file=sys.stderr)
         got = 0
+        fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        tmp = Path(tmpname)
         try:
             req = urllib.request.Request(url, headers={"User-Agent": "gfvc-weights"})
-            with urllib.request.urlopen(req, timeout=timeout) as r, atomic_open(target, "wb") as f, \
+            with urllib.request.urlopen(req, timeout=timeout) as r, os.fdopen(fd, "wb") as f, \
                     tqdm(total=size, unit="B", unit_scale=True, desc=target.name, file=sys.stderr,
                          disable=None if progress else True, leave=False) as bar:
                 while True:
@@ -532,16 +537,22 @@ def download_verified(urls: tuple[str, ...] | list[str], target: Path, verify: C
                     if size is not None and got > size:
                         break
                 f.flush()
-                bad = (f"size {got}{'+' if got > size else ''} bytes, expected {size}"
-                       if size is not None and got != size else verify(Path(f.name)))
-                if bad:
-                    raise _Mismatch(bad)
-        except _Mismatch as e:  # atomic_open removed the temporary file
+                os.fsync(f.fileno())
+            bad = (f"size {got}{'+' if got > size else ''} bytes, expected {size}"
+                   if size is not None and got != size else verify(tmp))
+            if bad:
+                raise _Mismatch(bad)
+            os.chmod(tmp, default_file_mode())
+            os.replace(tmp, target)
+        except _Mismatch as e:
             errors.append(f"{url}: downloaded file refused and deleted ({e})")
             continue
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
             continue
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return url
     raise WeightsError(f"could not download {target.name} (offline?): {'; '.join(errors or ['no download URL'])}")
 

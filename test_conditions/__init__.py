@@ -252,7 +252,8 @@ def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: key {key!r}: expected a mapping, got {value!r}")
-        return {str(_type_ok(args[0], k, file, key)): _type_ok(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
+        return {str(_type_ok(args[0], k, file, key)): _type_ok(args[1], v, file, f"{key}.{k}")
+                for k, v in value.items()}
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{file}: key {key!r}: {value!r} is not one of {list(args)}")

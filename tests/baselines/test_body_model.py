@@ -120,7 +120,8 @@ def test_osx_names_and_perspective_camera_are_converted(tmp_path):
 
 @pytest.mark.parametrize("edit, needle", [
     (lambda d: d.pop("smplx_body_pose"), "body_pose"),
-    (lambda d: d.update(smplx_jaw_pose=np.zeros((3, 2))), "'smplx_jaw_pose' has shape (3, 2), expected (T, 3) with T = 3 frames"),
+    (lambda d: d.update(smplx_jaw_pose=np.zeros((3, 2))),
+     "'smplx_jaw_pose' has shape (3, 2), expected (T, 3) with T = 3 frames"),
     (lambda d: d.update(smplx_expr=np.full((3, 10), np.nan)), "NaN"),
     (lambda d: d.pop("source"), "'source'"),
     (lambda d: d.update(camera=np.ones((3, 3))), "exactly one camera"),

@@ -74,7 +74,9 @@ def test_farneback_flow_points_from_driving_to_source():
     xx, yy = np.meshgrid(x, x)
     src = np.sin(xx) * np.cos(0.7 * yy)
     drv = np.roll(src, 1, axis=1)
-    t = lambda a: torch.tensor(a, dtype=torch.float32)[None, None]
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32)[None, None]
+
     flow = cfte.farneback_flow(t(src), t(drv))
     assert flow.shape == (1, 12, 12, 2) and flow.dtype == torch.float32
     assert -1.2 < float(flow[0, 1:-1, 2:-1, 0].mean()) < -0.8

@@ -37,7 +37,7 @@ def random_modules(cfg: BaselineConfig, seed: int = 0) -> dict[str, torch.nn.Mod
     mods = ihvc.IhvcCodec.build_modules(cfg)
     with torch.no_grad():  # a trained file has no zero heads
         for m in mods.values():
-            for name, p in m.named_parameters():
+            for p in m.parameters():
                 if p.abs().max() == 0:
                     p.add_(torch.randn_like(p) * 0.01)
         # the estimator's output near the PROXY reference pose keeps the mesh in view

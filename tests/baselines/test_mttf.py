@@ -94,7 +94,8 @@ def test_official_configuration_names_and_shapes():
     gen = mods["generator"]
     for attr, n in OFFICIAL_LIST_LENGTHS.items():
         assert len(getattr(gen, attr)) == n, attr
-    assert not any(k.startswith(("coefficients.11", "coefficients.10.beta")) for k in mods["region_predictor"].state_dict())
+    assert not any(k.startswith(("coefficients.11", "coefficients.10.beta"))
+                   for k in mods["region_predictor"].state_dict())
     # only GDN layers carry the compressai buffers: five per head
     gdn = [k for k in mods["region_predictor"].state_dict() if k.endswith("beta_reparam.pedestal")]
     assert len(gdn) == 10
