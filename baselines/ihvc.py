@@ -373,8 +373,8 @@ class IhvcCodec(BaselineCodec):
     quant_scale = 256.0   # measured sweep, docs/baselines.md (IHVC): < 1 grey level vs unquantised vectors
     inference_modules = ("estimator", "generator")
     sends_key_features = True
-    # the decoded mesh's projected vertices, measured like S2D's (metrics/vertices.py); with the PROXY mesh
-    # (no SMPL-X file) they are the proxy's vertices and the records say so (vertex_mesh in provenance)
+    # the decoded mesh's projected vertices, measured like S2D's (metrics/vertices.py) when they are in the
+    # reference's vertex order (SMPL-X mesh against OSX/SMPL-X references): see vertex_mismatch
     vertex_extra = "vertices"
 
     def __init__(self, condition: Any, env: Any = None) -> None:
@@ -421,6 +421,22 @@ class IhvcCodec(BaselineCodec):
         n = features.shape[0]
         out = self.nets["generator"](key.expand(n, -1, -1, -1), key_features[None].expand(n, -1), features)
         return out["prediction"], {"vertices": out["vertices_driving"]}
+
+    def vertex_mismatch(self, reference_is_proxy: bool) -> str | None:
+        """Why this model's vertices cannot be compared with the sequence's reference vertices, or None.
+
+        Vertex i of the decoded mesh is vertex i of SMPL-X only with the user's SMPL-X file; the PROXY
+        mesh's points have no correspondence with any reference (OSX/SMPL-X or the demo's PROXY tracks).
+        """
+        mesh = str(self.config().options.get("mesh", "proxy"))
+        if mesh != "smplx":
+            return ("IHVC decodes the vertices of the suite's PROXY body mesh (no SMPL-X model file given), which "
+                    "have no vertex-to-vertex correspondence with the reference vertices; configure mesh: smplx "
+                    "with your SMPL-X file to measure them (docs/baselines.md, IHVC)")
+        if reference_is_proxy:
+            return ("the reference vertices are PROXY tracks, not in SMPL-X vertex order: IHVC's SMPL-X vertices "
+                    "cannot be compared with them")
+        return None
 
     def key_extras(self, key_frame: np.ndarray, key_features: np.ndarray) -> dict[str, np.ndarray]:
         self.load()

@@ -128,7 +128,9 @@ def evaluate_decoded(codec: Any, extras: dict[str, np.ndarray], entry: Any, cond
     """The record's ``vertex_metrics`` block for one decoded job, and the Figure-6 sample arrays.
 
     ``codec`` declares its vertex output with the class attribute ``vertex_extra``;
-    ``entry`` is the job's gfvc.sequences.SequenceEntry. A codec without
+    ``entry`` is the job's gfvc.sequences.SequenceEntry; a codec may define
+    ``vertex_mismatch(reference_is_proxy) -> str | None`` to refuse a reference
+    whose vertex order its vertices do not follow. A codec without
     vertices gets status "not_applicable"; a codec with vertices on a sequence
     without reference vertices, or whose vertices cannot be compared, gets
     "not_computed" with the reason. Never raises for those cases.
@@ -151,6 +153,12 @@ def evaluate_decoded(codec: Any, extras: dict[str, np.ndarray], entry: Any, cond
                             "see docs/vertices.md)", protocol=proto), None
     ref_info = {"file": entry.vertices.file, "sha256": entry.vertices.sha256, "source": entry.vertices.source,
                 "proxy": bool(entry.vertices.proxy)}
+    # a codec whose vertices are not in the reference's vertex order (e.g. another template) says why: an
+    # index-by-index error between unrelated point sets would be a number without meaning
+    mismatch = getattr(codec, "vertex_mismatch", None)
+    reason = mismatch(bool(entry.vertices.proxy)) if callable(mismatch) else None
+    if reason:
+        return not_computed(reason, protocol=proto, reference=ref_info), None
     try:
         ref = load_reference_vertices(entry, pred.shape[0], data_dir)
         stats = evaluate(pred, ref, w, h, spec)

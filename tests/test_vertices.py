@@ -290,3 +290,41 @@ def test_osx_npz_npy_and_missing_person(tmp_path):
     assert np.load(out).shape == (3, NUM_VERTICES, 2)
     assert json.loads(out.with_suffix(".json").read_text())["frames"] == 3
     assert ox.main([str(folder), "--image-size", "384x384", "-o", str(tmp_path / "x.txt")]) == 2
+
+
+# ------------------------------------------------------------------- comparability
+class _VertexCodec:
+    name = "fake-vertices"
+    vertex_extra = "vertices"
+
+    def __init__(self, reason_for_proxy: str | None = None) -> None:
+        self.reason_for_proxy, self.asked = reason_for_proxy, []
+
+    def vertex_mismatch(self, reference_is_proxy: bool) -> str | None:
+        self.asked.append(reference_is_proxy)
+        return self.reason_for_proxy if reference_is_proxy else None
+
+
+def test_vertices_in_another_vertex_order_are_not_scored():
+    """A codec whose vertices do not follow the reference's vertex order gets its reason, never a number."""
+    demo = load_condition("demo")
+    entry = load_manifest(demo.manifest_path)[0]  # PROXY reference vertices
+    ref = read_reference(builtin_path("carphone-proxy-vertices"), entry.vertices.sha256, 32)
+    refuses = _VertexCodec("another template")
+    block, sample = vm.evaluate_decoded(refuses, {"vertices": ref}, entry, demo)
+    assert refuses.asked == [True]
+    assert block["status"] == "not_computed" and block["reason"] == "another template" and sample is None
+    assert "inter_frames" not in block and "per_frame" not in block
+    accepts = _VertexCodec(None)  # no objection: scored (here the reference itself: zero error)
+    block, sample = vm.evaluate_decoded(accepts, {"vertices": ref.copy()}, entry, demo)
+    assert block["status"] == "ok" and "inter_frames" in block and sample is not None
+
+
+def test_ihvc_proxy_mesh_vertices_are_not_compared_with_any_reference():
+    from baselines.ihvc import IhvcCodec
+
+    codec = IhvcCodec(load_condition("demo"))
+    assert codec.config().options.get("mesh", "proxy") == "proxy"  # the demo checkpoint: no SMPL-X file here
+    for proxy_reference in (True, False):
+        reason = codec.vertex_mismatch(proxy_reference)
+        assert reason and "PROXY body mesh" in reason
