@@ -62,7 +62,7 @@ from baselines.gdn import GDN
 from baselines.losses import OfficialLossRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from gfvc.training import RECIPES
 
 NAME = "cfte"
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags)
@@ -615,12 +615,7 @@ class CFTERecipe(OfficialLossRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual_final().pyramid
             real, fake = disc(pyr(drv)), disc(pyr(out["prediction"]))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(
-                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
-                    for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w))
         return terms, cache
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
@@ -630,9 +625,7 @@ class CFTERecipe(OfficialLossRecipe):
         disc = modules["discriminator"]
         pyr = self.perceptual_final().pyramid
         real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
+        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual_initial": {**self.perceptual_initial().info(), "on": "sparse_deformed vs anti-aliased "

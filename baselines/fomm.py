@@ -39,7 +39,7 @@ from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from gfvc.training import RECIPES
 
 NAME = "fomm"
 
@@ -419,13 +419,7 @@ class FOMMRecipe(OfficialLossRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             real, fake = disc(pyr(drv), kp=cache["kp_driving"]), disc(pyr(out["prediction"]), kp=cache["kp_driving"])
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                         fake[f"feature_maps_{s}"],
-                                                                         w["feature_matching"])
-                                                      for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w))
         if w["equivariance_value"] or w["equivariance_jacobian"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = kd(t.transform_frame(drv))
@@ -445,6 +439,4 @@ class FOMMRecipe(OfficialLossRecipe):
         pyr = self.perceptual().pyramid
         real = disc(pyr(batch["driving"]), kp=cache["kp_driving"])
         fake = disc(pyr(cache["prediction"].detach()), kp=cache["kp_driving"])
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
+        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])

@@ -794,12 +794,7 @@ class FV2VRecipe(OfficialLossRecipe):
             with torch.no_grad():  # the real maps only feed feature matching (no generator gradient)
                 real = disc(pyr(drv))
             fake = disc(pyr(pred))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * hinge_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                         fake[f"feature_maps_{s}"],
-                                                                         w["feature_matching"]) for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w, gan=hinge_generator))
         if w["equivariance_value"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = keypoint_transformation(kp_canonical, he_net(t.transform_frame(drv)), self.variant)
@@ -813,12 +808,12 @@ class FV2VRecipe(OfficialLossRecipe):
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
                              step: int) -> dict[str, torch.Tensor]:
+        from baselines import losses as L
+
         disc = modules["discriminator"]
         pyr = self.perceptual().pyramid
         real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * hinge_discriminator([real[k] for k in keys],
-                                                                                   [fake[k] for k in keys])}
+        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"], gan=hinge_discriminator)
 
     def losses_info(self) -> dict[str, Any]:
         info = super().losses_info()
