@@ -23,8 +23,7 @@ absolute motion as in the GFVC software's decoder.
 """
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modules_from_common_params
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import OfficialLossRecipe
@@ -201,26 +200,17 @@ class OcclusionAwareGenerator(nn.Module):
         return res
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "kp_detector": KPDetector, "generator": OcclusionAwareGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """One official FOMM module from its official constructor kwargs."""
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "kp_detector":
-        return KPDetector(**kw)
-    if name == "generator":
-        return OcclusionAwareGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"FOMM has no module {name!r} (kp_detector, generator, discriminator)")
+    return build_from_table("FOMM", MODULES, name, kwargs)
 
 
-def modules_from_model_params(model_params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Official ``model_params`` (vox-256.yaml) -> {module: constructor kwargs} as in the official run.py."""
-    common = dict(model_params["common_params"])
-    out = {"kp_detector": {**model_params["kp_detector_params"], **common},
-           "generator": {**model_params["generator_params"], **common}}
-    if "discriminator_params" in model_params:
-        out["discriminator"] = {**model_params["discriminator_params"], **common}
-    return copy.deepcopy(out)
+# Official ``model_params`` (vox-256.yaml) -> {module: constructor kwargs} as in the official run.py.
+modules_from_model_params = modules_from_common_params
 
 
 OFFICIAL_MODEL_PARAMS: dict[str, Any] = {

@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines import body_model as bm
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.checkpoint import has_keys, register_signature
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, InputError, ModelMismatch
@@ -319,15 +319,12 @@ def demo_config() -> BaselineConfig:
                    loss_weights={"generator_gan": 0.0, "discriminator_gan": 0.0})
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "estimator": bm.SemanticEstimator, "generator": IhvcGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "estimator":
-        return bm.SemanticEstimator(**kw)
-    if name == "generator":
-        return IhvcGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"IHVC has no module {name!r} (estimator, generator, discriminator)")
+    return build_from_table("IHVC", MODULES, name, kwargs)
 
 
 def _check_config(cfg: BaselineConfig) -> bm.SemanticLayout:

@@ -40,7 +40,7 @@ DPCM-coded at scale 4, chosen by a measured sweep (docs/baselines.md).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.cfte import ANALYSIS_STRIDE, KPDetector
 from baselines.checkpoint import has_keys, register_signature
 from baselines.losses import OfficialLossRecipe
@@ -230,15 +230,12 @@ def _check_config(cfg: BaselineConfig) -> None:
         raise ModelMismatch("IMT: encoder num_kp and generator feature_channels differ")
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "encoder": KPDetector, "generator": IMTGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "encoder":
-        return KPDetector(**kw)
-    if name == "generator":
-        return IMTGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"IMT has no module {name!r} (encoder, generator, discriminator)")
+    return build_from_table("IMT", MODULES, name, kwargs)
 
 
 # --------------------------------------------------------------------------- codec

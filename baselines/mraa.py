@@ -27,7 +27,7 @@ keypoints for the quantisation to change the frames by < 1 grey level.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
@@ -309,15 +309,12 @@ class Generator(nn.Module):
         return res
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "region_predictor": RegionPredictor, "bg_predictor": BGMotionPredictor, "generator": Generator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "region_predictor":
-        return RegionPredictor(**kw)
-    if name == "bg_predictor":
-        return BGMotionPredictor(**kw)
-    if name == "generator":
-        return Generator(**kw)
-    raise ModelMismatch(f"MRAA has no module {name!r} (region_predictor, bg_predictor, generator)")
+    return build_from_table("MRAA", MODULES, name, kwargs)
 
 
 def modules_from_model_params(mp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
