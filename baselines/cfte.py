@@ -58,7 +58,7 @@ from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modu
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import GDN
-from baselines.losses import OfficialLossRecipe, PyramidPerceptual
+from baselines.losses import PyramidGanRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
 from gfvc.training import RECIPES
@@ -517,7 +517,7 @@ CFTE_TRAIN_PARAMS: dict[str, Any] = {
 
 
 @RECIPES.register()
-class CFTERecipe(OfficialLossRecipe):
+class CFTERecipe(PyramidGanRecipe):
     """CFTE training (modules/model.py GeneratorFullModel): perceptual loss on the sparse-deformed image
     (1/4 resolution, 3 scales) and on the prediction (4 scales), LS-GAN + feature matching.
 
@@ -574,12 +574,6 @@ class CFTERecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"]}
 
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -607,15 +601,6 @@ class CFTERecipe(OfficialLossRecipe):
             real, fake = disc(pyr(drv)), disc(pyr(out["prediction"]))
             terms.update(L.pyramid_gan_generator(real, fake, w))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual_final().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual_initial": {**self.perceptual_initial().info(), "on": "sparse_deformed vs anti-aliased "

@@ -35,7 +35,7 @@ from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modules_from_common_params
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
 from gfvc.training import RECIPES
@@ -362,7 +362,7 @@ FOMM_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60,
 
 
 @RECIPES.register()
-class FOMMRecipe(OfficialLossRecipe):
+class FOMMRecipe(PyramidGanRecipe):
     """FOMM training (modules/model.py GeneratorFullModel): perceptual pyramid, equivariance of the
     keypoint values and jacobians under a random TPS; LS-GAN + feature matching when generator_gan > 0."""
 
@@ -384,13 +384,6 @@ class FOMMRecipe(OfficialLossRecipe):
     def optimizers(self) -> dict[str, list[str]]:
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"]}
-
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        # the official train.py updates the discriminator only when generator_gan != 0
-        return ("optimizer_discriminator",) if self._gan() else ()
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -54,7 +54,7 @@ from baselines.blocks3d import (
 )
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
 from gfvc.training import RECIPES, sum_terms
@@ -726,7 +726,7 @@ def hinge_discriminator(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[t
 
 
 @RECIPES.register()
-class FV2VRecipe(OfficialLossRecipe):
+class FV2VRecipe(PyramidGanRecipe):
     """FV2V training (official modules/model.py GeneratorFullModel / DiscriminatorFullModel): perceptual
     pyramid, hinge GAN + feature matching, equivariance of the 2D projection of the driving keypoints under
     a random TPS, keypoint prior, expression L1; head-pose against HopeNet is a labelled fallback (off)."""
@@ -768,9 +768,6 @@ class FV2VRecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"], "optimizer_he_estimator": ["he_estimator"]}
 
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if float(self.weights["generator_gan"]) != 0 else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -788,7 +785,7 @@ class FV2VRecipe(OfficialLossRecipe):
         terms: dict[str, torch.Tensor] = {}
         if sum(w["perceptual"]):
             terms["perceptual"] = self.perceptual()(pred, drv)
-        if float(w["generator_gan"]) != 0:
+        if self._gan():
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             with torch.no_grad():  # the real maps only feed feature matching (no generator gradient)

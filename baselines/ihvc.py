@@ -40,7 +40,6 @@ the posed mesh's projected vertices in s2d's normalised coordinates.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -56,9 +55,10 @@ from baselines import blocks as B
 from baselines import body_model as bm
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.checkpoint import has_keys, register_signature
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, InputError, ModelMismatch
-from gfvc.training import RECIPES, TrainRecipe
+from gfvc.training import RECIPES
 from s2d_model.data import PairDataset
 
 NAME = "ihvc"
@@ -577,7 +577,7 @@ class IhvcPairDataset(PairDataset):
 
 
 @RECIPES.register()
-class IhvcRecipe(TrainRecipe):
+class IhvcRecipe(PyramidGanRecipe):
     """IHVC training: perceptual (VGG19 pyramid or its labelled fallback) + L1 distortion + LS-GAN with
     feature matching on the generator, L1 of the learned estimator to the target vectors."""
 
@@ -586,6 +586,8 @@ class IhvcRecipe(TrainRecipe):
     lr_milestones = (0.6, 0.9)
     lr = 2e-4
     betas = (0.5, 0.999)
+    default_weights = LOSS_WEIGHTS
+    train_params = TRAIN_PARAMS
 
     def __init__(self, config: BaselineConfig, device: str = "cpu", weights_dir: Any = None) -> None:
         layout = _check_config(config)
@@ -596,19 +598,9 @@ class IhvcRecipe(TrainRecipe):
             config = BaselineConfig.from_dict(d)
         super().__init__(config, device, weights_dir)
         self.layout = layout
-        self.weights = {**copy.deepcopy(LOSS_WEIGHTS), **dict(config.options.get("loss_weights") or {})}
-        self._perc: Any = None
 
     def dataset(self, root: Path) -> Any:
         return IhvcPairDataset(root, self.config.image_size, self.layout)
-
-    def perceptual(self) -> Any:
-        if self._perc is None:
-            from baselines.losses import PyramidPerceptual
-
-            self._perc = PyramidPerceptual(TRAIN_PARAMS["scales"], self.weights["perceptual"],
-                                           weights_dir=self.weights_dir)
-        return self._perc.to(self.device)
 
     def build(self) -> dict[str, nn.Module]:
         mods = {name: build_module(name, kw) for name, kw in self.config.modules.items()}
@@ -618,12 +610,6 @@ class IhvcRecipe(TrainRecipe):
     def optimizers(self) -> dict[str, list[str]]:
         return {"optimizer_generator": ["generator"], "optimizer_estimator": ["estimator"],
                 "optimizer_discriminator": ["discriminator"]}
-
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
 
     def inference_modules(self) -> tuple[str, ...]:
         return IhvcCodec.inference_modules
@@ -654,15 +640,6 @@ class IhvcRecipe(TrainRecipe):
             real, fake = disc(pyr(drv)), disc(pyr(pred))
             terms.update(L.pyramid_gan_generator(real, fake, w, detach_real=True))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual": self.perceptual().info(), "loss_weights": self.weights,

@@ -52,7 +52,7 @@ from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.cfte import ANALYSIS_STRIDE, KPDetector
 from baselines.checkpoint import has_keys, register_signature
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
 from gfvc.training import RECIPES
@@ -305,7 +305,7 @@ IMT_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 
 
 
 @RECIPES.register()
-class IMTRecipe(OfficialLossRecipe):
+class IMTRecipe(PyramidGanRecipe):
     """IMT training as the suite chooses it (paper losses unavailable): CFTE's perceptual pyramid,
     LS-GAN and feature matching; optional uniform noise on the transmitted feature
     (``options["feature_noise_halfwidth"]``, default 0)."""
@@ -330,12 +330,6 @@ class IMTRecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_encoder": ["encoder"]}
 
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -355,15 +349,6 @@ class IMTRecipe(OfficialLossRecipe):
             real, fake = disc(pyr(drv)), disc(pyr(pred))
             terms.update(L.pyramid_gan_generator(real, fake, w))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual": self.perceptual().info(), "loss_weights": self.weights,

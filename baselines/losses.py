@@ -23,7 +23,8 @@
   terms over a multi-scale discriminator's outputs, as every recipe adds them.
 * :class:`OfficialLossRecipe`: base of the recipes (official loss weights,
   overridable through ``config.options["loss_weights"]``; perceptual loss and
-  random TPS on the run's device; ``losses_info`` for the checkpoint record).
+  random TPS on the run's device; ``losses_info`` for the checkpoint record);
+  :class:`PyramidGanRecipe`: the same with FOMM's GAN (discriminator phase).
 """
 from __future__ import annotations
 
@@ -245,3 +246,28 @@ class OfficialLossRecipe(TrainRecipe):
                 "transform_params": self.train_params["transform_params"],
                 "official_schedule": {k: self.train_params[k] for k in ("num_epochs", "epoch_milestones", "lr")},
                 "lr_milestones_fraction": list(self.lr_milestones)}
+
+
+class PyramidGanRecipe(OfficialLossRecipe):
+    """An :class:`OfficialLossRecipe` with FOMM's GAN: a multi-scale ``discriminator`` module fed the
+    perceptual pyramid of the driving frame and of the prediction (``cache["prediction"]``).
+
+    As the official train.py, the discriminator is updated only when
+    ``generator_gan`` != 0; its term is :func:`pyramid_gan_discriminator`
+    (LS-GAN). Shared so that the GAN recipes (FOMM, CFTE, IMT, IHVC, FV2V)
+    switch and score their discriminator alike; a recipe whose discriminator
+    takes more inputs or another GAN form overrides ``discriminator_losses``.
+    """
+
+    def _gan(self) -> bool:
+        return float(self.weights["generator_gan"]) != 0
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        return ("optimizer_discriminator",) if self._gan() else ()
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
+        disc = modules["discriminator"]
+        pyr = self.perceptual().pyramid
+        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
+        return pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])
