@@ -45,7 +45,6 @@ DPCM-coded at the GFVC software's scale 4.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -186,18 +185,10 @@ class DenseMotionNetwork(nn.Module):
             self.down = B.AntiAliasInterpolation2d(num_channels, scale_factor)
         self.up_blocks = nn.ModuleList(B.UpBlock2d(num_kp, num_kp, kernel_size=3, padding=1)
                                        for _ in range(num_down_blocks))
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.motiondown_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3,
-                                                             padding=1) for i in range(num_down_blocks))
-        self.motionup_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
-                        padding=1) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
-                                                             padding=1))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        # the official dense-motion net names its autoencoder's down/up blocks motiondown/motionup
+        (self.first, self.motiondown_blocks, self.motionup_blocks, self.bottleneck,
+         self.final) = B.johnson_autoencoder(num_channels, block_expansion, max_features, num_down_blocks,
+                                             num_bottleneck_blocks)
 
     def heatmap_representation(self, value_driving: torch.Tensor, value_source: torch.Tensor) -> torch.Tensor:
         """Upsampled driving feature minus upsampled source feature (B, num_kp, h, w)."""
@@ -266,18 +257,8 @@ class OcclusionAwareGenerator(nn.Module):
         self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
                                                        estimate_occlusion_map=estimate_occlusion_map,
                                                        **dense_motion_params)
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
-                                         for i in range(num_down_blocks))
-        self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
-                        padding=1) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
-                                                             padding=1))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.first, self.down_blocks, self.up_blocks, self.bottleneck, self.final = B.johnson_autoencoder(
+            num_channels, block_expansion, max_features, num_down_blocks, num_bottleneck_blocks)
         self.estimate_occlusion_map = estimate_occlusion_map
         self.num_channels = num_channels
 

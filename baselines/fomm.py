@@ -24,7 +24,6 @@ absolute motion as in the GFVC software's decoder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import torch
@@ -160,18 +159,8 @@ class OcclusionAwareGenerator(nn.Module):
                                                         estimate_occlusion_map=estimate_occlusion_map,
                                                         **dense_motion_params)
                                      if dense_motion_params is not None else None)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
-                                         for i in range(num_down_blocks))
-        self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.first, self.down_blocks, self.up_blocks, self.bottleneck, self.final = B.johnson_autoencoder(
+            num_channels, block_expansion, max_features, num_down_blocks, num_bottleneck_blocks)
         self.estimate_occlusion_map = estimate_occlusion_map
         self.num_channels = num_channels
 
