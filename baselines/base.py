@@ -25,6 +25,7 @@ import abc
 import copy
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,6 +38,7 @@ from gfvc.generative import GenerativeCodec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from torch import nn
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -78,6 +80,39 @@ class BaselineConfig:
         d = self.to_dict()
         d["image_size"] = int(size)
         return BaselineConfig.from_dict(d)
+
+
+def build_from_table(model: str, constructors: Mapping[str, Callable[..., nn.Module]], name: str,
+                     kwargs: Mapping[str, Any]) -> nn.Module:
+    """One module of ``model`` from its official constructor kwargs: ``constructors[name](**kwargs)``.
+
+    The adapters' ``build_module`` functions share it so that each only lists
+    its {official module name: constructor} table: the kwargs are deep-copied
+    (the configuration is never aliased by a module) and an unknown name is one
+    ModelMismatch line, ``"<MODEL> has no module 'x' (a, b, c)"``, naming the
+    table's modules in order.
+    """
+    kw = copy.deepcopy(dict(kwargs))
+    if name not in constructors:
+        raise ModelMismatch(f"{model} has no module {name!r} ({', '.join(constructors)})")
+    return constructors[name](**kw)
+
+
+def modules_from_common_params(model_params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Official FOMM-style ``model_params`` (config/vox-256.yaml) -> {module: constructor kwargs}.
+
+    As the official run.py of FOMM and CFTE builds them: ``common_params``
+    merged into ``kp_detector_params``, ``generator_params`` and (when present)
+    ``discriminator_params``. Shared by :mod:`baselines.fomm` and
+    :mod:`baselines.cfte`, whose official configs have this layout (each keeps
+    the name ``modules_from_model_params``).
+    """
+    common = dict(model_params["common_params"])
+    out = {"kp_detector": {**model_params["kp_detector_params"], **common},
+           "generator": {**model_params["generator_params"], **common}}
+    if "discriminator_params" in model_params:
+        out["discriminator"] = {**model_params["discriminator_params"], **common}
+    return copy.deepcopy(out)
 
 
 class BaselineCodec(GenerativeCodec):

@@ -174,6 +174,32 @@ def channel_width(block_expansion: int, max_features: int, i: int) -> int:
     return min(max_features, block_expansion * (2 ** i))
 
 
+def johnson_autoencoder(num_channels: int, block_expansion: int, max_features: int, num_down_blocks: int,
+                        num_bottleneck_blocks: int
+                        ) -> tuple[SameBlock2d, nn.ModuleList, nn.ModuleList, nn.Sequential, nn.Conv2d]:
+    """The Johnson-style image autoencoder of FOMM's OcclusionAwareGenerator (also MRAA's and CFTE's).
+
+    Returns, constructed in the official order (so seeded initial weights are
+    unchanged): ``first`` (7x7 SameBlock2d), ``down_blocks`` (3x3 DownBlock2d,
+    widths ``block_expansion * 2**i`` capped at ``max_features``), ``up_blocks``
+    (the mirror UpBlock2d), ``bottleneck`` (``r0``.. 3x3 ResBlock2d at the
+    deepest width) and ``final`` (7x7 conv back to ``num_channels``). The
+    generators assign them to their official attribute names in this order,
+    so their state_dict keys stay those of the official checkpoints.
+    """
+    width = partial(channel_width, block_expansion, max_features)
+    first = SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
+    down_blocks = nn.ModuleList(DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
+                                for i in range(num_down_blocks))
+    up_blocks = nn.ModuleList(UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1),
+                                        kernel_size=(3, 3), padding=(1, 1)) for i in range(num_down_blocks))
+    bottleneck = nn.Sequential()
+    for i in range(num_bottleneck_blocks):
+        bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks), kernel_size=(3, 3), padding=(1, 1)))
+    final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+    return first, down_blocks, up_blocks, bottleneck, final
+
+
 class Encoder(nn.Module):
     """Hourglass encoder; returns the input and every down block's output (for the skips)."""
 

@@ -44,9 +44,7 @@ DPCM-coded at the GFVC software's scale 4.
 """
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -55,14 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modules_from_common_params
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import GDN
-from baselines.losses import OfficialLossRecipe, PyramidPerceptual
+from baselines.losses import PyramidGanRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from gfvc.training import RECIPES
 
 NAME = "cfte"
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags)
@@ -187,18 +185,10 @@ class DenseMotionNetwork(nn.Module):
             self.down = B.AntiAliasInterpolation2d(num_channels, scale_factor)
         self.up_blocks = nn.ModuleList(B.UpBlock2d(num_kp, num_kp, kernel_size=3, padding=1)
                                        for _ in range(num_down_blocks))
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.motiondown_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3,
-                                                             padding=1) for i in range(num_down_blocks))
-        self.motionup_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
-                        padding=1) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
-                                                             padding=1))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        # the official dense-motion net names its autoencoder's down/up blocks motiondown/motionup
+        (self.first, self.motiondown_blocks, self.motionup_blocks, self.bottleneck,
+         self.final) = B.johnson_autoencoder(num_channels, block_expansion, max_features, num_down_blocks,
+                                             num_bottleneck_blocks)
 
     def heatmap_representation(self, value_driving: torch.Tensor, value_source: torch.Tensor) -> torch.Tensor:
         """Upsampled driving feature minus upsampled source feature (B, num_kp, h, w)."""
@@ -267,18 +257,8 @@ class OcclusionAwareGenerator(nn.Module):
         self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
                                                        estimate_occlusion_map=estimate_occlusion_map,
                                                        **dense_motion_params)
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1)
-                                         for i in range(num_down_blocks))
-        self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3,
-                        padding=1) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=3,
-                                                             padding=1))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.first, self.down_blocks, self.up_blocks, self.bottleneck, self.final = B.johnson_autoencoder(
+            num_channels, block_expansion, max_features, num_down_blocks, num_bottleneck_blocks)
         self.estimate_occlusion_map = estimate_occlusion_map
         self.num_channels = num_channels
 
@@ -314,26 +294,17 @@ def set_farneback_normalisation(generator: nn.Module, mode: str) -> None:
 
 
 # --------------------------------------------------------------------------- configurations
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "kp_detector": KPDetector, "generator": OcclusionAwareGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """One official CFTE module from its official constructor kwargs."""
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "kp_detector":
-        return KPDetector(**kw)
-    if name == "generator":
-        return OcclusionAwareGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"CFTE has no module {name!r} (kp_detector, generator, discriminator)")
+    return build_from_table("CFTE", MODULES, name, kwargs)
 
 
-def modules_from_model_params(model_params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Official ``model_params`` (config/vox-256.yaml) -> {module: constructor kwargs} (as run.py builds them)."""
-    common = dict(model_params["common_params"])
-    out = {"kp_detector": {**model_params["kp_detector_params"], **common},
-           "generator": {**model_params["generator_params"], **common}}
-    if "discriminator_params" in model_params:
-        out["discriminator"] = {**model_params["discriminator_params"], **common}
-    return copy.deepcopy(out)
+# Official ``model_params`` (config/vox-256.yaml) -> {module: constructor kwargs} (as run.py builds them).
+modules_from_model_params = modules_from_common_params
 
 
 OFFICIAL_MODEL_PARAMS: dict[str, Any] = {
@@ -527,7 +498,7 @@ CFTE_TRAIN_PARAMS: dict[str, Any] = {
 
 
 @RECIPES.register()
-class CFTERecipe(OfficialLossRecipe):
+class CFTERecipe(PyramidGanRecipe):
     """CFTE training (modules/model.py GeneratorFullModel): perceptual loss on the sparse-deformed image
     (1/4 resolution, 3 scales) and on the prediction (4 scales), LS-GAN + feature matching.
 
@@ -584,12 +555,6 @@ class CFTERecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"]}
 
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -615,24 +580,8 @@ class CFTERecipe(OfficialLossRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual_final().pyramid
             real, fake = disc(pyr(drv)), disc(pyr(out["prediction"]))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(
-                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
-                    for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual_final().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual_initial": {**self.perceptual_initial().info(), "on": "sparse_deformed vs anti-aliased "

@@ -23,9 +23,7 @@ absolute motion as in the GFVC software's decoder.
 """
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modules_from_common_params
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from gfvc.training import RECIPES
 
 NAME = "fomm"
 
@@ -161,18 +159,8 @@ class OcclusionAwareGenerator(nn.Module):
                                                         estimate_occlusion_map=estimate_occlusion_map,
                                                         **dense_motion_params)
                                      if dense_motion_params is not None else None)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
-                                         for i in range(num_down_blocks))
-        self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.first, self.down_blocks, self.up_blocks, self.bottleneck, self.final = B.johnson_autoencoder(
+            num_channels, block_expansion, max_features, num_down_blocks, num_bottleneck_blocks)
         self.estimate_occlusion_map = estimate_occlusion_map
         self.num_channels = num_channels
 
@@ -201,26 +189,17 @@ class OcclusionAwareGenerator(nn.Module):
         return res
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "kp_detector": KPDetector, "generator": OcclusionAwareGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """One official FOMM module from its official constructor kwargs."""
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "kp_detector":
-        return KPDetector(**kw)
-    if name == "generator":
-        return OcclusionAwareGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"FOMM has no module {name!r} (kp_detector, generator, discriminator)")
+    return build_from_table("FOMM", MODULES, name, kwargs)
 
 
-def modules_from_model_params(model_params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Official ``model_params`` (vox-256.yaml) -> {module: constructor kwargs} as in the official run.py."""
-    common = dict(model_params["common_params"])
-    out = {"kp_detector": {**model_params["kp_detector_params"], **common},
-           "generator": {**model_params["generator_params"], **common}}
-    if "discriminator_params" in model_params:
-        out["discriminator"] = {**model_params["discriminator_params"], **common}
-    return copy.deepcopy(out)
+# Official ``model_params`` (vox-256.yaml) -> {module: constructor kwargs} as in the official run.py.
+modules_from_model_params = modules_from_common_params
 
 
 OFFICIAL_MODEL_PARAMS: dict[str, Any] = {
@@ -372,7 +351,7 @@ FOMM_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60,
 
 
 @RECIPES.register()
-class FOMMRecipe(OfficialLossRecipe):
+class FOMMRecipe(PyramidGanRecipe):
     """FOMM training (modules/model.py GeneratorFullModel): perceptual pyramid, equivariance of the
     keypoint values and jacobians under a random TPS; LS-GAN + feature matching when generator_gan > 0."""
 
@@ -395,13 +374,6 @@ class FOMMRecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"]}
 
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        # the official train.py updates the discriminator only when generator_gan != 0
-        return ("optimizer_discriminator",) if self._gan() else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -419,13 +391,7 @@ class FOMMRecipe(OfficialLossRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             real, fake = disc(pyr(drv), kp=cache["kp_driving"]), disc(pyr(out["prediction"]), kp=cache["kp_driving"])
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                         fake[f"feature_maps_{s}"],
-                                                                         w["feature_matching"])
-                                                      for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w))
         if w["equivariance_value"] or w["equivariance_jacobian"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = kd(t.transform_frame(drv))
@@ -445,6 +411,4 @@ class FOMMRecipe(OfficialLossRecipe):
         pyr = self.perceptual().pyramid
         real = disc(pyr(batch["driving"]), kp=cache["kp_driving"])
         fake = disc(pyr(cache["prediction"].detach()), kp=cache["kp_driving"])
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
+        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])

@@ -54,7 +54,7 @@ from baselines.blocks3d import (
 )
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
 from gfvc.training import RECIPES, sum_terms
@@ -726,7 +726,7 @@ def hinge_discriminator(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[t
 
 
 @RECIPES.register()
-class FV2VRecipe(OfficialLossRecipe):
+class FV2VRecipe(PyramidGanRecipe):
     """FV2V training (official modules/model.py GeneratorFullModel / DiscriminatorFullModel): perceptual
     pyramid, hinge GAN + feature matching, equivariance of the 2D projection of the driving keypoints under
     a random TPS, keypoint prior, expression L1; head-pose against HopeNet is a labelled fallback (off)."""
@@ -768,9 +768,6 @@ class FV2VRecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_kp_detector": ["kp_detector"], "optimizer_he_estimator": ["he_estimator"]}
 
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if float(self.weights["generator_gan"]) != 0 else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -788,18 +785,13 @@ class FV2VRecipe(OfficialLossRecipe):
         terms: dict[str, torch.Tensor] = {}
         if sum(w["perceptual"]):
             terms["perceptual"] = self.perceptual()(pred, drv)
-        if float(w["generator_gan"]) != 0:
+        if self._gan():
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             with torch.no_grad():  # the real maps only feed feature matching (no generator gradient)
                 real = disc(pyr(drv))
             fake = disc(pyr(pred))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * hinge_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(L.feature_matching(real[f"feature_maps_{s}"],
-                                                                         fake[f"feature_maps_{s}"],
-                                                                         w["feature_matching"]) for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w, gan=hinge_generator))
         if w["equivariance_value"]:
             t = self.transform(drv.shape[0], "fomm")
             kp_t = keypoint_transformation(kp_canonical, he_net(t.transform_frame(drv)), self.variant)
@@ -813,12 +805,12 @@ class FV2VRecipe(OfficialLossRecipe):
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
                              step: int) -> dict[str, torch.Tensor]:
+        from baselines import losses as L
+
         disc = modules["discriminator"]
         pyr = self.perceptual().pyramid
         real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * hinge_discriminator([real[k] for k in keys],
-                                                                                   [fake[k] for k in keys])}
+        return L.pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"], gan=hinge_discriminator)
 
     def losses_info(self) -> dict[str, Any]:
         info = super().losses_info()

@@ -40,10 +40,9 @@ the posed mesh's projected vertices in s2d's normalised coordinates.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +53,12 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines import body_model as bm
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.checkpoint import has_keys, register_signature
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, InputError, ModelMismatch
-from gfvc.training import RECIPES, TrainRecipe, sum_terms
+from gfvc.training import RECIPES
 from s2d_model.data import PairDataset
 
 NAME = "ihvc"
@@ -319,15 +319,12 @@ def demo_config() -> BaselineConfig:
                    loss_weights={"generator_gan": 0.0, "discriminator_gan": 0.0})
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "estimator": bm.SemanticEstimator, "generator": IhvcGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "estimator":
-        return bm.SemanticEstimator(**kw)
-    if name == "generator":
-        return IhvcGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"IHVC has no module {name!r} (estimator, generator, discriminator)")
+    return build_from_table("IHVC", MODULES, name, kwargs)
 
 
 def _check_config(cfg: BaselineConfig) -> bm.SemanticLayout:
@@ -596,7 +593,7 @@ class IhvcPairDataset(PairDataset):
 
 
 @RECIPES.register()
-class IhvcRecipe(TrainRecipe):
+class IhvcRecipe(PyramidGanRecipe):
     """IHVC training: perceptual (VGG19 pyramid or its labelled fallback) + L1 distortion + LS-GAN with
     feature matching on the generator, L1 of the learned estimator to the target vectors."""
 
@@ -605,6 +602,8 @@ class IhvcRecipe(TrainRecipe):
     lr_milestones = (0.6, 0.9)
     lr = 2e-4
     betas = (0.5, 0.999)
+    default_weights = LOSS_WEIGHTS
+    train_params = TRAIN_PARAMS
 
     def __init__(self, config: BaselineConfig, device: str = "cpu", weights_dir: Any = None) -> None:
         layout = _check_config(config)
@@ -615,19 +614,9 @@ class IhvcRecipe(TrainRecipe):
             config = BaselineConfig.from_dict(d)
         super().__init__(config, device, weights_dir)
         self.layout = layout
-        self.weights = {**copy.deepcopy(LOSS_WEIGHTS), **dict(config.options.get("loss_weights") or {})}
-        self._perc: Any = None
 
     def dataset(self, root: Path) -> Any:
         return IhvcPairDataset(root, self.config.image_size, self.layout)
-
-    def perceptual(self) -> Any:
-        if self._perc is None:
-            from baselines.losses import PyramidPerceptual
-
-            self._perc = PyramidPerceptual(TRAIN_PARAMS["scales"], self.weights["perceptual"],
-                                           weights_dir=self.weights_dir)
-        return self._perc.to(self.device)
 
     def build(self) -> dict[str, nn.Module]:
         mods = {name: build_module(name, kw) for name, kw in self.config.modules.items()}
@@ -637,12 +626,6 @@ class IhvcRecipe(TrainRecipe):
     def optimizers(self) -> dict[str, list[str]]:
         return {"optimizer_generator": ["generator"], "optimizer_estimator": ["estimator"],
                 "optimizer_discriminator": ["discriminator"]}
-
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
 
     def inference_modules(self) -> tuple[str, ...]:
         return IhvcCodec.inference_modules
@@ -671,24 +654,8 @@ class IhvcRecipe(TrainRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             real, fake = disc(pyr(drv)), disc(pyr(pred))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(
-                    L.feature_matching([x.detach() for x in real[f"feature_maps_{s}"]], fake[f"feature_maps_{s}"],
-                                       w["feature_matching"]) for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w, detach_real=True))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual": self.perceptual().info(), "loss_weights": self.weights,

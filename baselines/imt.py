@@ -40,7 +40,7 @@ DPCM-coded at scale 4, chosen by a measured sweep (docs/baselines.md).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -49,13 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.cfte import ANALYSIS_STRIDE, KPDetector
 from baselines.checkpoint import has_keys, register_signature
-from baselines.losses import OfficialLossRecipe
+from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from gfvc.training import RECIPES
 
 NAME = "imt"
 
@@ -230,15 +230,12 @@ def _check_config(cfg: BaselineConfig) -> None:
         raise ModelMismatch("IMT: encoder num_kp and generator feature_channels differ")
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "encoder": KPDetector, "generator": IMTGenerator, "discriminator": B.MultiScaleDiscriminator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "encoder":
-        return KPDetector(**kw)
-    if name == "generator":
-        return IMTGenerator(**kw)
-    if name == "discriminator":
-        return B.MultiScaleDiscriminator(**kw)
-    raise ModelMismatch(f"IMT has no module {name!r} (encoder, generator, discriminator)")
+    return build_from_table("IMT", MODULES, name, kwargs)
 
 
 # --------------------------------------------------------------------------- codec
@@ -308,7 +305,7 @@ IMT_TRAIN_PARAMS: dict[str, Any] = {"num_epochs": 100, "epoch_milestones": [60, 
 
 
 @RECIPES.register()
-class IMTRecipe(OfficialLossRecipe):
+class IMTRecipe(PyramidGanRecipe):
     """IMT training as the suite chooses it (paper losses unavailable): CFTE's perceptual pyramid,
     LS-GAN and feature matching; optional uniform noise on the transmitted feature
     (``options["feature_noise_halfwidth"]``, default 0)."""
@@ -333,12 +330,6 @@ class IMTRecipe(OfficialLossRecipe):
         return {"optimizer_generator": ["generator"], "optimizer_discriminator": ["discriminator"],
                 "optimizer_encoder": ["encoder"]}
 
-    def _gan(self) -> bool:
-        return float(self.weights["generator_gan"]) != 0
-
-    def discriminator_optimizers(self) -> tuple[str, ...]:
-        return ("optimizer_discriminator",) if self._gan() else ()
-
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from baselines import losses as L
@@ -356,24 +347,8 @@ class IMTRecipe(OfficialLossRecipe):
             disc = modules["discriminator"]
             pyr = self.perceptual().pyramid
             real, fake = disc(pyr(drv)), disc(pyr(pred))
-            scales = [k[len("prediction_map_"):] for k in fake if k.startswith("prediction_map_")]
-            terms["gen_gan"] = w["generator_gan"] * L.lsgan_generator([fake[f"prediction_map_{s}"] for s in scales])
-            if sum(w["feature_matching"]):
-                terms["feature_matching"] = sum_terms(
-                    L.feature_matching(real[f"feature_maps_{s}"], fake[f"feature_maps_{s}"], w["feature_matching"])
-                    for s in scales)
+            terms.update(L.pyramid_gan_generator(real, fake, w))
         return terms, cache
-
-    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
-                             step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
-        disc = modules["discriminator"]
-        pyr = self.perceptual().pyramid
-        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
-        keys = [k for k in fake if k.startswith("prediction_map_")]
-        return {"disc_gan": self.weights["discriminator_gan"] * L.lsgan_discriminator([real[k] for k in keys],
-                                                                                     [fake[k] for k in keys])}
 
     def losses_info(self) -> dict[str, Any]:
         return {"perceptual": self.perceptual().info(), "loss_weights": self.weights,

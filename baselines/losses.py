@@ -18,15 +18,18 @@
   (keypoints / local affines of a randomly warped frame, mapped back, must
   equal those of the frame).
 * :func:`lsgan_generator`, :func:`lsgan_discriminator`,
-  :func:`feature_matching`: FOMM's LS-GAN terms for the configs with a GAN.
+  :func:`feature_matching`: FOMM's LS-GAN terms for the configs with a GAN;
+  :func:`pyramid_gan_generator`, :func:`pyramid_gan_discriminator`: those
+  terms over a multi-scale discriminator's outputs, as every recipe adds them.
 * :class:`OfficialLossRecipe`: base of the recipes (official loss weights,
   overridable through ``config.options["loss_weights"]``; perceptual loss and
-  random TPS on the run's device; ``losses_info`` for the checkpoint record).
+  random TPS on the run's device; ``losses_info`` for the checkpoint record);
+  :class:`PyramidGanRecipe`: the same with FOMM's GAN (discriminator phase).
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -174,6 +177,44 @@ def feature_matching(real_feats: Sequence[torch.Tensor], fake_feats: Sequence[to
     return sum_terms(w * (a - b).abs().mean() for w, (a, b) in zip(weights, pairs, strict=False) if w)
 
 
+PREDICTION_MAP = "prediction_map_"
+FEATURE_MAPS = "feature_maps_"
+
+
+def pyramid_gan_generator(real: Mapping[str, Any], fake: Mapping[str, Any], weights: Mapping[str, Any],
+                          gan: Callable[[Sequence[torch.Tensor]], torch.Tensor] = lsgan_generator,
+                          detach_real: bool = False) -> dict[str, torch.Tensor]:
+    """Generator terms against :class:`baselines.blocks.MultiScaleDiscriminator` outputs on the image pyramid.
+
+    ``real`` / ``fake`` are the discriminator's outputs for the target and the
+    prediction pyramids (``prediction_map_<s>`` and ``feature_maps_<s>`` per
+    scale). Returns ``gen_gan`` = weights["generator_gan"] x ``gan`` (LS-GAN by
+    default; FV2V passes its hinge form) over the prediction maps, then, when
+    any weights["feature_matching"] is non-zero, ``feature_matching`` summed
+    over the scales, in the order of the official GeneratorFullModel (one
+    helper so that every recipe adds the same terms in the same order).
+    ``detach_real`` stops the discriminator gradient through the real maps.
+    """
+    scales = [k[len(PREDICTION_MAP):] for k in fake if k.startswith(PREDICTION_MAP)]
+    terms = {"gen_gan": weights["generator_gan"] * gan([fake[f"{PREDICTION_MAP}{s}"] for s in scales])}
+    if sum(weights["feature_matching"]):
+        terms["feature_matching"] = sum_terms(
+            feature_matching([x.detach() for x in real[f"{FEATURE_MAPS}{s}"]] if detach_real
+                             else real[f"{FEATURE_MAPS}{s}"], fake[f"{FEATURE_MAPS}{s}"], weights["feature_matching"])
+            for s in scales)
+    return terms
+
+
+def pyramid_gan_discriminator(real: Mapping[str, Any], fake: Mapping[str, Any], weight: float,
+                              gan: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
+                              = lsgan_discriminator) -> dict[str, torch.Tensor]:
+    """``disc_gan`` = ``weight`` x ``gan`` (LS-GAN by default) over the ``prediction_map_<s>`` of the
+    discriminator's outputs for the target (``real``) and the detached prediction (``fake``);
+    the counterpart of :func:`pyramid_gan_generator`, shared by the recipes for the same reason."""
+    keys = [k for k in fake if k.startswith(PREDICTION_MAP)]
+    return {"disc_gan": weight * gan([real[k] for k in keys], [fake[k] for k in keys])}
+
+
 def milestones(epoch_milestones: Sequence[int], num_epochs: int) -> tuple[float, ...]:
     """Official epoch milestones as fractions of training (the suite's step-based schedule)."""
     return tuple(m / num_epochs for m in epoch_milestones)
@@ -205,3 +246,28 @@ class OfficialLossRecipe(TrainRecipe):
                 "transform_params": self.train_params["transform_params"],
                 "official_schedule": {k: self.train_params[k] for k in ("num_epochs", "epoch_milestones", "lr")},
                 "lr_milestones_fraction": list(self.lr_milestones)}
+
+
+class PyramidGanRecipe(OfficialLossRecipe):
+    """An :class:`OfficialLossRecipe` with FOMM's GAN: a multi-scale ``discriminator`` module fed the
+    perceptual pyramid of the driving frame and of the prediction (``cache["prediction"]``).
+
+    As the official train.py, the discriminator is updated only when
+    ``generator_gan`` != 0; its term is :func:`pyramid_gan_discriminator`
+    (LS-GAN). Shared so that the GAN recipes (FOMM, CFTE, IMT, IHVC, FV2V)
+    switch and score their discriminator alike; a recipe whose discriminator
+    takes more inputs or another GAN form overrides ``discriminator_losses``.
+    """
+
+    def _gan(self) -> bool:
+        return float(self.weights["generator_gan"]) != 0
+
+    def discriminator_optimizers(self) -> tuple[str, ...]:
+        return ("optimizer_discriminator",) if self._gan() else ()
+
+    def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
+                             step: int) -> dict[str, torch.Tensor]:
+        disc = modules["discriminator"]
+        pyr = self.perceptual().pyramid
+        real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))
+        return pyramid_gan_discriminator(real, fake, self.weights["discriminator_gan"])

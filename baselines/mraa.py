@@ -27,8 +27,7 @@ keypoints for the quantisation to change the frames by < 1 grey level.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
@@ -248,18 +247,8 @@ class Generator(nn.Module):
             PixelwiseFlowPredictor(num_regions=num_regions, num_channels=num_channels,
                                    revert_axis_swap=revert_axis_swap, **pixelwise_flow_predictor_params)
             if pixelwise_flow_predictor_params is not None else None)
-        self.first = B.SameBlock2d(num_channels, block_expansion, kernel_size=(7, 7), padding=(3, 3))
-        width = partial(B.channel_width, block_expansion, max_features)
-        self.down_blocks = nn.ModuleList(B.DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1))
-                                         for i in range(num_down_blocks))
-        self.up_blocks = nn.ModuleList(
-            B.UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3),
-                        padding=(1, 1)) for i in range(num_down_blocks))
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", B.ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
-                                                             padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.first, self.down_blocks, self.up_blocks, self.bottleneck, self.final = B.johnson_autoencoder(
+            num_channels, block_expansion, max_features, num_down_blocks, num_bottleneck_blocks)
         self.num_channels = num_channels
         self.skips = skips
 
@@ -309,15 +298,12 @@ class Generator(nn.Module):
         return res
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {
+    "region_predictor": RegionPredictor, "bg_predictor": BGMotionPredictor, "generator": Generator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "region_predictor":
-        return RegionPredictor(**kw)
-    if name == "bg_predictor":
-        return BGMotionPredictor(**kw)
-    if name == "generator":
-        return Generator(**kw)
-    raise ModelMismatch(f"MRAA has no module {name!r} (region_predictor, bg_predictor, generator)")
+    return build_from_table("MRAA", MODULES, name, kwargs)
 
 
 def modules_from_model_params(mp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

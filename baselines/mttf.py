@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import CompressAIGDN
@@ -324,13 +324,11 @@ def scale_factor_of(cfg: BaselineConfig) -> float:
     return s
 
 
+MODULES: dict[str, Callable[..., nn.Module]] = {"region_predictor": RegionPredictor, "generator": Generator}
+
+
 def build_module(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
-    if name == "region_predictor":
-        return RegionPredictor(**kw)
-    if name == "generator":
-        return Generator(**kw)
-    raise ModelMismatch(f"MTTF has no module {name!r} (region_predictor, generator)")
+    return build_from_table("MTTF", MODULES, name, kwargs)
 
 
 def params_to_features(p: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
@@ -337,18 +337,11 @@ class InpaintingNetwork(nn.Module):
 
 
 def build_module(name: str, kwargs: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> nn.Module:
-    kw = copy.deepcopy(dict(kwargs))
     width = int((options or {}).get("resnet_width", 64))
-    if name == "kp_detector":
-        return KPDetector(resnet_width=width, **kw)
-    if name == "bg_predictor":
-        return BGMotionPredictor(resnet_width=width, **kw)
-    if name == "dense_motion_network":
-        return DenseMotionNetwork(**kw)
-    if name == "inpainting_network":
-        return InpaintingNetwork(**kw)
-    raise ModelMismatch(f"TPSM has no module {name!r} (kp_detector, bg_predictor, dense_motion_network, "
-                        "inpainting_network)")
+    return build_from_table("TPSM", {"kp_detector": lambda **kw: KPDetector(resnet_width=width, **kw),
+                                     "bg_predictor": lambda **kw: BGMotionPredictor(resnet_width=width, **kw),
+                                     "dense_motion_network": DenseMotionNetwork,
+                                     "inpainting_network": InpaintingNetwork}, name, kwargs)
 
 
 def modules_from_model_params(mp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-SCALES = (8, 16, 32, 64, 128, 256, 512)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over frames of the per-frame PSNR (RGB, 8 bit)."""
-    out = []
-    for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True):
-        mse = float(np.mean((x - y) ** 2))
-        out.append(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
-    return float(np.mean(out))
+# the PSNR (mean of per-frame PSNR) and quant scales of the keypoint sweep, as compact_feature_sweep.py reuses it
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keypoint_baselines_sweep import SCALES, _psnr
 
 
 def make_codec(checkpoint: Path | None, extra: dict[str, Any] | None = None) -> Any:
