@@ -123,9 +123,17 @@ def _model_caveats(codec: str, prov: dict[str, Any]) -> list[str]:
     ident = f"{model_id} {Path(ck).name}".lower()
     details = []
     step = training.get("step", training.get("steps"))
-    if isinstance(step, (int, float)):
-        details.append(f"{int(step)} training steps")
     wall = training.get("wall_seconds")
+    i = training.get("init")
+    init: dict[str, Any] = i if isinstance(i, dict) else {}
+    init_step, init_wall = init.get("step"), init.get("wall_seconds")
+    if isinstance(step, (int, float)) and isinstance(init_step, (int, float)):
+        # fine-tuned from another checkpoint: say both, so the training budget is not understated
+        details.append(f"{int(step)} fine-tuning steps from a checkpoint of {int(init_step)} steps")
+        if isinstance(wall, (int, float)) and isinstance(init_wall, (int, float)):
+            wall = wall + init_wall
+    elif isinstance(step, (int, float)):
+        details.append(f"{int(step)} training steps")
     if isinstance(wall, (int, float)):
         details.append(f"{wall / 3600:.1f} h of training")
     perceptual = str(training.get("perceptual") or "")

@@ -259,5 +259,5 @@ class S2DCodec(GenerativeCodec):
                   "checkpoint_sha256": self.model_checksum(), "config": cfg.name, "architecture": cfg.fingerprint(),
                   "image_size": cfg.image_size,
                   "training": {k: meta.get(k) for k in ("step", "perceptual", "vertex_targets", "wall_seconds",
-                                                        "dtype")}})
+                                                        "dtype", "init")}})
         return p

@@ -246,3 +246,16 @@ def test_pooled_curves_get_their_own_table1_column():
     assert by_codec["s2d"][-1] == "-50.00"        # same quality at half the rate
     assert by_codec["keyframe-repeat"][-1] == "n/a"  # no pooled curve for it
     assert tables.summary_json(model)["pooled"]["s2d:fvd"]["value"] == pytest.approx(-50.0)
+
+
+def test_demo_caveat_counts_the_training_a_fine_tuned_checkpoint_started_from():
+    from reports.document import _model_caveats
+
+    prov = {"model_id": "s2d-demo", "image_size": 128,
+            "training": {"step": 3000, "wall_seconds": 3600.0, "perceptual": "pixel-pyramid-l1",
+                         "init": {"path": "old.pt", "sha256": "ab", "step": 5000, "wall_seconds": 7200.0}}}
+    (line,) = _model_caveats("s2d", prov)
+    assert "3000 fine-tuning steps from a checkpoint of 5000 steps" in line and "3.0 h of training" in line
+    del prov["training"]["init"]
+    (line,) = _model_caveats("s2d", prov)
+    assert "3000 training steps" in line and "1.0 h of training" in line
