@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from terminal_job import start_terminal_job
 
 from gfvc.records import iter_records
 
@@ -87,9 +88,7 @@ def gfvc_cmd(cond: Path, run: Path, *args: str) -> list[str]:
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # a session of its own, like a shell job: SIGINT to its process group is what a terminal's Ctrl-C sends
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return start_terminal_job(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def kill_tagged(tag: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from terminal_job import start_terminal_job
 from test_control import ROOT, TESTS, kill_tagged, tagged_pids, tool_pids, wait_for
 
 from gfvc.records import comparable, iter_records
@@ -158,9 +159,9 @@ def test_cluster_without_gpu_workers_refuses_cuda_ctrl_c_and_kill_9_stop_remote_
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "declares a GPU" in res.stderr
     # Ctrl-C of the client: the jobs running on the workers are stopped with their encoders
     run = tmp_path / "r"
-    client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
+    client = start_terminal_job([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
                                "--scheduler", c.address, "--no-report", "--device", "cpu"], env=c.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(tool_pids(c.tag)) >= 2, 180, "an encoder running on each worker")
         t0 = time.monotonic()
@@ -174,9 +175,9 @@ def test_cluster_without_gpu_workers_refuses_cuda_ctrl_c_and_kill_9_stop_remote_
         if client.poll() is None:
             os.killpg(client.pid, signal.SIGKILL)
     # kill -9 of the client: the scheduler releases its tasks, the workers stop their jobs and encoders
-    client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
+    client = start_terminal_job([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
                                str(tmp_path / "r2"), "--scheduler", c.address, "--no-report", "--device", "cpu"],
-                              env=c.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=c.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(tool_pids(c.tag)) >= 2, 180, "an encoder running on each worker")
         os.kill(client.pid, signal.SIGKILL)
@@ -191,9 +192,9 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, cond, tmp_path):
     c = cluster({"w1": "", "w2": ""}, {"GFVC_TEST_TOOL_S": "6"})
     p = cond(["test-tool"], [20, 28, 36, 44])
     run = tmp_path / "r"
-    client = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
+    client = start_terminal_job([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir", str(run),
                                "--scheduler", c.address, "--no-report", "--device", "cpu"], env=c.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def on_w2() -> list[int]:
             return [pid for pid in tool_pids(c.tag)
@@ -222,10 +223,9 @@ def test_local_dask_cluster_stops_and_leaves_no_orphan(cond, tmp_path, plugin_en
     p = cond(["test-tool"], [20, 28])
     env = {**os.environ, "GFVC_PLUGINS": "codecs_for_tests", "GFVC_TEST_TAG": tag, "GFVC_TEST_TOOL_S": "120",
            "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    main = subprocess.Popen([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
+    main = start_terminal_job([sys.executable, "-m", "gfvc", "run", "--condition", str(p), "--workdir",
                              str(tmp_path / "r"), "--executor", "dask", "-j", "2", "--no-report", "--device", "cpu"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(tool_pids(tag)) >= 2, 180, "two encoders running on the local cluster")
         if how == "ctrl-c":
