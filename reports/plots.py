@@ -115,6 +115,9 @@ def _panel(ax: plt.Axes, model: ReportModel, metric: str, sequence: str | None, 
     ax.grid(True, alpha=0.3)
 
 
+LEGEND_INSIDE_MAX = 5  # curves per panel up to which each panel carries its own legend
+
+
 def figure_average(model: ReportModel, metrics: Sequence[str], *, df: Any = None, codecs: Sequence[str] | None = None,
                    axes_spec: dict[str, tuple[str, Any]] | None = None, what: str = "") -> plt.Figure:
     """Figure 4 layout: one panel per metric (two per row, readable when pasted), averaged over sequences."""
@@ -130,10 +133,17 @@ def figure_average(model: ReportModel, metrics: Sequence[str], *, df: Any = None
         ns = len(model.sequences)
         label = spec[0] if spec else PLOT_AXIS.get(m, (metric_label(m),))[0]
         ax.set_title(f"{label}{what} (average of {ns} sequence{'s' if ns != 1 else ''})", fontsize=10)
-        ax.legend(fontsize=8.5)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].set_visible(False)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if len(handles) > LEGEND_INSIDE_MAX:
+        # many codecs: one legend beside the panels, so it never covers the curves
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8.5, frameon=False)
+        fig.tight_layout()
+    else:
+        for k in range(n):
+            axes[k // cols][k % cols].legend(fontsize=8.5)
+        fig.tight_layout()
     return fig
 
 
@@ -161,7 +171,7 @@ def save(fig: plt.Figure, stem: Path, formats: Sequence[str]) -> dict[str, Path]
     out = {}
     for fmt in formats:
         p = stem.with_suffix("." + fmt)
-        fig.savefig(p, format=fmt, dpi=120 if fmt == "png" else None, metadata=_SAVE_META.get(fmt))
+        fig.savefig(p, format=fmt, dpi=120 if fmt == "png" else None, metadata=_SAVE_META.get(fmt), bbox_inches="tight")
         out[fmt] = p
     plt.close(fig)
     return out
@@ -174,7 +184,7 @@ def close(fig: plt.Figure) -> None:
 def svg_text(fig: plt.Figure) -> str:
     """Inline SVG markup of a figure (no XML prologue), for self-contained HTML."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata=_SAVE_META["svg"])
+    fig.savefig(buf, format="svg", metadata=_SAVE_META["svg"], bbox_inches="tight")
     text = buf.getvalue()
     start = text.find("<svg")
     return text[start:] if start >= 0 else text
@@ -182,7 +192,7 @@ def svg_text(fig: plt.Figure) -> str:
 
 def png_bytes(fig: plt.Figure, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata=_SAVE_META["png"])
+    fig.savefig(buf, format="png", dpi=dpi, metadata=_SAVE_META["png"], bbox_inches="tight")
     return buf.getvalue()
 
 
