@@ -115,6 +115,23 @@ def modules_from_common_params(model_params: Mapping[str, Any]) -> dict[str, dic
     return copy.deepcopy(out)
 
 
+def config_from_yaml_sections(model: str, data: Mapping[str, Any],
+                               modules_of: Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]],
+                               size_of: Callable[[Mapping[str, Any]], int], expected: str) -> BaselineConfig:
+    """An official repository's YAML config (``model_params`` + ``dataset_params``) as a configuration.
+
+    ``modules_of`` maps ``model_params`` to constructor kwargs per module, ``size_of`` reads the frame
+    size from the whole file; any missing or malformed section is one ModelMismatch naming what a
+    config of this model must have (``expected``), never a KeyError from deep inside.
+    """
+    try:
+        mods = modules_of(data["model_params"])
+        size = int(size_of(data))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ModelMismatch(f"not a {expected} config: {type(e).__name__} {e}") from None
+    return BaselineConfig(model=model, image_size=size, modules=mods, name="official-yaml")
+
+
 class BaselineCodec(GenerativeCodec):
     """Base of the baseline codecs (see module docstring)."""
 

@@ -22,7 +22,7 @@ vectors (baselines/vectors) are reproduced within float32 rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -398,7 +398,7 @@ def conv_out_size(size: int, scale: float) -> int:
     return int(math.ceil(size / int(1 / scale))) if scale != 1 else size
 
 
-def official_yaml_size(data: dict) -> int:
+def official_yaml_size(data: Mapping[str, Any]) -> int:
     """Frame size of an official YAML config whose ``frame_shape`` is null (MRAA, TPSM): the
     official datasets are TED384 (``root_dir`` .../TED384-v2) at 384 and the others (vox, taichi,
     mgif) at 256."""

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig, build_from_table, modules_from_common_params
+from baselines.base import (
+    BaselineCodec,
+    BaselineConfig,
+    build_from_table,
+    config_from_yaml_sections,
+    modules_from_common_params,
+)
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import PyramidGanRecipe
@@ -266,13 +272,10 @@ class FOMMCodec(BaselineCodec):
 
     @classmethod
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
-        try:
-            mods = modules_from_model_params(data["model_params"])
-            size = int(((data.get("dataset_params") or {}).get("frame_shape") or [256])[0])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelMismatch(f"not a first-order-model config (model_params.common_params/kp_detector_params/"
-                                f"generator_params expected): {type(e).__name__} {e}") from None
-        return BaselineConfig(model=NAME, image_size=size, modules=mods, name="official-yaml")
+        return config_from_yaml_sections(
+            NAME, data, modules_from_model_params,
+            lambda d: ((d.get("dataset_params") or {}).get("frame_shape") or [256])[0],
+            "first-order-model config (model_params.common_params/kp_detector_params/generator_params expected)")
 
     @classmethod
     def build_modules(cls, cfg: BaselineConfig) -> dict[str, nn.Module]:

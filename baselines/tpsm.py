@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
-from baselines.base import BaselineCodec, BaselineConfig, build_from_table
+from baselines.base import BaselineCodec, BaselineConfig, build_from_table, config_from_yaml_sections
 from baselines.blocks import official_yaml_size
 from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
@@ -409,13 +409,11 @@ class TPSMCodec(BaselineCodec):
 
     @classmethod
     def config_from_official_yaml(cls, data: dict[str, Any]) -> BaselineConfig:
-        try:
-            mods = modules_from_model_params(data["model_params"])
-        except (KeyError, TypeError) as e:
-            raise ModelMismatch(f"not a Thin-Plate-Spline-Motion-Model config (model_params.common_params/"
-                                f"generator_params/dense_motion_params expected): {type(e).__name__} {e}") from None
-        shape = (data.get("dataset_params") or {}).get("frame_shape") or [official_yaml_size(data)]
-        return BaselineConfig(model=NAME, image_size=int(shape[0]), modules=mods, name="official-yaml")
+        return config_from_yaml_sections(
+            NAME, data, modules_from_model_params,
+            lambda d: ((d.get("dataset_params") or {}).get("frame_shape") or [official_yaml_size(d)])[0],
+            "Thin-Plate-Spline-Motion-Model config (model_params.common_params/generator_params/"
+            "dense_motion_params expected)")
 
     @classmethod
     def build_modules(cls, cfg: BaselineConfig) -> dict[str, nn.Module]:
