@@ -122,6 +122,8 @@ class S2DCodec(GenerativeCodec):
         if self._state is None:
             if self.checkpoint.is_file():
                 self.model_checksum()  # a pinned sha256 (condition models:) is enforced before the file is read
+            elif self.choice.source != "default":
+                self.choice.verify()  # missing: say where the path came from (--model, condition, $ENV)
             self._state = checkpoint_header(self.checkpoint)
         return self._state
 

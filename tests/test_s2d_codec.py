@@ -98,6 +98,9 @@ def test_wrong_video_size_is_refused(fake_intra, ckpt_a, tmp_path):
 def test_missing_and_mismatched_checkpoint(ckpt_a, tmp_path):
     with pytest.raises(NotAvailable, match="GFVC_S2D_CHECKPOINT"):
         _codec(tmp_path / "nope.pt").check()
+    # a missing file named by --model is reported as coming from --model (not as the default's message)
+    with pytest.raises(NotAvailable, match=r"nope2\.pt \(from --model\) not found"):
+        S2DCodec(demo_condition(), Environment(models={"s2d": str(tmp_path / "nope2.pt")})).check()
     with pytest.raises(ModelMismatch, match="tiny128.*small|small.*tiny128"):
         _codec(ckpt_a, s2d_config="small").check()
     (tmp_path / "junk.pt").write_bytes(b"junk")
