@@ -448,8 +448,7 @@ register_signature(NAME, _looks_like_cfte)
 class CFTEVectors(VectorModel):
     """The official reconstruction path (baselines/vectors/cfte.json call_sequence)."""
 
-    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
-        return build_module(module, kwargs)
+    module_builder = staticmethod(build_module)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         kd, gen = modules["kp_detector"], modules["generator"]

@@ -34,10 +34,14 @@ class VectorModel:
     """Runner of one model's call sequence (subclass per model)."""
 
     name: str = ""
+    # the model's ``build_module(name, kwargs)``: most runners build by module name and need nothing else
+    module_builder: Callable[[str, dict[str, Any]], Any] | None = None
 
     def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> Any:
         """Construct module ``module`` (official class path ``cls``) from its official kwargs."""
-        raise NotImplementedError
+        if self.module_builder is None:
+            raise NotImplementedError(f"conformance runner {self.name!r}: set module_builder or override build()")
+        return self.module_builder(module, kwargs)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """Run the JSON's ``call_sequence``; return every output under its stored (flattened) name."""

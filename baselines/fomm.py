@@ -322,8 +322,7 @@ register_signature(NAME, _looks_like_fomm)
 class FOMMVectors(VectorModel):
     """Official reconstruction path: kp of source and driving, generator, its dense-motion dict."""
 
-    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
-        return build_module(module, kwargs)
+    module_builder = staticmethod(build_module)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         kd, gen = modules["kp_detector"], modules["generator"]

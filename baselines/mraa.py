@@ -442,8 +442,7 @@ register_signature(NAME, _looks_like_mraa)
 class MRAAVectors(VectorModel):
     """Official reconstruction path: regions of source and driving, bg affine, generator, its flow dict."""
 
-    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
-        return build_module(module, kwargs)
+    module_builder = staticmethod(build_module)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         rp, bgp, gen = modules["region_predictor"], modules["bg_predictor"], modules["generator"]

@@ -429,8 +429,7 @@ register_signature(NAME, _looks_like_mttf)
 class MTTFVectors(VectorModel):
     """Official path (baselines/vectors/mttf.json): region params, generator at branch 1 and 0, composite."""
 
-    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
-        return build_module(module, kwargs)
+    module_builder = staticmethod(build_module)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         rp, gen = modules["region_predictor"], modules["generator"]

@@ -456,8 +456,7 @@ register_signature(NAME, _looks_like_tpsm)
 class TPSMVectors(VectorModel):
     """Official reconstruction path: control points, bg affine, dense motion (no dropout), inpainting."""
 
-    def build(self, module: str, cls: str, kwargs: dict[str, Any]) -> nn.Module:
-        return build_module(module, kwargs)
+    module_builder = staticmethod(build_module)
 
     def run(self, modules: dict[str, Any], inputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         src, drv = inputs["source"], inputs["driving"]
