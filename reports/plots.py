@@ -139,11 +139,10 @@ def figure_average(model: ReportModel, metrics: Sequence[str], *, df: Any = None
     if len(handles) > LEGEND_INSIDE_MAX:
         # many codecs: one legend beside the panels, so it never covers the curves
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8.5, frameon=False)
-        fig.tight_layout()
     else:
         for k in range(n):
             axes[k // cols][k % cols].legend(fontsize=8.5)
-        fig.tight_layout()
+    fig.tight_layout()
     return fig
 
 
