@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gfvc.errors import ModelMismatch, NotAvailable
+from gfvc.errors import GfvcError, ModelMismatch, NotAvailable
 
 META_KEY = "gfvc"
 META_FORMAT = "gfvc-baseline-v1"
@@ -78,9 +78,17 @@ def _numpy_array_globals() -> list[Any]:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False) -> Any:
+READ_HINT = ("truncated download or not a checkpoint: fetch it again and check its sha256 with "
+             "`gfvc models status`")
+
+
+def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False, *,
+                    error: type[GfvcError] = ModelMismatch, hint: str = READ_HINT, kind: str = "checkpoint") -> Any:
     """torch.load with weights_only=True (no code runs from a downloaded file), typed errors.
 
+    Every torch file the suite reads (checkpoints of any codec, training states, conformance
+    vectors) goes through here, so a truncated or foreign file always gets the same one-line
+    message: its size, torch's first line, and ``hint`` (the fix for that kind of file).
     ``allow_numpy_arrays`` also accepts plain numpy arrays (training checkpoints
     written before the RNG state was stored as tensors).
     """
@@ -96,11 +104,12 @@ def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False) -> 
         with ctx:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with foreign classes, not a torch file...
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if len(first) > 160:  # torch's long messages: keep whole sentences, never a cut-off one
+            end = first.rfind(". ", 0, 160)
+            first = first[:end + 1] if end > 0 else first[:157] + "..."
         size = path.stat().st_size
-        raise ModelMismatch(f"{what} {path} ({size} bytes) cannot be read as a torch checkpoint: {first} "
-                            "(truncated download or not a checkpoint: fetch it again and check its sha256 "
-                            "with `gfvc models status`)") from None
+        raise error(f"{what} {path} ({size} bytes) cannot be read as a torch {kind}: {first} ({hint})") from None
 
 
 def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> CheckpointFile:

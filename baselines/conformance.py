@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baselines import checkpoint as ck
 from gfvc.errors import InputError, ModelMismatch
 from gfvc.registry import Registry
 
@@ -146,10 +147,8 @@ def check_vector(pt: Path, js: Path) -> VectorResult:
             raise InputError(f"{js}: conformance vector JSON has no {key!r} entry")
     model = str(meta["model"])
     runner_cls = VECTOR_MODELS.get(model)  # UnknownName with suggestions
-    try:
-        data = torch.load(pt, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{pt}: cannot be read as a torch file ({str(e).splitlines()[0][:120]})") from None
+    data = ck.read_torch_file(pt, "conformance vector", error=InputError, kind="file",
+                              hint="truncated copy or not a vector: copy the .pt again next to its .json")
     if not isinstance(data, Mapping):
         raise InputError(f"{pt}: expected a dict with state_dicts, inputs and outputs")
     for key in ("state_dicts", "inputs", "outputs"):

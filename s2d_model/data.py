@@ -75,7 +75,9 @@ class PairDataset:
         if not 0.0 <= source_degradation <= 1.0:
             raise InputError(f"source_degradation must be a probability in [0, 1], got {source_degradation}")
         if source_degradation > 0 and self.variant_root is None:
-            raise InputError("source_degradation > 0 needs --source-variants DIR (intra-coded training frames)")
+            raise InputError(f"the config's train.source_degradation is {source_degradation}: it needs "
+                             "--source-variants DIR (intra-coded training frames; `python -m s2d_model.demo_data DIR "
+                             "--variants` writes them for the demo data), or set it to 0")
         if affine_augment < 0:
             raise InputError(f"affine_augment must be >= 0, got {affine_augment}")
         self.source_degradation = float(source_degradation)

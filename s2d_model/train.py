@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from baselines import checkpoint as ck
 from gfvc.errors import ConfigError, InputError, ModelMismatch, NotAvailable
 from s2d_model import losses as L
 from s2d_model.config import S2DConfig, config_from_dict, load_config
@@ -299,12 +300,9 @@ def export_model(train_checkpoint: Path, out: Path, fp16: bool = True, meta: dic
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """torch.load with weights_only=True (no code runs from an untrusted file) and typed errors."""
-    try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelMismatch(f"{path}: not a readable Sparse2Dense inference checkpoint ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); export a training checkpoint with "
-                            "`gfvc train s2d ... --export FILE` (or s2d_model.train.export_model)") from None
+    st = ck.read_torch_file(path, "Sparse2Dense checkpoint",
+                            hint="truncated copy or not an inference checkpoint: copy it again, or export one with "
+                                 "`gfvc train s2d ... --export FILE` (or s2d_model.train.export_model)")
     if not isinstance(st, dict):
         raise ModelMismatch(f"{path}: not a Sparse2Dense checkpoint")
     return st

@@ -189,3 +189,18 @@ def test_runner_saves_vertices_overlay_for_inspection(tmp_path):
     decoded, _ = read_container(tmp_path / "run" / art["decoded_mp4"])
     assert frames.shape == decoded.shape == (4, 128, 128, 3)
     assert np.abs(frames.astype(int) - decoded).mean() > 0.5  # the vertices are visible
+
+
+def test_truncated_checkpoint_one_line_whole_sentences(tmp_path, capsys):
+    """The s2d reader is the suite's torch-file reader: size, torch's first sentences (never cut off), the fix."""
+    from gfvc.cli import main
+    from s2d_model import DEMO_CHECKPOINT
+
+    half = tmp_path / "half.pt"
+    half.write_bytes(DEMO_CHECKPOINT.read_bytes()[:100_000])
+    rc = main(["run", "--codec", "s2d", "--model", f"s2d={half}", "--workdir", str(tmp_path / "r"), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "(100000 bytes) cannot be read as a torch checkpoint" in err
+    assert "export one with `gfvc train s2d" in err
+    reason = err.split("cannot be read as a torch checkpoint: ", 1)[1].split(" (truncated copy", 1)[0]
+    assert reason.endswith(".") or reason.endswith("...")
