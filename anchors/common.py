@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from gfvc.codec import Codec, Environment
-from gfvc.control import prepare_preexec
 from gfvc.errors import BitstreamError, ExternalToolCrash, ExternalToolError, InputError, NotAvailable
+from gfvc.process import prepare_preexec
 from gfvc.video import sha256_file
 
 # --- timeouts -------------------------------------------------------------------
@@ -77,7 +77,7 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
         lf.write(f"$ {' '.join(_quote(a) for a in argv)}\n")
         lf.flush()
         try:
-            # preexec: the tool dies with the job that started it (gfvc.control, no orphans on kill -9)
+            # preexec: the tool dies with the job that started it (suite.runner.control, no orphans on kill -9)
             proc = subprocess.run(argv, cwd=cwd, capture_output=True,
                                   stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout,
                                   preexec_fn=prepare_preexec())

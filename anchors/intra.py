@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +29,10 @@ from anchors import vtm as _vtm
 from anchors import vvenc as _vvenc
 from anchors.common import check_qp, check_size, ffmpeg_exe, ffmpeg_info, file_sha256, job_timeout
 from gfvc.codec import Environment
+from gfvc.condition import Condition
 from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
+from gfvc.stages import KEY_FRAME_CODERS, KeyFrameCoder, KeyFramePayload
 from gfvc.video import rgb_to_yuv420, rgb_to_yuv444, yuv420_to_rgb, yuv444_to_rgb
-
-if TYPE_CHECKING:  # pragma: no cover
-    from test_conditions import Condition
 
 CODERS = ("vvenc", "vtm")
 CHROMAS = ("420", "444")
@@ -184,3 +183,32 @@ def intra_provenance(coder: str, condition: Condition, env: Environment) -> dict
             "settings": {"internal_bit_depth": a.internal_bit_depth, "intra_qp_offset": a.intra_qp_offset,
                          "extra_args": list(_vtm._extra_args(env))},
             "chroma_supported": ["420", "444"], "colour": dict(condition.colour.__dict__)}
+
+
+class _VvcIntraCoder(KeyFrameCoder):
+    """A key frame as one VVC intra picture (the CTC's key-frame coder), through :func:`encode_intra`."""
+
+    def encode(self, frame: np.ndarray, level: int, workdir: Path) -> KeyFramePayload:
+        res = encode_intra(frame, level, coder=self.name, chroma=self.chroma, condition=self.condition,
+                           env=self.env, workdir=workdir)
+        return KeyFramePayload(payload=res.payload, commands=list(res.commands))
+
+    def decode(self, payload: bytes, width: int, height: int, workdir: Path) -> np.ndarray:
+        return decode_intra(payload, width=width, height=height, coder=self.name, chroma=self.chroma,
+                            condition=self.condition, env=self.env, workdir=workdir)
+
+    def provenance(self) -> dict[str, Any]:
+        return intra_provenance(self.name, self.condition, self.env)
+
+
+@KEY_FRAME_CODERS.register()
+class VvencIntraCoder(_VvcIntraCoder):
+    name = "vvenc"
+    description = "VVC intra picture by VVenC (bundled ffmpeg; approximates VTM)"
+
+
+@KEY_FRAME_CODERS.register()
+class VtmIntraCoder(_VvcIntraCoder):
+    name = "vtm"
+    description = "VVC intra picture by the user's VTM-22.2 EncoderApp/DecoderApp"
+

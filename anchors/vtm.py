@@ -36,6 +36,7 @@ from anchors.common import (
     AnchorCodec,
     check_qp,
     check_size,
+    ffmpeg_exe,
     file_sha256,
     read_yuv_file,
     run_tool,
@@ -44,7 +45,7 @@ from anchors.common import (
     write_planes,
 )
 from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
-from gfvc.errors import ExternalToolError, InputError, NotAvailable
+from gfvc.errors import ConfigError, ExternalToolError, InputError, NotAvailable
 from gfvc.video import rgb_to_yuv420, yuv420_to_rgb, yuv444_to_rgb
 
 ENV_VAR = "GFVC_VTM_DIR"
@@ -172,8 +173,6 @@ def cfg_values(cfg: Path) -> dict[str, str]:
 
 def check_cfg(cfg: Path, condition: Any) -> None:
     """The GOP structure lives in the cfg (Frame1..N lines): it must match the condition's gop_size."""
-    from gfvc.errors import ConfigError
-
     gop = cfg_values(cfg).get("GOPSize")
     if gop is not None and gop.split()[0] != str(condition.anchor.gop_size):
         raise ConfigError(f"VTM cfg {cfg} has GOPSize {gop} but the condition says anchor.gop_size "
@@ -288,7 +287,6 @@ class VtmCodec(AnchorCodec):
 
     def check(self) -> None:
         find_vtm(self.env)
-        from anchors.common import ffmpeg_exe
         ffmpeg_exe()  # stream headers (size, picture count) are read with the bundled ffmpeg
 
     def plan(self, sequence_name: str, width: int, height: int, frames: int, fps: float, qp: int,

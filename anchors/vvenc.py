@@ -52,7 +52,7 @@ from anchors.common import (
 )
 from gfvc.codec import CODECS, Decoded, EncodeResult, Environment, RatePoint, Sequence, YuvPlanes, check_frames
 from gfvc.errors import ExternalToolError, NotAvailable
-from gfvc.video import rgb_to_yuv420, yuv420_to_rgb
+from gfvc.video import rgb_to_yuv420, yuv420_to_rgb, yuv444_to_rgb
 
 LOG_NAME = "vvenc.log"
 
@@ -179,8 +179,6 @@ def y4m_planes(d: Y4M) -> YuvPlanes:
 
 def planes_to_rgb(planes: YuvPlanes, condition: Any) -> np.ndarray:
     """8-bit decoder planes -> uint8 RGB per condition.colour."""
-    from gfvc.video import yuv444_to_rgb
-
     c = condition.colour
     if planes.chroma == "444":
         return yuv444_to_rgb(planes.y, planes.u, planes.v, c.matrix, c.range)

@@ -11,7 +11,7 @@ module adds what all baselines share:
   from the official config for official files;
 * checkpoint choice (``--model CODEC=PATH``, condition ``models:``, demo
   checkpoint; :mod:`gfvc.models`), strict loading with one-line errors
-  (:mod:`baselines.checkpoint`), the file's sha256 as model checksum;
+  (:mod:`model_parts.checkpoint`), the file's sha256 as model checksum;
 * tensors on the run's device, inference mode, batching, rounding to uint8;
 * the decoded key frame made available to the encoder-side analysis (MRAA
   and TPSM send a background affine computed from the key and current frame).
@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from baselines import checkpoint as ck
+from gfvc import models
+from gfvc.devices import resolve_device
 from gfvc.errors import ModelMismatch
+from gfvc.fileio import read_yaml_mapping
 from gfvc.generative import GenerativeCodec
+from model_parts import checkpoint as ck
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -146,7 +149,6 @@ class BaselineCodec(GenerativeCodec):
 
     def __init__(self, condition: Any, env: Any = None) -> None:
         super().__init__(condition, env)
-        from gfvc import models
 
         self.choice = models.choose(self.name, condition, self.env, self.default_checkpoint(),
                                     self.checkpoint_env_var)
@@ -236,8 +238,6 @@ class BaselineCodec(GenerativeCodec):
             if st.meta.get("config"):
                 cfg, how = BaselineConfig.from_dict(st.meta["config"]), "embedded"
             elif self.choice.config is not None:
-                from gfvc.fileio import read_yaml_mapping
-
                 cfg = self.config_from_official_yaml(read_yaml_mapping(self.choice.config, f"{self.name} config"))
                 how = f"yaml:{self.choice.config.name}"
             else:
@@ -248,8 +248,6 @@ class BaselineCodec(GenerativeCodec):
         return self._cfg
 
     def _registry_config(self) -> tuple[BaselineConfig, str]:
-        from gfvc import models
-
         entry = models.identify(self.model_checksum())
         name = self.choice.config_name or (entry.config if entry else None)
         if not name:
@@ -263,8 +261,6 @@ class BaselineCodec(GenerativeCodec):
 
     def registry_entry(self) -> Any:
         """The model-registry entry of the chosen file (by sha256), or None."""
-        from gfvc import models
-
         return models.identify(self.model_checksum())
 
     @property
@@ -288,8 +284,6 @@ class BaselineCodec(GenerativeCodec):
     @property
     def device(self) -> str:
         if self._device is None:
-            from gfvc.devices import resolve_device
-
             self._device = resolve_device(getattr(self.env, "device", "cpu") or "cpu")
         return self._device
 
@@ -377,7 +371,7 @@ class BaselineCodec(GenerativeCodec):
 
         ``checkpoint_path`` and ``checkpoint_source`` say where the file was and
         how it was chosen; they are machine-local and left out of the job key
-        (gfvc.runner.identity_provenance), so the same file chosen two ways gives
+        (suite.runner.jobs.identity_provenance), so the same file chosen two ways gives
         the same key.
         """
         p = super().provenance()

@@ -55,7 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.blocks import DownBlock2d, SameBlock2d
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
+from gfvc.video import read_container, read_png_folder, sha256_file
+from model_parts.data import list_videos
+from model_parts.proxy_vertices import horn_schunck
 
 NUM_VERTICES = 10475          # SMPL-X vertex count (also the s2d vertex extra)
 NUM_JOINTS = 55               # SMPL-X joints: body 22, jaw, 2 eyes, 2 x 15 hand joints
@@ -401,7 +405,6 @@ def read_params(path: Path, frames: int | None = None) -> BodyParams:
         sl = slice(0, frames)
         go, bp, jaw, expr, cam = go[sl], bp[sl], jaw[sl], expr[sl], cam[sl]
         betas = None if betas is None else betas[sl]
-    from gfvc.video import sha256_file
 
     f32 = np.float32
     return BodyParams(go.astype(f32), bp.astype(f32), jaw.astype(f32), expr.astype(f32), cam.astype(f32),
@@ -713,8 +716,6 @@ def smplx_mesh(path: Path, layout: SemanticLayout) -> BodyMesh:
     """
     import zipfile
 
-    from gfvc.video import sha256_file
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotAvailable(f"SMPL-X model file {path} not found (the suite cannot ship it: download SMPLX_NEUTRAL.npz "
@@ -800,7 +801,6 @@ class SemanticEstimator(nn.Module):
     def __init__(self, dim: int = 31, block_expansion: int = 32, num_blocks: int = 4, max_features: int = 256,
                  hidden: int = 256) -> None:
         super().__init__()
-        from baselines.blocks import DownBlock2d, SameBlock2d
 
         self.first = SameBlock2d(3, block_expansion, kernel_size=7, padding=3)
         blocks, c = [], block_expansion
@@ -861,14 +861,12 @@ def proxy_semantic_targets(frames: np.ndarray, mesh: BodyMesh, reference: int = 
     1. the mesh at :func:`reference_vector` (``head_centre``, ``head_height``: a placement given by
        hand, not a detection) is the reference frame's pose;
     2. each visible reference vertex (every ``stride``-th) is moved by the
-       Horn-Schunck flow (:func:`s2d_model.proxy_vertices.horn_schunck`) from
+       Horn-Schunck flow (:func:`model_parts.proxy_vertices.horn_schunck`) from
        the reference frame to frame t;
     3. per frame, Adam fits the vector (expression fixed at 0: the proxy has
        no face blend shapes) to those tracks: L1 of projected vertices +
        ``prior`` x squared distance to the reference vector.
     """
-    from s2d_model.proxy_vertices import horn_schunck
-
     torch.manual_seed(seed)
     t, h, w, _ = frames.shape
     layout = mesh.layout
@@ -920,14 +918,10 @@ def prepare_proxy_params(data_dir: Path, layout_name: str = DEFAULT_LAYOUT, seed
                          head_centre: tuple[float, float] = REFERENCE_HEAD_CENTRE,
                          head_height: float = REFERENCE_HEAD_HEIGHT) -> dict[str, Any]:
     """Write DATA/ihvc_params/<video>.npz PROXY parameter files for every training video of DATA."""
-    from s2d_model.data import list_videos
-
     layout = get_layout(layout_name)
     mesh = proxy_mesh(layout, seed)
     out: dict[str, Any] = {"layout": layout.name, "videos": {}}
     for v in list_videos(Path(data_dir)):
-        from gfvc.video import read_container, read_png_folder
-
         frames = read_png_folder(v.path) if v.kind == "png" else read_container(v.path)[0]
         vec, info = proxy_semantic_targets(frames, mesh, iters=iters, head_centre=head_centre,
                                            head_height=head_height)

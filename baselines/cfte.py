@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
+from baselines import losses as L
 from baselines.base import (
     BaselineCodec,
     BaselineConfig,
@@ -60,13 +61,13 @@ from baselines.base import (
     config_from_yaml_sections,
     modules_from_common_params,
 )
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import GDN
 from baselines.losses import PyramidGanRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "cfte"
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags)
@@ -558,8 +559,6 @@ class CFTERecipe(PyramidGanRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         kd, gen = modules["kp_detector"], modules["generator"]
         src, drv = batch["source"], batch["driving"]
         kp_s, kp_d = kd(src), kd(drv)

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baselines import checkpoint as ck
 from gfvc.errors import InputError, ModelMismatch
 from gfvc.registry import Registry
+from model_parts import checkpoint as ck
+from model_parts.checkpoint import load_strict
 
 
 class VectorModel:
@@ -156,7 +157,6 @@ def check_vector(pt: Path, js: Path) -> VectorResult:
             raise InputError(f"{pt}: no {key!r} entry")
     runner = runner_cls()
     modules: dict[str, Any] = {}
-    from baselines.checkpoint import load_strict
 
     for name, spec in meta["modules"].items():
         if name not in data["state_dicts"]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
+from baselines import losses as L
 from baselines.base import (
     BaselineCodec,
     BaselineConfig,
@@ -38,12 +39,12 @@ from baselines.base import (
     config_from_yaml_sections,
     modules_from_common_params,
 )
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "fomm"
 
@@ -378,8 +379,6 @@ class FOMMRecipe(PyramidGanRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         kd, gen = modules["kp_detector"], modules["generator"]
         src, drv = batch["source"], batch["driving"]
         kp_s, kp_d = kd(src), kd(drv)
@@ -407,8 +406,6 @@ class FOMMRecipe(PyramidGanRecipe):
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
                              step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
         disc = modules["discriminator"]
         pyr = self.perceptual().pyramid
         real = disc(pyr(batch["driving"]), kp=cache["kp_driving"])

@@ -40,8 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines import losses as L
 from baselines.base import BaselineCodec, BaselineConfig
-from baselines.blocks import AntiAliasInterpolation2d, DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from baselines.blocks import (
+    AntiAliasInterpolation2d,
+    DownBlock2d,
+    MultiScaleDiscriminator,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+)
 from baselines.blocks3d import (
     VARIANTS,
     Hourglass3d,
@@ -52,12 +60,13 @@ from baselines.blocks3d import (
     kp2gaussian_3d,
     make_coordinate_grid_3d,
 )
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
-from gfvc.training import RECIPES, sum_terms
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.losses import sum_terms
+from model_parts.training import RECIPES
 
 OFFICIAL_REPO = "zhanglonghao1992/One-Shot_Free-View_Neural_Talking_Head_Synthesis"
 OFFICIAL_COMMIT = "9511d25a841a5680a1d5d248d89b086c24b00e88"
@@ -449,8 +458,6 @@ def build_network(module: str, kwargs: Mapping[str, Any], options: Mapping[str, 
         if module == "generator":
             return OcclusionAwareGenerator(**kw, variant=variant)
         if module == "discriminator":
-            from baselines.blocks import MultiScaleDiscriminator
-
             return MultiScaleDiscriminator(**kw)
     except TypeError as e:
         raise ConfigError(f"FV2V {module}: constructor arguments do not match the official ones ({e})") from None
@@ -770,8 +777,6 @@ class FV2VRecipe(PyramidGanRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         kd, he_net, gen = modules["kp_detector"], modules["he_estimator"], modules["generator"]
         src, drv = batch["source"], batch["driving"]
         kp_canonical = kd(src)
@@ -805,8 +810,6 @@ class FV2VRecipe(PyramidGanRecipe):
 
     def discriminator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], cache: dict[str, Any],
                              step: int) -> dict[str, torch.Tensor]:
-        from baselines import losses as L
-
         disc = modules["discriminator"]
         pyr = self.perceptual().pyramid
         real, fake = disc(pyr(batch["driving"])), disc(pyr(cache["prediction"].detach()))

@@ -53,13 +53,16 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines import body_model as bm
+from baselines import losses as L
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
-from baselines.checkpoint import has_keys, register_signature
 from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, InputError, ModelMismatch
-from gfvc.training import RECIPES
-from s2d_model.data import PairDataset
+from gfvc.video import sha256_file
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.data import PairDataset
+from model_parts.overlay import draw_vertices
+from model_parts.training import RECIPES
 
 NAME = "ihvc"
 PARAMS_ENV = "GFVC_IHVC_PARAMS"          # folder of <sequence>.npz body parameter files (params-file estimator)
@@ -445,8 +448,6 @@ class IhvcCodec(BaselineCodec):
 
     def views(self, decoded: Any) -> dict[str, np.ndarray]:
         """The decoded frames with the decoded mesh's vertices drawn over them (for inspection)."""
-        from s2d_model.overlay import draw_vertices
-
         if "vertices" not in decoded.extras:
             return {}
         return {"vertices_overlay": draw_vertices(decoded.frames, decoded.extras["vertices"])}
@@ -509,7 +510,6 @@ class IhvcCodec(BaselineCodec):
             est: dict[str, Any] = {"kind": "learned", "label": self._learned_label()}
         else:
             files = sorted(d.glob("*.npz")) if d.is_dir() else []
-            from gfvc.video import sha256_file
 
             est = {"kind": "params-file", "params_dir": str(d),
                    "files_sha256": {f.stem: sha256_file(f) for f in files},
@@ -632,8 +632,6 @@ class IhvcRecipe(PyramidGanRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         gen, est = modules["generator"], modules["estimator"]
         src, drv = batch["source"], batch["driving"]
         vs, vd = batch["source_vec"], batch["driving_vec"]

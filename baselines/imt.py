@@ -49,13 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
+from baselines import losses as L
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.cfte import ANALYSIS_STRIDE, KPDetector
-from baselines.checkpoint import has_keys, register_signature
 from baselines.losses import PyramidGanRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "imt"
 
@@ -332,8 +333,6 @@ class IMTRecipe(PyramidGanRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         enc, gen = modules["encoder"], modules["generator"]
         src, drv = batch["source"], batch["driving"]
         f_s, f_d = enc(src)["value"], enc(drv)["value"]

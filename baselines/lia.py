@@ -44,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.base import BaselineCodec, BaselineConfig
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
+from baselines.losses import PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ConfigError, ModelMismatch
-from gfvc.training import RECIPES, TrainRecipe
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES, TrainRecipe
 
 OFFICIAL_REPO = "wyhsirius/LIA"
 OFFICIAL_COMMIT = "b9f15fb7"
@@ -739,7 +740,7 @@ LIA_CHOICES = ("LIA's repository has no training code; the paper's objective is 
 
 
 @RECIPES.register()
-class LIARecipe(TrainRecipe):
+class LIARecipe(TrainRecipe[BaselineConfig]):
     """LIA self-reconstruction training: decode the driving frame from the source frame's appearance and
     the driving frame's motion magnitudes (latent = wa(source) + Q alpha(driving)); see ``LIA_CHOICES``."""
 
@@ -756,8 +757,6 @@ class LIARecipe(TrainRecipe):
 
     def perceptual(self) -> Any:
         if self._perc is None:
-            from baselines.losses import PyramidPerceptual
-
             self._perc = PyramidPerceptual([1], self.weights["perceptual"], weights_dir=self.weights_dir)
         return self._perc.to(self.device)
 

@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import grad
 
+from baselines.base import BaselineConfig
 from baselines.blocks import ImagePyramid, make_coordinate_grid
-from gfvc.training import TrainRecipe, sum_terms
-from s2d_model.losses import FALLBACK_NAME, PerceptualLoss
+from model_parts.losses import FALLBACK_NAME, PerceptualLoss, sum_terms
+from model_parts.training import TrainRecipe
 
 OFFICIAL_SCALES = (1, 0.5, 0.25, 0.125)
 OFFICIAL_PERCEPTUAL_WEIGHTS = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -220,7 +221,7 @@ def milestones(epoch_milestones: Sequence[int], num_epochs: int) -> tuple[float,
     return tuple(m / num_epochs for m in epoch_milestones)
 
 
-class OfficialLossRecipe(TrainRecipe):
+class OfficialLossRecipe(TrainRecipe[BaselineConfig]):
     """Shared parts of the FOMM-lineage recipes: loss weights from the official config (overridable
     through ``config.options["loss_weights"]``), the perceptual pyramid built lazily on the device."""
 

@@ -35,14 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
+from baselines import losses as L
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table, config_from_yaml_sections
 from baselines.blocks import official_yaml_size
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "mraa"
 
@@ -490,8 +491,6 @@ class MRAARecipe(OfficialLossRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         rp, gen = modules["region_predictor"], modules["generator"]
         src, drv = batch["source"], batch["driving"]
         p_s, p_d = rp(src), rp(drv)

@@ -52,13 +52,13 @@ from torch import nn
 
 from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.gdn import CompressAIGDN
 from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "mttf"
 

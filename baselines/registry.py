@@ -1,19 +1,10 @@
-"""Import the baseline model modules (each registers its codec, conformance runner, recipe, signature)."""
+"""Import every baseline model module: each registers its codec, conformance runner, recipe and signature.
+
+The codecs are also entry points of the distribution (pyproject.toml); this module is for code that
+needs the other registries filled (conformance runners, training recipes, checkpoint signatures).
+"""
 from __future__ import annotations
 
-import importlib
-import importlib.util
+from baselines import cfte, fomm, fv2v, ihvc, imt, lia, mraa, mttf, tpsm
 
-MODEL_MODULES: tuple[str, ...] = (
-    "baselines.fomm", "baselines.mraa", "baselines.fv2v", "baselines.tpsm",
-    "baselines.cfte", "baselines.lia", "baselines.mttf", "baselines.imt", "baselines.ihvc",
-)
-
-
-def load_all() -> None:
-    for mod in MODEL_MODULES:
-        if importlib.util.find_spec(mod) is not None:  # TODO(integration): strict once all models exist
-            importlib.import_module(mod)
-
-
-load_all()
+MODEL_MODULES: tuple[str, ...] = tuple(m.__name__ for m in (fomm, mraa, fv2v, tpsm, cfte, lia, mttf, imt, ihvc))

@@ -39,14 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import blocks as B
+from baselines import losses as L
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table, config_from_yaml_sections
 from baselines.blocks import official_yaml_size
-from baselines.checkpoint import has_keys, register_signature
 from baselines.conformance import VectorModel, register_vector_model
 from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
-from gfvc.training import RECIPES
+from model_parts.checkpoint import has_keys, register_signature
+from model_parts.training import RECIPES
 
 NAME = "tpsm"
 NORM = "instance"
@@ -520,7 +521,7 @@ class TPSMRecipe(OfficialLossRecipe):
     def before_step(self, modules: dict[str, Any]) -> None:
         """Official inf-norm gradient clipping (train.py), between backward and the optimiser step.
 
-        gfvc.training.train calls it after the generator-phase backward."""
+        model_parts.training.train calls it after the generator-phase backward."""
         lim = self.train_params["clip_grad_inf_norm"]
         for name in ("kp_detector", "dense_motion_network", "bg_predictor"):
             nn.utils.clip_grad_norm_(modules[name].parameters(), max_norm=lim, norm_type=math.inf)
@@ -534,8 +535,6 @@ class TPSMRecipe(OfficialLossRecipe):
 
     def generator_losses(self, modules: dict[str, Any], batch: dict[str, torch.Tensor], step: int
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from baselines import losses as L
-
         kd, dm, inp, bgp = (modules[k] for k in ("kp_detector", "dense_motion_network", "inpainting_network",
                                                  "bg_predictor"))
         src, drv = batch["source"], batch["driving"]

@@ -91,8 +91,7 @@ def _random_codec(name: str, size: int) -> tuple[Any, str, dict[str, int]]:
         params = module_parameters(codec._model)
         parts = ("keypoint_detector", "texture_encoder", "dense_motion", "frame_generator", "vertex_head")
         return codec, "reference", {k: params[k] for k in parts}
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     cfg, how = official_config_at(cls, size)
     nets = cls.build_modules(cfg)
     params = {k: int(sum(p.numel() for p in nets[k].parameters())) for k in cls.inference_modules}
@@ -153,7 +152,7 @@ def bench_rate(codecs: list[str]) -> list[dict]:
     from gfvc import entropy
     from gfvc.codec import Environment, get_codec
     from test_conditions import load_condition
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     frames = demo_frames(0, 32)
     rows = []

@@ -38,7 +38,7 @@ def frames_for(t: int, size: int) -> tuple[np.ndarray, str]:
     try:
         from PIL import Image
 
-        from tools.demo import demo_frames
+        from test_conditions.demo import demo_frames
 
         fr = demo_frames(0, t)
     except Exception:

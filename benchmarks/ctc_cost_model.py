@@ -56,8 +56,8 @@ def _clip(size: int, frames: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    from gfvc.sequences import load_manifest, load_sequence
     from test_conditions import load_condition
+    from test_conditions.manifest import load_manifest, load_sequence
 
     c = load_condition("demo")
     x = load_sequence(load_manifest(c.manifest_path)[0], max(frames, 2)).frames

@@ -2,7 +2,7 @@
 
 For N in --workers: a LocalCluster of N single-thread worker processes, each
 worker's job process started (and warmed up) before the clock starts; then the
-wall-clock time of gfvc.runner.execute on the demo condition's 12 jobs
+wall-clock time of suite.runner.jobs.execute on the demo condition's 12 jobs
 (VVenC, keyframe-repeat, s2d x 4 rate points) in a fresh run directory.
 Alternating repeats, best kept. Also printed: the sum of the jobs' own times
 (the work) and the load average, because on a shared machine the speed-up is
@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _warm(session, n: int) -> None:
     """Start every worker's job process (imports torch etc.) outside the timed region."""
-    from gfvc import executors
-
+    from suite.runner import executors
     workers = list(session.client.scheduler_info()["workers"])
     futs = [session.client.submit(_start_job_process, pure=False, workers=[w], key=f"warm-{i}-{time.time()}")
             for i, w in enumerate(workers[:n])]
@@ -34,8 +33,7 @@ def _warm(session, n: int) -> None:
 
 
 def _start_job_process() -> int:
-    from gfvc import executors
-
+    from suite.runner import executors
     jp = executors._job_process()
     jp.submit(int, ("1",), "warm")
     while not jp.ready():
@@ -50,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--condition", default="demo")
     args = ap.parse_args(argv)
 
-    from gfvc import executors
     from gfvc.codec import Environment
-    from gfvc.runner import execute, plan_run
+    from suite.runner import executors
+    from suite.runner.plan import execute, plan_run
     from test_conditions import load_condition
 
     cond = load_condition(args.condition)

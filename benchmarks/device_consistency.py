@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from gfvc import entropy
     from gfvc.codec import Environment, RatePoint
-    from gfvc.sequences import load_manifest, load_sequence
     from s2d_model.codec import S2DCodec
     from test_conditions import load_condition
+    from test_conditions.manifest import load_manifest, load_sequence
 
     torch.set_num_threads(1)
     cond = load_condition("demo")
@@ -92,11 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         for qp in (int(q) for q in args.qps.split(",")):
             wd = Path(tmp) / f"qp{qp}"
             enc = a.encode(seq, RatePoint(qp), wd / "a")
-            from anchors import intra
             from gfvc import container
 
             c = container.read(enc.bitstream)
-            key = intra.decode_intra(c.key_payload, width=128, height=128, workdir=wd / "k", **a._intra_kw())
+            key = a._key_coder().decode(c.key_payload, 128, 128, wd / "k")
             fa, fb = a._features(seq.frames[1:]), b._features(seq.frames[1:])
             ka, kb = a._key_features(key), b._key_features(key)
             qa, _ = entropy.dpcm_encode(fa, ka, a.quant_scale)

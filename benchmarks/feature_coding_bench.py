@@ -10,7 +10,7 @@ DPCM as the codecs (gfvc.entropy.dpcm_encode):
   deformations (mouth/eyebrows), rare fast gestures, detector jitter; z moves
   less than x/y. Normalised coordinates in [-1, 1].
 * ``demo-lk2d``: 15 points tracked with pyramidal Lucas-Kanade (OpenCV, if
-  installed) on the 120-frame demo clip (tools.demo.demo_frames), 30 values/frame.
+  installed) on the 120-frame demo clip (test_conditions.demo.demo_frames), 30 values/frame.
 
 Printed per input and quantisation scale Q: bits/frame of ours ("cabac"), of the
 GFVC software's coder ("gfvc-reference", counted as the software does: one
@@ -66,7 +66,7 @@ def demo_lk2d(points: int = 15) -> np.ndarray | None:
     try:
         import cv2
 
-        from tools.demo import demo_frames
+        from test_conditions.demo import demo_frames
 
         frames = demo_frames(0, 120)
     except Exception as e:  # optional input: report why it is skipped

@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     frames = demo_frames(0, 32)
     codec = make_codec(a.checkpoint)

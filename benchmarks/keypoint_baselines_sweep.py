@@ -50,7 +50,7 @@ def make_codec(name: str, checkpoint: Path | None) -> Any:
 
 
 def demo_check(codec: Any) -> dict[str, Any]:
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     frames = demo_frames(0, 32)
     kf = codec._key_features(frames[0])
@@ -65,7 +65,7 @@ def demo_check(codec: Any) -> dict[str, Any]:
 
 def quant_sweep(codec: Any, scales: tuple[int, ...] = SCALES) -> dict[str, Any]:
     from gfvc import entropy
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     frames = demo_frames(0, 32)
     key = frames[0]

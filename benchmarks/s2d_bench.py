@@ -96,7 +96,7 @@ def _demo_codec(checkpoint: Path | None):
 
 def bench_rate(checkpoint: Path | None = None, scale: float | None = None) -> dict:
     from gfvc import entropy
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     codec = _demo_codec(checkpoint)
     frames = demo_frames(0, 32)
@@ -121,7 +121,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def quant_sweep(checkpoint: Path | None = None, scales=(8, 16, 32, 64, 128, 256, 512)) -> list[dict]:
     from gfvc import entropy
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     codec = _demo_codec(checkpoint)
     frames = demo_frames(0, 32)

@@ -1,3 +1,3 @@
-from gfvc.cli import main
+from suite.cli.main import main
 
 raise SystemExit(main())

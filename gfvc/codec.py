@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from gfvc.condition import Condition
 from gfvc.errors import InputError
 from gfvc.registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from test_conditions import Condition
 
 Family = Literal["anchor", "generative"]
 
@@ -236,28 +236,17 @@ CODECS: Registry[type[Codec]] = Registry("codec", entry_point_group="gfvc.codecs
 
 
 def load_builtin_codecs() -> None:
-    """Import the suite's codec modules, then those named in $GFVC_PLUGINS.
+    """Register every codec: the installed ``gfvc.codecs`` entry points, then the modules in $GFVC_PLUGINS.
 
-    ``GFVC_PLUGINS`` is a comma-separated list of importable modules that
-    register codecs by decorator (for quick experiments; packages should use
-    the ``gfvc.codecs`` entry-point group instead).
+    The suite's own codecs (anchors, keyframe-repeat, s2d, the baselines) are entry points of this
+    distribution (pyproject.toml), found exactly as a third-party plug-in is, so the codec library
+    names no package above it. ``GFVC_PLUGINS`` is a comma-separated list of importable modules that
+    register codecs by decorator (for quick experiments; packages should use the entry-point group).
     """
-    import importlib
-    import os
-
-    extra = [m.strip() for m in os.environ.get("GFVC_PLUGINS", "").split(",") if m.strip()]
-    for mod in BUILTIN_CODEC_MODULES + extra:
-        importlib.import_module(mod)
-
-
-# Modules whose import registers codecs. Kept as data so `gfvc list` is cheap.
-BUILTIN_CODEC_MODULES: list[str] = [
-    "anchors.vvenc",
-    "anchors.vtm",
-    "gfvc.codecs.keyframe_repeat",
-    "s2d_model.codec",
-    "baselines.registry",
-]
+    CODECS.load_entry_points()
+    for mod in (m.strip() for m in os.environ.get("GFVC_PLUGINS", "").split(",")):
+        if mod:
+            importlib.import_module(mod)
 
 
 def get_codec(name: str) -> type[Codec]:

@@ -7,7 +7,8 @@ renders the key frame with them. Everything except the two networks is the same
 for all such codecs, so it lives here once:
 
 * rate points = the condition's key-frame QPs (CTC_FACTS section 1),
-* key frame via :mod:`anchors.intra` (coder/chroma from ``condition.generative``),
+* key frame by the key-frame coder stage named in ``condition.generative.key_frame_coder``
+  (:mod:`gfvc.stages`; VVC intra by VVenC or VTM is :mod:`anchors.intra`),
 * analysis of the *decoded* key frame (both sides derive the prediction start
   from the same pixels), closed-loop DPCM, uniform quantisation
   (:func:`gfvc.entropy.dpcm_encode`), entropy coding (``condition.generative.
@@ -31,6 +32,7 @@ import numpy as np
 from gfvc import container, entropy
 from gfvc.codec import Codec, Decoded, EncodeResult, RatePoint, Sequence
 from gfvc.errors import BitstreamError, InputError, ModelMismatch, NotAvailable
+from gfvc.stages import KeyFrameCoder, key_frame_coder
 
 # Frames per analyse() call: bounds memory on long sequences; the key frame is
 # always analysed alone so encoder and decoder see identical batches.
@@ -97,10 +99,8 @@ class GenerativeCodec(Codec):
     def _coder(self) -> entropy.FeatureCoder:
         return entropy.get_feature_coder(self.condition.generative.feature_coder)
 
-    def _intra_kw(self) -> dict[str, Any]:
-        g = self.condition.generative
-        return {"coder": g.key_frame_coder, "chroma": g.key_frame_chroma,
-                "condition": self.condition, "env": self.env}
+    def _key_coder(self) -> KeyFrameCoder:
+        return key_frame_coder(self.condition.generative.key_frame_coder, self.condition, self.env)
 
     def _check_size(self, width: int, height: int, what: str) -> None:
         if self.resolution is not None and tuple(self.resolution) != (width, height):
@@ -138,8 +138,6 @@ class GenerativeCodec(Codec):
 
     # ------------------------------------------------------------------ encode
     def encode(self, sequence: Sequence, rate_point: RatePoint, workdir: Path) -> EncodeResult:
-        from anchors import intra
-
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         frames = sequence.frames
@@ -148,9 +146,9 @@ class GenerativeCodec(Codec):
         self.load()
         coder = self._coder()
         t0 = time.perf_counter()
-        kw = self._intra_kw()
-        res = intra.encode_intra(frames[0], rate_point.qp, workdir=workdir / "key", **kw)
-        key = intra.decode_intra(res.payload, width=w, height=h, workdir=workdir / "key", **kw)
+        key_coder = self._key_coder()
+        res = key_coder.encode(frames[0], rate_point.qp, workdir / "key")
+        key = key_coder.decode(res.payload, w, h, workdir / "key")
         _check_key(key, w, h)
         t1 = time.perf_counter()
         rows = t_frames - 1 + int(self.sends_key_features)
@@ -173,8 +171,6 @@ class GenerativeCodec(Codec):
 
     # ------------------------------------------------------------------ decode
     def decode(self, bitstream: Path, workdir: Path) -> Decoded:
-        from anchors import intra
-
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         c = container.read(bitstream)
@@ -187,8 +183,7 @@ class GenerativeCodec(Codec):
         # Decode the features first: a corrupt feature payload fails before any model work.
         q = coder.decode(c.feature_payload, hd.frames - 1 + int(self.sends_key_features), hd.feature_dim)
         self.load()
-        key = intra.decode_intra(c.key_payload, width=hd.width, height=hd.height,
-                                 workdir=workdir / "key", **self._intra_kw())
+        key = self._key_coder().decode(c.key_payload, hd.width, hd.height, workdir / "key")
         _check_key(key, hd.width, hd.height)
         if self.sends_key_features and self.feature_dim:
             recon = entropy.dpcm_decode(q, np.zeros(hd.feature_dim, np.float32), self.quant_scale)
@@ -229,9 +224,7 @@ class GenerativeCodec(Codec):
             "key_frame": {"coder": g.key_frame_coder, "chroma": g.key_frame_chroma},
         })
         try:
-            from anchors import intra
-
-            p["key_frame"]["intra"] = intra.intra_provenance(g.key_frame_coder, self.condition, self.env)
+            p["key_frame"]["intra"] = self._key_coder().provenance()
         except Exception as e:  # provenance must not fail a run; record why it is missing
             p["key_frame"]["intra"] = {"status": "not_recorded", "reason": f"{type(e).__name__}: {e}"}
         return p

@@ -39,6 +39,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from gfvc.codec import CODECS, load_builtin_codecs
+from gfvc.download import download_verified, mirror, sha256_of
 from gfvc.errors import ChecksumError, ConfigError, NotAvailable, UnknownName, WeightsError
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "model_registry.json"
@@ -85,8 +87,6 @@ class ModelChoice:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, memoised per process by (path, size, mtime) (big checkpoints hash once)."""
-    from metrics.weights import sha256_of
-
     return sha256_of(Path(path))
 
 
@@ -111,8 +111,6 @@ def takes_checkpoint(codec_cls: Any) -> bool:
 
 def validate_model_names(names: list[str] | Any, what: str) -> None:
     """Every name must be a registered codec that takes a checkpoint (UnknownName / ConfigError)."""
-    from gfvc.codec import CODECS, load_builtin_codecs
-
     load_builtin_codecs()
     for name in names:
         cls = CODECS.get(name)  # UnknownName with suggestions
@@ -407,10 +405,8 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
     Named entries without a direct URL raise NotAvailable naming the page to
     download from; without names, every entry is tried and manual-only ones are
     reported as such. Download failures raise WeightsError (one line, no
-    partial file), via :func:`metrics.weights.download_verified`.
+    partial file), via :func:`gfvc.download.download_verified`.
     """
-    from metrics.weights import download_verified, mirror
-
     dest = Path(dest) if dest is not None else models_dir()
     reg = registry()
     entries = [reg.get(n) for n in names] if names else list(reg.entries)

@@ -48,3 +48,24 @@ def suite_provenance() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": package_versions(),
     }
+
+
+# Provenance keys that describe this machine, not the result (besides keys ending in "path" / "_dir").
+MACHINE_LOCAL_KEYS = frozenset({"command_templates", "checkpoint_source"})
+
+
+def identity_provenance(prov: Any) -> Any:
+    """Provenance without machine-local details (paths, how a file was found, command templates).
+
+    The content key must change when a binary, checkpoint or setting changes
+    (their sha256 and values are kept) but not when the same binary sits at
+    another path on another machine, or when the same checkpoint was chosen
+    another way (``--model`` vs a condition's ``models:`` entry:
+    ``checkpoint_source``).
+    """
+    if isinstance(prov, dict):
+        return {k: identity_provenance(v) for k, v in prov.items()
+                if not (k.endswith("path") or k.endswith("_dir") or k in MACHINE_LOCAL_KEYS)}
+    if isinstance(prov, list):
+        return [identity_provenance(v) for v in prov]
+    return prov

@@ -17,6 +17,7 @@ from typing import Any
 
 from gfvc.errors import InputError
 from gfvc.fileio import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from gfvc.provenance import identity_provenance
 
 RECORD_SCHEMA = 1
 RECORDS_DIR = "records"
@@ -78,8 +79,6 @@ def current_records_filter(run_dir: Path) -> Any:
     results of the recorded run command, so reports leave them out. Records
     without provenance, and runs without run.json, are all current.
     """
-    from gfvc.runner import identity_provenance
-
     try:
         run = json.loads((Path(run_dir) / "run.json").read_text())
     except (OSError, ValueError):

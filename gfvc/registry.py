@@ -47,7 +47,8 @@ class Registry(Generic[T]):
         self._items[key] = obj
         self._origins[key] = origin
 
-    def _load_entry_points(self) -> None:
+    def load_entry_points(self) -> None:
+        """Import every entry point of the group once (each registers itself, usually by decorator)."""
         if self._entry_points_loaded or not self.entry_point_group:
             return
         self._entry_points_loaded = True
@@ -58,7 +59,7 @@ class Registry(Generic[T]):
                 self.add(key, obj, origin=f"entry point {ep.value}")
 
     def get(self, name: str) -> T:
-        self._load_entry_points()
+        self.load_entry_points()
         try:
             return self._items[name]
         except KeyError:
@@ -68,15 +69,15 @@ class Registry(Generic[T]):
             raise UnknownName(f"unknown {self.kind} {name!r}{hint} (known: {known})") from None
 
     def names(self) -> list[str]:
-        self._load_entry_points()
+        self.load_entry_points()
         return sorted(self._items)
 
     def origin(self, name: str) -> str:
-        self._load_entry_points()
+        self.load_entry_points()
         return self._origins[name]
 
     def __contains__(self, name: object) -> bool:
-        self._load_entry_points()
+        self.load_entry_points()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

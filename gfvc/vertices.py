@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gfvc.errors import ChecksumError, InputError
+from gfvc.video import sha256_file
 
 NUM_VERTICES = 10475  # SMPL-X vertex count
 # Built-in reference files (name after ``builtin:``) -> file inside the package.
@@ -69,8 +70,6 @@ def check_array(arr: np.ndarray, what: str, frames: int | None = None, vertices:
 
 def read_reference(path: Path, sha256: str | None = None, frames: int | None = None, what: str = "") -> np.ndarray:
     """Load a reference-vertex file, verifying its sha256 (file bytes) and layout."""
-    from gfvc.video import sha256_file
-
     what = what or str(path)
     if not Path(path).is_file():
         raise InputError(f"{what}: reference-vertex file {path} not found (set --data-dir or GFVC_DATA_DIR, "

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from gfvc.errors import InputError, NotAvailable, OutputError
+from gfvc.fileio import check_output_dir, check_output_file
 
 Matrix = Literal["bt601", "bt709"]
 Range = Literal["limited", "full"]
@@ -379,8 +380,6 @@ def read_video(path: str | Path, size: tuple[int, int] | None = None, frames: in
 
 def check_video_output(path: str | Path, what: str = "output") -> Path:
     """Check a video output before the work (see gfvc.fileio); a path without extension is a PNG folder."""
-    from gfvc.fileio import check_output_dir, check_output_file
-
     path = Path(path)
     if path.is_dir() or (path.suffix == "" and not path.exists()):
         return check_output_dir(path, what=f"{what} (PNG folder)")

@@ -31,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.devices import batch_size, configure_torch, device_type, resolve_device
 from gfvc.errors import InputError, UnknownName, WeightsError
-from metrics import weights
+from gfvc.video import sha256_frames
+from metrics import classic, weights
 from metrics.classic import PSNR_CAP_DB, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
+from metrics.limits import FIXED_BATCH_ENV, MAX_BATCH, MAX_CLIPS, fixed_batch  # noqa: F401  (public names)
 
 __all__ = ["evaluate", "protocol", "missing_weights", "ensure_weights", "weights", "LOWER_IS_BETTER",
            "METRIC_VALUES"]
@@ -47,30 +50,6 @@ LEARNED = ("dists", "lpips", "fvd")
 METRIC_VALUES: dict[str, tuple[str, ...]] = {
     "psnr": ("psnr", "psnr_y"), "ssim": ("ssim",), "dists": ("dists",), "lpips": ("lpips",), "fvd": ("fvd",),
 }
-# Upper bounds of the memory-bounded batch (frames for DISTS/LPIPS, clips for FVD): on CPU a
-# larger batch no longer speeds things up (benchmarks/metrics_device_bench.py); on CUDA it keeps
-# a single job from taking the whole device.
-MAX_BATCH = {"cpu": 8, "cuda": 64}
-MAX_CLIPS = {"cpu": 2, "cuda": 16}
-# The batch size changes the last bits of DISTS/LPIPS/FVD (convolution kernels are chosen by shape:
-# measured ~1e-6 relative on CPU, benchmarks/metrics_device_bench.py); it is recorded with every
-# result, and GFVC_METRICS_BATCH=N fixes it (frames; FVD clips: min(N, MAX_CLIPS)) for bit-reproducibility.
-FIXED_BATCH_ENV = "GFVC_METRICS_BATCH"
-
-
-def _fixed_batch() -> int | None:
-    import os
-
-    v = os.environ.get(FIXED_BATCH_ENV, "").strip()
-    if not v:
-        return None
-    try:
-        n = int(v)
-    except ValueError:
-        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer") from None
-    if n < 1:
-        raise InputError(f"${FIXED_BATCH_ENV}={v!r}: expected a positive integer")
-    return n
 # Progress callback: (metric name, items done, items total).
 ProgressFn = Callable[[str, int, int], None]
 
@@ -209,9 +188,11 @@ def _model(kind: str, weights_dir: Path | None, net: str = "vgg", device: str = 
     if key not in _MODELS:
         m: Any
         if kind == "dists":
+            # lazy: loads torch (start-up time of the modules that import this one)
             from metrics import dists
             m = dists.load(weights_dir)
         else:
+            # lazy: loads torch (start-up time of the modules that import this one)
             from metrics import lpips_metric
             m = lpips_metric.load(net, weights_dir)
         _MODELS[key] = m.to(device)
@@ -224,6 +205,7 @@ def _detector_file(spec: Any) -> str:
 
 
 def _detector(weights_dir: Path | None, name: str, device: str = "cpu") -> tuple[str, Any, str]:
+    # lazy: loads torch (start-up time of the modules that import this one)
     from metrics import fvd
 
     path = weights.locate(name, weights_dir)  # WeightsError if missing or wrong, naming the file
@@ -253,13 +235,13 @@ def _perceptual(model: Any, ref: np.ndarray, dist: np.ndarray, key: str, prep: C
     """
     import torch
 
-    from gfvc.devices import batch_size, device_type
+    # lazy: loads torch (start-up time of the modules that import this one)
     from metrics import batching
 
     t = ref.shape[0]
     h, w = prep(_to_tensor(ref[:1], device)).shape[-2:]
     per_frame = 2 * batching.image_bytes(model, key.split("|")[0], int(h), int(w))  # ref + dist features
-    bs = _fixed_batch() or batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
+    bs = fixed_batch() or batch_size(device, per_frame, MAX_BATCH[device_type(device) or "cpu"])
     if batch_out is not None:
         batch_out[name] = min(bs, t)  # the effective batch (what the kernels saw)
     scores = []
@@ -279,6 +261,7 @@ def _ref_features(model: Any, ref: np.ndarray, s: int, e: int, key: str, prep: C
     """Reference features of frames s..e-1: cached frames reused, missing ones computed in one batch."""
     import torch
 
+    # lazy: loads torch (start-up time of the modules that import this one)
     from metrics import cache
 
     disk = cache.DISK_PERCEPTUAL
@@ -297,13 +280,12 @@ def _ref_features(model: Any, ref: np.ndarray, s: int, e: int, key: str, prep: C
 
 
 def _ref_identity(ref: np.ndarray, ref_key: str | None) -> str:
-    from gfvc.video import sha256_frames
-
     return (ref_key or sha256_frames(ref)) + f"|{ref.shape}"
 
 
 def _eval_dists(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu", progress=None,
                 batch_out=None) -> float:
+    # lazy: loads torch (start-up time of the modules that import this one)
     from metrics import dists
 
     model, tag = _model("dists", weights_dir, device=device)
@@ -336,8 +318,8 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu",
     """
     import torch
 
-    from gfvc.devices import batch_size, device_type
-    from metrics import batching, cache, fvd
+    # lazy: loads torch (start-up time of the modules that import this one)
+    from metrics import cache, fvd
 
     f = spec.fvd
     n = len(fvd.clip_starts(ref.shape[0], f.clip_length, f.stride))
@@ -346,9 +328,9 @@ def _eval_fvd(spec: Any, ref, dist, ident, cache_dir, weights_dir, device="cpu",
     if n < 1 or (n < 2 and features_out is None):
         raise _NotComputable(few)
     name, det, tag = _detector(weights_dir, _detector_file(spec), device)
-    fixed = _fixed_batch()
+    fixed = fixed_batch()
     clips = min(fixed, MAX_CLIPS[device_type(device) or "cpu"]) if fixed else batch_size(
-        device, batching.clip_bytes(det, f.clip_length, f.resolution), MAX_CLIPS[device_type(device) or "cpu"])
+        device, fvd.clip_bytes(det, f.clip_length, f.resolution), MAX_CLIPS[device_type(device) or "cpu"])
     if batch_out is not None:
         batch_out["fvd"] = min(clips, n)
     key = f"fvd|{f.clip_length}|{f.stride}|{f.resolution}|{name}|{tag}|{ident}"
@@ -391,8 +373,6 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
     ``features_out`` (a dict) receives FVD's clip features of both sides
     (``"fvd"``) and the batch sizes used (``"batch"``: {metric: frames or clips}).
     """
-    from metrics import classic
-
     _check_names(spec)
     for nm, a in (("ref", ref), ("dist", dist)):
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
@@ -405,8 +385,6 @@ def evaluate(spec: Any, ref: np.ndarray, dist: np.ndarray, *, fps: float, ref_ke
     ident = _ref_identity(ref, ref_key)
     weights_dir = Path(weights_dir) if weights_dir is not None else None
     if any(n in LEARNED for n in spec.names):
-        from gfvc.devices import configure_torch, resolve_device
-
         device = resolve_device(device)
         configure_torch(device)
     even = ref.shape[1] % 2 == 0 and ref.shape[2] % 2 == 0

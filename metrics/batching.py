@@ -11,7 +11,6 @@ the safe side.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -58,40 +57,12 @@ def image_bytes(model: Any, kind: str, height: int, width: int) -> float:
     key = (kind, id(model))
     if key not in _PER_PIXEL:
         side = 64
-        probe = torch.zeros(1, 3, side, side, device=_device_of(model))
+        probe = torch.zeros(1, 3, side, side, device=device_of(model))
         _PER_PIXEL[key] = activation_bytes(model, model.features, probe) / float(side * side)
     return _PER_PIXEL[key] * height * width * OVERHEAD
 
 
-def clip_bytes(detector: Any, clip_length: int, resolution: int) -> float:
-    """Estimated bytes for one (3, clip_length, resolution, resolution) clip through an I3D detector."""
-    if isinstance(detector, torch.nn.Module) and not isinstance(detector, torch.jit.ScriptModule):
-        return _clip_bytes_module(id(detector), detector, clip_length) * resolution * resolution * OVERHEAD
-    # TorchScript detector: no hooks; our InceptionI3d (the same architecture) gives the estimate
-    return _clip_bytes_reference(clip_length) * resolution * resolution * OVERHEAD
-
-
-_CLIP: dict[tuple, float] = {}
-
-
-def _clip_bytes_module(ident: int, det: torch.nn.Module, clip_length: int) -> float:
-    key = (ident, clip_length)
-    if key not in _CLIP:
-        side = 64
-        probe = torch.zeros(1, 3, clip_length, side, side, device=_device_of(det))
-        _CLIP[key] = activation_bytes(det, det, probe) / float(side * side)
-    return _CLIP[key]
-
-
-@lru_cache(maxsize=8)
-def _clip_bytes_reference(clip_length: int) -> float:
-    from metrics.fvd import InceptionI3d
-
-    det = InceptionI3d(400)
-    return _clip_bytes_module(-1, det, clip_length)
-
-
-def _device_of(m: Any) -> torch.device:
+def device_of(m: Any) -> torch.device:
     try:
         return next(iter(m.parameters())).device
     except (StopIteration, AttributeError, TypeError):

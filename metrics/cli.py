@@ -6,7 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+import metrics
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
+from gfvc.devices import resolve_device
+from gfvc.errors import ConfigError, InputError
+from gfvc.fileio import check_output_dir
+from gfvc.progress import MetricProgress
+from gfvc.video import is_viewing_copy, parse_size, read_video, refuse_viewing_copy
+from metrics import weights
+from test_conditions import MetricsSpec, load_condition
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _weights_dir(args: argparse.Namespace) -> Path | None:
     """--weights-dir must exist: a typo is an error, not 'weights missing' later."""
-    from gfvc.errors import ConfigError
-
     wd = getattr(args, "weights_dir", None)
     if wd is not None and not Path(wd).expanduser().is_dir():
         raise ConfigError(f"--weights-dir {wd}: no such folder")
@@ -65,8 +71,6 @@ def _weights_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _spec_and_fps(args: argparse.Namespace):
-    from test_conditions import MetricsSpec, load_condition
-
     if args.condition:
         cond = load_condition(args.condition)
         spec, fps = cond.metrics, cond.fps
@@ -80,13 +84,6 @@ def _spec_and_fps(args: argparse.Namespace):
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    import metrics
-    from gfvc.devices import resolve_device
-    from gfvc.errors import InputError
-    from gfvc.fileio import check_output_dir
-    from gfvc.progress import MetricProgress
-    from gfvc.video import is_viewing_copy, parse_size, read_video, refuse_viewing_copy
-
     device = resolve_device(args.device)  # `--device cuda` without CUDA: one line, exit 2
     args.weights_dir = _weights_dir(args)
     if args.cache_dir is not None:
@@ -141,8 +138,6 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from metrics import weights
-
     rows = weights.status(_weights_dir(args))
     if args.json:
         print(json.dumps([{"file": r.name, "path": str(r.path) if r.path else None, "where": r.where,
@@ -159,11 +154,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from metrics import weights
-
     if args.dest is not None:
-        from gfvc.fileio import check_output_dir
-
         check_output_dir(args.dest, what="--dest")
     rows = weights.install(args.dir, args.dest)
     if not rows:
@@ -179,13 +170,9 @@ def _cmd_install(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     import os
 
-    from metrics import weights
-
     if args.mirror:
         os.environ[weights.MIRROR_ENV] = args.mirror
     if args.dest is not None:
-        from gfvc.fileio import check_output_dir
-
         check_output_dir(args.dest, what="--dest")
     for r in weights.fetch(args.names or None, args.dest, args.timeout):
         print(f"{r.name:26s} {'ok' if r.verified else 'NOT USABLE'}: {r.reason}")

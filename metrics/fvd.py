@@ -32,7 +32,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -40,8 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gfvc.devices import batch_size, device_type
 from gfvc.errors import InputError, WeightsError
+from metrics import batching
 from metrics import weights as W
+from metrics.limits import MAX_CLIPS
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -248,10 +253,7 @@ def clip_features(detector: Detector, frames: np.ndarray, clip_length: int, stri
     if not starts:
         return np.zeros((0, 400))
     if batch is None:
-        from gfvc.devices import batch_size, device_type
-        from metrics import MAX_CLIPS, batching
-
-        batch = batch_size(device, batching.clip_bytes(detector, clip_length, resolution),
+        batch = batch_size(device, clip_bytes(detector, clip_length, resolution),
                            MAX_CLIPS[device_type(device) or "cpu"])
     out = []
     with torch.inference_mode():
@@ -264,3 +266,31 @@ def clip_features(detector: Detector, frames: np.ndarray, clip_length: int, stri
             if progress:
                 progress(min(i + batch, len(starts)), len(starts))
     return np.concatenate(out)
+
+
+# --- memory per clip (for the memory-bounded batch) ---------------------------------------------
+
+def clip_bytes(detector: Any, clip_length: int, resolution: int) -> float:
+    """Estimated bytes for one (3, clip_length, resolution, resolution) clip through an I3D detector."""
+    if isinstance(detector, torch.nn.Module) and not isinstance(detector, torch.jit.ScriptModule):
+        return _clip_bytes_module(id(detector), detector, clip_length) * resolution * resolution * batching.OVERHEAD
+    # TorchScript detector: no hooks; our InceptionI3d (the same architecture) gives the estimate
+    return _clip_bytes_reference(clip_length) * resolution * resolution * batching.OVERHEAD
+
+
+_CLIP: dict[tuple, float] = {}
+
+
+def _clip_bytes_module(ident: int, det: torch.nn.Module, clip_length: int) -> float:
+    key = (ident, clip_length)
+    if key not in _CLIP:
+        side = 64
+        probe = torch.zeros(1, 3, clip_length, side, side, device=batching.device_of(det))
+        _CLIP[key] = batching.activation_bytes(det, det, probe) / float(side * side)
+    return _CLIP[key]
+
+
+@lru_cache(maxsize=8)
+def _clip_bytes_reference(clip_length: int) -> float:
+    det = InceptionI3d(400)
+    return _clip_bytes_module(-1, det, clip_length)

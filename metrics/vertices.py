@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from gfvc.errors import InputError
+from gfvc.errors import GfvcError, InputError
 from gfvc.vertices import check_array, to_pixels
+from test_conditions.manifest import load_reference_vertices
 
 SCHEMA = 1
 FIGURE_FRAMES = 4      # frames kept per job for the Figure-6 style picture
@@ -128,16 +129,13 @@ def evaluate_decoded(codec: Any, extras: dict[str, np.ndarray], entry: Any, cond
     """The record's ``vertex_metrics`` block for one decoded job, and the Figure-6 sample arrays.
 
     ``codec`` declares its vertex output with the class attribute ``vertex_extra``;
-    ``entry`` is the job's gfvc.sequences.SequenceEntry; a codec may define
+    ``entry`` is the job's test_conditions.manifest.SequenceEntry; a codec may define
     ``vertex_mismatch(reference_is_proxy) -> str | None`` to refuse a reference
     whose vertex order its vertices do not follow. A codec without
     vertices gets status "not_applicable"; a codec with vertices on a sequence
     without reference vertices, or whose vertices cannot be compared, gets
     "not_computed" with the reason. Never raises for those cases.
     """
-    from gfvc.errors import GfvcError
-    from gfvc.sequences import load_reference_vertices
-
     name = getattr(codec, "vertex_extra", None)
     if not name:
         return not_applicable(getattr(codec, "name", "?")), None

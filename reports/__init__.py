@@ -18,6 +18,7 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
 
     Imported lazily so ``import reports`` stays cheap (matplotlib loads only here).
     """
+    # lazy: loads matplotlib; loads pandas (start-up time of the modules that import this one)
     from reports.document import build_report as _build
 
     return _build(run_dir, anchor=anchor, formats=formats, out_dir=out_dir, **kw)

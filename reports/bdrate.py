@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+import metrics
 from gfvc.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("jvet", "pchip", "cubic", "akima")
@@ -71,8 +72,6 @@ def lower_is_better(metric: str) -> bool:
     """Polarity of a metric value name; unknown names raise ConfigError."""
     table = dict(_FALLBACK_LOWER_IS_BETTER)
     try:  # the metrics area's table wins where it exists
-        import metrics  # noqa: PLC0415
-
         table.update(getattr(metrics, "LOWER_IS_BETTER", {}) or {})
     except Exception:  # pragma: no cover - metrics area unavailable
         pass

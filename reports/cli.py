@@ -1,7 +1,7 @@
 """Sub-commands of the reports area: report, compare, regress, bdrate.
 
 Handlers return exit codes; errors are raised as gfvc.errors types and turned
-into one-line messages by gfvc.cli.main (RegressionDetected -> exit 1).
+into one-line messages by suite.cli.main.main (RegressionDetected -> exit 1).
 """
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from typing import Any
 
 from gfvc.argtypes import nonnegative_float, nonnegative_int
 from gfvc.errors import RegressionDetected
+from gfvc.fileio import atomic_write_text, check_output_dir, check_output_file
+from gfvc.records import results_table
+from reports import regress
+from reports.compare import bdrate_from_csv, compare_runs
+from reports.model import build_model, load_run
 
 FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
@@ -79,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report and print its Table-1 summary (the text of summary.txt), then the files."""
-    from gfvc.fileio import check_output_dir
+    # lazy: loads matplotlib; loads pandas (start-up time of the modules that import this one)
     from reports.document import report_model, terminal_summary, write_report
 
     check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
@@ -104,8 +109,6 @@ def _pair_text(title: str, pair: Any) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports.compare import compare_runs
-
     c = compare_runs(args.run_a, args.run_b, anchor_run=args.anchor_run, test=args.test, anchor=args.anchor,
                      method=args.method, metrics=args.metrics, allow_mixed_devices=args.allow_mixed_devices)
     if args.json:
@@ -120,11 +123,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from gfvc.fileio import atomic_write_text, check_output_file
-    from gfvc.records import results_table
-    from reports import regress
-    from reports.model import build_model, load_run
-
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     if args.update_baseline:
         check_output_file(args.baseline, what="--baseline")
@@ -173,8 +171,6 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
 
 def cmd_bdrate(args: argparse.Namespace) -> int:
-    from reports.compare import bdrate_from_csv
-
     pair = bdrate_from_csv(args.csv, anchor=args.anchor, test=args.test, metric=args.metric,
                            method=args.method, lower=args.lower)
     flagged = [f"{s}: {r.status}: {r.reason}" for s, r in pair.per_sequence.items() if not r.ok]

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gfvc.devices import check_uniform_devices
 from gfvc.errors import ConfigError, InputError
+from gfvc.records import iter_records, results_table
 from reports import bdrate as bd
-from reports.model import Pair, compare_pair, load_run, metric_columns
+from reports.curves import Pair, compare_pair
+from reports.model import load_run, metric_columns
 
 # Provenance fields that may differ between two runs of the same build.
 VOLATILE_PROVENANCE = ("timings", "host", "hostname", "created", "run_id", "workdir", "log", "logs")
@@ -89,8 +92,6 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
                  anchor: str | None = None, method: str | None = None,
                  metrics: list[str] | None = None, allow_mixed_devices: bool = False) -> Comparison:
     """BD-rates of ``test`` (from the other run) against ``anchor`` (from ``anchor_run``)."""
-    from gfvc.records import results_table
-
     if anchor_run not in ("A", "B"):
         raise ConfigError(f"--anchor-run must be A or B, got {anchor_run!r}")
     run_a, run_b = Path(run_a), Path(run_b)
@@ -142,9 +143,6 @@ def compare_runs(run_a: Path, run_b: Path, *, anchor_run: str = "A", test: str |
 
 def _check_devices(arun: Path, anchor: str, trun: Path, test: str, allow: bool) -> None:
     """The anchor's and the test's records must come from one device type (gfvc.devices)."""
-    from gfvc.devices import check_uniform_devices
-    from gfvc.records import iter_records
-
     recs = [r for r in iter_records(arun) if r.get("codec") == anchor and r.get("status") == "ok"]
     recs += [r for r in iter_records(trun) if r.get("codec") == test and r.get("status") == "ok"]
     check_uniform_devices(recs, allow=allow, what=f"{anchor} ({arun}) and {test} ({trun})")

@@ -21,9 +21,16 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from gfvc import __version__
+from gfvc.devices import check_uniform_devices
+from gfvc.errors import ConfigError
 from gfvc.fileio import atomic_write_text
-from reports import plots, tables
+from gfvc.records import iter_records, results_table
+from reports import plots, pooled_fvd, tables
+from reports import vertices as vx
 from reports.model import KNOWN_METRICS, PLOT_AXIS, SUB_LABELS, ReportModel, build_model, load_run, metric_label
+from reports.vertices import frame as vertex_frame
+from reports.vertices import summary_table, terminal_lines
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
@@ -243,8 +250,6 @@ def _per_plane(model: ReportModel) -> list[dict[str, Any]]:
 
 
 def _vertex_context(model: ReportModel, figures: dict[str, Any]) -> dict[str, Any] | None:
-    from reports import vertices as vx
-
     vm = model.vertex
     if vm is None:
         return None
@@ -265,8 +270,6 @@ def _vertex_context(model: ReportModel, figures: dict[str, Any]) -> dict[str, An
 
 def context(model: ReportModel, *, figures: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the templates show (plain data; the HTML template escapes it)."""
-    from gfvc import __version__
-
     figures = figures or {}
     prim, ref = plots.primary_and_reference(model)
     prim_t = [m for m in prim if m in model.bd_metrics] or prim
@@ -347,14 +350,9 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     ``png``/``svg`` the Figure-4 plot (plus ``png:<name>``/``svg:<name>``:
     reference metrics, per-sequence plots, vertex curves, Figure-6 pictures).
     """
-    from gfvc.errors import ConfigError
-    from gfvc.records import results_table
-
     unknown = sorted(set(formats) - set(ALL_FORMATS))
     if unknown:
         raise ConfigError(f"unknown report format(s) {', '.join(unknown)} (known: {', '.join(ALL_FORMATS)})")
-    from gfvc.devices import check_uniform_devices
-    from gfvc.records import iter_records
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
@@ -373,9 +371,6 @@ def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[
     The values come from reports.pooled_fvd (clip features kept by each job);
     Table 1's pooled column is a BD-rate of these averaged curves.
     """
-    from gfvc.records import iter_records
-    from reports import pooled_fvd
-
     p = pooled_fvd.compute(Path(run_dir), iter_records(Path(run_dir)), anchor="")
     if p is None:
         return {}
@@ -390,9 +385,6 @@ def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[
 
 def report_model(run_dir: Path, *, allow_mixed_devices: bool = False, **kw: Any) -> ReportModel:
     """The report model of a run directory (what every emitter reads); refuses mixed device types."""
-    from gfvc.devices import check_uniform_devices
-    from gfvc.records import iter_records, results_table
-
     run_dir = Path(run_dir)
     check_uniform_devices((r for r in iter_records(run_dir) if r.get("status") == "ok"),
                           allow=allow_mixed_devices, what=f"the records of {run_dir}")
@@ -412,8 +404,6 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         paths.update({"csv": out / "summary.csv", "csv:rd": out / "rd_data.csv",
                       "csv:bdrate": out / "bdrate_per_sequence.csv"})
         if vm is not None and vm.measured:
-            from reports.vertices import frame as vertex_frame
-
             vertex_frame(vm).to_csv(out / "vertices.csv", index=False, float_format="%.10g")
             paths["csv:vertices"] = out / "vertices.csv"
     if "xlsx" in fmts:
@@ -448,8 +438,6 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         specs.append((f"rd_sequences_{m}", f"Per-sequence RD curves, {PLOT_AXIS.get(m, (metric_label(m),))[0]}",
                       "sequence", functools.partial(plots.figure_sequences, model, m)))
     if vm is not None and vm.measured:
-        from reports import vertices as vx
-
         lab = " against PROXY references" if vm.proxy else ""
         specs.append(("vertex_rd", f"Rate vs vertex error and PCK (inter frames{lab}), averaged over "
                       "sequences; point labels: QP", "vertex", functools.partial(vx.figure_curves, vm, model)))
@@ -509,8 +497,6 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         atomic_write_text(out / "report.html", render("report.html.j2", ctx))
         paths["html"] = out / "report.html"
     if model.run_dir is not None:  # pooled FVD: its own section (protocol, clips, BD-rate of averaged curves)
-        from reports import pooled_fvd
-
         paths.update(pooled_fvd.add_to_report(Path(model.run_dir), model.anchor, model.method, out, paths))
     return paths
 
@@ -541,8 +527,6 @@ def terminal_summary(model: ReportModel) -> str:
                   f"{AGG_TEXT['average-curve'].split(' (')[0]}"] + tables.text_table(header, trows)
     vm = model.vertex
     if vm is not None:
-        from reports.vertices import terminal_lines
-
         tl = terminal_lines(vm, model)
         if tl:
             lines += [""] + tl
@@ -566,8 +550,6 @@ def _write_tex(model: ReportModel, path: Path) -> Path:
                                       f"tab:gfvc-bdrate-{m}"))
     vm = model.vertex
     if vm is not None and vm.measured:
-        from reports.vertices import summary_table
-
         h, rows = summary_table(vm, model)
         lab = " (against PROXY reference vertices)" if vm.proxy else ""
         parts.append(tables.tex_table(h, rows, f"Vertex error and PCK per codec and rate point{lab}",

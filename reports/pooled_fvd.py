@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.records import iter_records
 from reports import bdrate as bd
 
 AGGREGATION = "average-curve"
@@ -70,6 +71,7 @@ def _protocol_of(rec: dict[str, Any]) -> tuple:
 
 def compute(run_dir: Path, records: Iterable[dict[str, Any]], *, anchor: str, method: str = "jvet") -> PooledFvd | None:
     """Pooled FVD of every codec and rate point with kept clip features; None when no record has them."""
+    # lazy: loads torch (start-up time of the modules that import this one)
     from metrics.fvd import frechet_distance
 
     run_dir = Path(run_dir)
@@ -189,8 +191,6 @@ def csv_frame(p: PooledFvd):
 def add_to_report(run_dir: Path, anchor: str, method: str, out: Path, paths: dict[str, Path]) -> dict[str, Path]:
     """Append the pooled-FVD section to the report files already written (self-contained hook)."""
     import json
-
-    from gfvc.records import iter_records
 
     p = compute(run_dir, iter_records(run_dir), anchor=anchor, method=method)
     if p is None:

@@ -54,20 +54,27 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
+# Baselines store BD-rates as exact floats (JSON round-trips them), so a run identical to the baseline's
+# passes at tolerance 0. Baselines written before (no "values" key) hold values rounded to 6 decimals:
+# the current value is compared at that precision.
+EXACT = "exact"
+LEGACY_DECIMALS = 6
+
+
 def baseline_from_model(model: ReportModel, tolerance: float | None = None,
                         metrics: list[str] | None = None) -> dict[str, Any]:
     """A baseline holding the model's current summary values (null where there is no ok value)."""
     entries: dict[str, dict[str, float | None]] = {}
     for (test, m), pair in model.pairs.items():
         agg = pair.primary(model.aggregation)
-        entries.setdefault(test, {})[m] = round(agg.value, 6) if agg.ok and agg.value is not None else None
+        entries.setdefault(test, {})[m] = float(agg.value) if agg.ok and agg.value is not None else None
     for test in model.tests:  # metrics without any value: recorded as null, so the gate skips them
         for m in model.bd_metrics:
             entries.setdefault(test, {}).setdefault(m, None)
     entries = select_metrics(entries, metrics, "this run")
     return {"schema": 1, "kind": BASELINE_KIND, "condition": model.condition_name,
             "condition_fingerprint": model.fingerprint, "anchor": model.anchor, "method": model.method,
-            "aggregation": model.aggregation,
+            "aggregation": model.aggregation, "values": EXACT,
             "tolerance_pct": DEFAULT_TOLERANCE if tolerance is None else tolerance, "entries": entries}
 
 
@@ -124,6 +131,7 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
             f"({str(baseline['condition_fingerprint'])[:12]}), this run used {model.condition_name} "
             f"({model.fingerprint[:12]}); review the change and write a new baseline with --update-baseline")
     out = []
+    exact = baseline.get("values") == EXACT
     entries = select_metrics(baseline["entries"], metrics, "the baseline")
     for codec, values in sorted(entries.items()):
         for metric, base in sorted(values.items()):
@@ -139,7 +147,7 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
                 assert agg is not None  # pair exists, so its aggregate does
                 out.append(Check(codec, metric, base, agg.value, "fail",
                                  f"no complete BD-rate now: {agg.status}: {agg.reason}"))
-            elif cur - base > tolerance:
+            elif (cur if exact else round(cur, LEGACY_DECIMALS)) - base > tolerance:
                 out.append(Check(codec, metric, base, cur, "fail",
                                  f"BD-rate {cur:.3f}% vs baseline {base:.3f}%: worse by {cur - base:.3f} "
                                  f"percentage points (tolerance {tolerance})"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gfvc.records import atomic_write_json, content_key
+from metrics.vertices import pck_key
 
 DEFAULT_SEQUENCES: tuple[str, ...] = ("seq_a", "seq_b", "seq_c")
 LOWER = {"psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True}
@@ -69,8 +70,6 @@ def _vertex_block(steps: int, frames: int, thresholds: Sequence[float], gain: fl
                   seq: str) -> dict[str, Any]:
     """Synthetic vertex metrics: inter-frame mean error = gain * (4 + 0.4 * QP steps above the lowest QP)
     px (so it falls with rate), key frame 0.8x, median 0.9x, p90 1.8x, PCK@t = 1 - exp(-t / mean)."""
-    from metrics.vertices import pck_key
-
     def stats(mean: float, n: int) -> dict[str, Any]:
         return {"frames": n, "frames_without_reference": 0, "mean_px": round(mean, 9),
                 "median_px": round(0.9 * mean, 9), "p90_px": round(1.8 * mean, 9),

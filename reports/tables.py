@@ -12,8 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from gfvc import __version__
 from reports import bdrate as bd
 from reports.model import ReportModel, metric_label, recorded_by
+from reports.vertex_model import frame as vertex_frame
+from reports.vertex_model import summary_json as vertex_json
 
 NOT_COMPUTED = "n/c"  # short mark in RD tables; the notes list the reason
 # Table 1 cell of a metric without values; the reason (often a long weights hint) is stated once,
@@ -379,8 +382,6 @@ def write_xlsx(model: ReportModel, path: Any) -> None:
         rd_frame(model).to_excel(xw, sheet_name="rd", index=False)
         bd_sequence_frame(model).to_excel(xw, sheet_name="bdrate", index=False)
         if model.vertex is not None and model.vertex.measured:
-            from reports.vertices import frame as vertex_frame
-
             vertex_frame(model.vertex).to_excel(xw, sheet_name="vertices", index=False)
         notes.to_excel(xw, sheet_name="notes", index=False)
     wb = load_workbook(path)
@@ -392,8 +393,6 @@ def write_xlsx(model: ReportModel, path: Any) -> None:
 
 def summary_json(model: ReportModel) -> dict[str, Any]:
     """Machine-readable summary for CI (the regression gate reads ``summary``)."""
-    from gfvc import __version__
-
     summary: dict[str, dict[str, Any]] = {}
     for (test, m), pair in model.pairs.items():
         summary.setdefault(test, {})[m] = {
@@ -435,8 +434,6 @@ def _optional_json(model: ReportModel) -> dict[str, Any]:
     """Sections present only when the run has them (vertex metrics, pooled curves, metrics without polarity)."""
     out: dict[str, Any] = {}
     if model.vertex is not None:
-        from reports.vertices import summary_json as vertex_json
-
         out["vertices"] = vertex_json(model.vertex)
     if model.pooled_pairs:
         out["pooled"] = {f"{t}:{m}": r.to_dict() for (t, m), r in model.pooled_pairs.items()}

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from s2d_model.config import load_config
+
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "s2d-small-demo.pt"
 
 
@@ -26,7 +28,7 @@ def info(config_name: Any = "reference") -> dict[str, Any]:
     """
     import torch
 
-    from s2d_model.config import load_config
+    # lazy: loads torch (start-up time of the modules that import this one)
     from s2d_model.networks import MultiScaleDiscriminator, Sparse2Dense, module_parameters
 
     cfg = load_config(config_name) if isinstance(config_name, (str, Path)) else config_name

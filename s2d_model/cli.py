@@ -10,6 +10,10 @@ import json
 from pathlib import Path
 
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int
+from gfvc.errors import InputError
+from gfvc.fileio import check_output_dir, check_output_file
+from gfvc.video import check_video_output, parse_size, read_container, read_video, video_format, write_video
+from model_parts.overlay import draw_vertices
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gfvc.fileio import check_output_dir, check_output_file
+    # lazy: loads torch (start-up time of the modules that import this one)
     from s2d_model.train import TrainOptions, export_model, train
 
     check_output_dir(args.out, what="training folder (--out)")
@@ -79,10 +83,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def _overlay(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from gfvc.errors import InputError
-    from gfvc.video import check_video_output, parse_size, read_container, read_video, video_format, write_video
-    from s2d_model.overlay import draw_vertices
 
     check_video_output(args.output, what="overlay output (-o)")
     size = parse_size(args.size) if args.size else None

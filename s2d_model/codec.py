@@ -31,10 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gfvc import models
 from gfvc.codec import CODECS, Decoded, Environment
+from gfvc.devices import resolve_device
 from gfvc.errors import ModelMismatch, NotAvailable
 from gfvc.generative import GenerativeCodec
+from gfvc.timing import ModuleTimer
+from model_parts.overlay import draw_vertices
 from s2d_model import DEMO_CHECKPOINT
+from s2d_model.config import config_from_dict, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,6 +54,7 @@ SYNTH_BATCH = 8
 
 def checkpoint_header(path: Path) -> dict[str, Any]:
     """Config and metadata of a checkpoint without building the model."""
+    # lazy: loads torch (start-up time of the modules that import this one)
     from s2d_model.train import MODEL_FORMAT, TRAIN_FORMAT, read_checkpoint
 
     if not path.is_file():
@@ -75,7 +81,6 @@ class S2DCodec(GenerativeCodec):
 
     def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         super().__init__(condition, env)
-        from gfvc import models
 
         extra = self.env.extra or {}
         self.choice = models.choose(self.name, condition, self.env, DEMO_CHECKPOINT, self.checkpoint_env_var,
@@ -94,8 +99,6 @@ class S2DCodec(GenerativeCodec):
     def device(self) -> str:
         """The torch device of the model: Environment.device (auto|cpu|cuda|cuda:N), resolved once."""
         if self._device is None:
-            from gfvc.devices import resolve_device
-
             self._device = resolve_device(self.env.device or "auto")
         return self._device
 
@@ -106,7 +109,7 @@ class S2DCodec(GenerativeCodec):
 
         (benchmarks/ctc_cost_model.py; speed does not depend on the weight values.)
         """
-        from s2d_model.config import config_from_dict, load_config
+        # lazy: loads torch (start-up time of the modules that import this one)
         from s2d_model.networks import Sparse2Dense
 
         d = load_config(config).to_dict()
@@ -129,8 +132,6 @@ class S2DCodec(GenerativeCodec):
 
     def _config(self) -> S2DConfig:
         if self._cfg is None:
-            from s2d_model.config import config_from_dict, load_config
-
             st = self._ck()
             cfg = config_from_dict(st["config"], name=st["config"].get("name", "checkpoint"))
             if self.config_name:
@@ -178,12 +179,12 @@ class S2DCodec(GenerativeCodec):
     def load(self) -> None:
         if self._model is not None:
             return
+        # lazy: loads torch (start-up time of the modules that import this one)
         from s2d_model.train import load_model
 
         cfg = self._config()
         model, _ = load_model(self.checkpoint, cfg, device=self.device)
         self._model = model
-        from gfvc.timing import ModuleTimer
 
         self._vertex_timer = ModuleTimer(model.vertex_head, "vertex_head")
 
@@ -245,8 +246,6 @@ class S2DCodec(GenerativeCodec):
 
     def views(self, decoded: Decoded) -> dict[str, np.ndarray]:
         """The decoded frames with the predicted vertices drawn over them (for inspection)."""
-        from s2d_model.overlay import draw_vertices
-
         if "vertices" not in decoded.extras:
             return {}
         return {"vertices_overlay": draw_vertices(decoded.frames, decoded.extras["vertices"])}

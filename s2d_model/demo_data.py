@@ -1,8 +1,8 @@
 """Prepare the demo training set: carphone frames 40..119 (never the test frames 0..31).
 
 Writes ``OUT/train/carphone/00000.png ...`` (80 frames, 128x128 centre crop,
-via :func:`tools.demo.demo_frames`) and ``OUT/vertices/carphone.npy``
-(80, 10475, 2) PROXY vertex targets (see :mod:`s2d_model.proxy_vertices`;
+via :func:`test_conditions.demo.demo_frames`) and ``OUT/vertices/carphone.npy``
+(80, 10475, 2) PROXY vertex targets (see :mod:`model_parts.proxy_vertices`;
 the reference frame is the first training frame).
 
     python -m s2d_model.demo_data OUT [--variants]
@@ -21,16 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from anchors import intra
+from gfvc.codec import Environment
+from gfvc.video import sha256_frames, write_png_folder
+from model_parts.proxy_vertices import PROXY_NAME, proxy_vertices
+from test_conditions import load_condition
+from test_conditions.demo import demo_frames
+
 TRAIN_FIRST, TRAIN_COUNT = 40, 80   # frames 40..119; the demo test frames are 0..31
 TEST_FRAMES = range(0, 32)
 VARIANT_QPS = (22, 27, 32, 37, 42, 47, 52)
 
 
 def prepare_demo_data(out: Path) -> dict:
-    from gfvc.video import sha256_frames, write_png_folder
-    from s2d_model.proxy_vertices import PROXY_NAME, proxy_vertices
-    from tools.demo import demo_frames
-
     assert TRAIN_FIRST > max(TEST_FRAMES), "training frames must not overlap the test frames"
     out = Path(out)
     frames = demo_frames(TRAIN_FIRST, TRAIN_COUNT)
@@ -49,12 +52,6 @@ def prepare_demo_data(out: Path) -> dict:
 def prepare_source_variants(out: Path, qps: tuple[int, ...] = VARIANT_QPS) -> dict:
     """Intra-coded versions of the training frames, one folder per QP (see module docstring)."""
     import tempfile
-
-    from anchors import intra
-    from gfvc.codec import Environment
-    from gfvc.video import write_png_folder
-    from test_conditions import load_condition
-    from tools.demo import demo_frames
 
     cond = load_condition("demo")
     g = cond.generative

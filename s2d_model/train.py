@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines import checkpoint as ck
+from gfvc.devices import device_provenance, device_type, resolve_device
 from gfvc.errors import ConfigError, InputError, ModelMismatch, NotAvailable
+from gfvc.fileio import atomic_open
+from gfvc.video import sha256_file
+from model_parts import checkpoint as ck
+from model_parts.data import PairDataset
 from s2d_model import losses as L
 from s2d_model.config import S2DConfig, config_from_dict, load_config
-from s2d_model.data import PairDataset
 from s2d_model.networks import MultiScaleDiscriminator, Sparse2Dense
 
 log = logging.getLogger(__name__)
@@ -55,15 +58,13 @@ class TrainOptions:
     progress: bool = True
     max_minutes: float | None = None   # stop (with a checkpoint) after this wall time
     checkpoint_every: int | None = None
-    source_variants: Path | None = None   # intra-coded training frames (see s2d_model.data)
+    source_variants: Path | None = None   # intra-coded training frames (see model_parts.data)
     init: Path | None = None   # start the generator side from this (exported or training) checkpoint
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save through gfvc.fileio.atomic_open (never half a checkpoint; the umask's file mode)."""
-    from gfvc.fileio import atomic_open
-
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
@@ -100,8 +101,6 @@ def _ddp_setup(device: str) -> tuple[int, int]:
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Train (or resume) and return a summary; writes OUT/checkpoint.pt, OUT/log.jsonl, OUT/summary.json."""
-    from gfvc.devices import device_type, resolve_device
-
     resolved = resolve_device(opts.device)  # auto|cpu|cuda|cuda:N; NotAvailable (exit 2) without CUDA
     dev_kind = device_type(resolved) or "cpu"
     if opts.threads:
@@ -157,7 +156,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if opts.init is not None:
         if state is not None:
             raise ConfigError("--init and --resume exclude each other: --resume continues a run, --init starts one")
-        from gfvc.video import sha256_file
 
         init_model, init_meta = load_model(Path(opts.init), cfg)
         model.load_state_dict(init_model.state_dict())
@@ -309,8 +307,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _device_info(device: str) -> dict[str, Any]:
-    from gfvc.devices import device_provenance
-
     return device_provenance(device)
 
 

@@ -11,7 +11,7 @@ import pytest
 from anchors import common
 from anchors.common import FfmpegInfo, fps_arg, read_y4m, run_tool, to_8bit, vvc_stream_info
 from anchors.vvenc import VvencCodec, VvencSettings, require_vvenc, settings_for
-from gfvc.codec import BUILTIN_CODEC_MODULES, CODECS, Environment, RatePoint, Sequence
+from gfvc.codec import CODECS, Environment, RatePoint, Sequence
 from gfvc.errors import ExternalToolError, InputError, NotAvailable
 from gfvc.video import rgb_to_yuv420, sha256_file, yuv420_to_rgb
 from test_conditions import Condition
@@ -58,7 +58,7 @@ def coded(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_registered() -> None:
     assert CODECS.get("vvenc") is VvencCodec
-    assert VvencCodec.family == "anchor" and "anchors.vvenc" in BUILTIN_CODEC_MODULES
+    assert VvencCodec.family == "anchor" and CODECS.origin("vvenc") == "anchors.vvenc"
 
 
 def test_round_trip_counts_bits_and_quality(coded: dict) -> None:

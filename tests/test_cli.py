@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from gfvc.cli import main
 from gfvc.video import read_video, write_video
-from tools.demo import demo_frames
+from suite.cli.main import main
+from test_conditions.demo import demo_frames
 
 
 def _one_line_error(capsys, rc: int, words: str) -> None:

@@ -245,7 +245,7 @@ def test_second_run_on_the_same_folder_refuses_and_lock_dies_with_its_holder(con
 
 
 def test_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
-    from gfvc.control import RunDirLocked, RunLock, run_dir_holder
+    from suite.runner.control import RunDirLocked, RunLock, run_dir_holder
 
     assert run_dir_holder(tmp_path) is None
     with RunLock(tmp_path).acquire(["gfvc", "run", "first"]):
@@ -258,7 +258,7 @@ def test_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 
 
 def test_status_lists_done_failed_pending_by_codec(small_condition, plugin_env, tmp_path, capsys):
-    from gfvc.cli import main
+    from suite.cli.main import main
 
     run = tmp_path / "r"
     args = ["run", "--condition", small_condition.source, "--workdir", str(run), "-j", "1", "--no-report",
@@ -287,7 +287,7 @@ def test_status_lists_done_failed_pending_by_codec(small_condition, plugin_env, 
 
 def test_progress_lines_outside_a_terminal(small_condition, plugin_env, tmp_path, capsys):
     """Not a tty (Slurm, CI, nohup): one line per finished job with label, seconds and ETA."""
-    from gfvc.cli import main
+    from suite.cli.main import main
 
     assert main(["run", "--condition", small_condition.source, "--workdir", str(tmp_path / "r"), "-j", "1",
                  "--no-report"]) == 0
@@ -318,8 +318,8 @@ def test_eta_weights_pending_jobs_by_codec_cost():
 
 
 def test_unreachable_scheduler_is_one_line_exit_2(small_condition, plugin_env, tmp_path, capsys, monkeypatch):
-    from gfvc import executors
-    from gfvc.cli import main
+    from suite.cli.main import main
+    from suite.runner import executors
 
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 2.0)
     rc = main(["run", "--condition", small_condition.source, "--workdir", str(tmp_path / "r"),

@@ -246,9 +246,10 @@ def test_split_anchor_jobs_code_anywhere_and_score_on_gpu_workers(small_conditio
     Without a GPU the split is forced from the client side (where the routing decision is made);
     the tasks themselves run on CPU.
     """
-    from gfvc import executors, runner
     from gfvc.codec import Environment
-    from gfvc.runner import execute, plan_run
+    from suite.runner import executors
+    from suite.runner import jobs as runner
+    from suite.runner.plan import execute, plan_run
 
     ref_plan = plan_run(small_condition, tmp_path / "j1", Environment(device="cpu"), codecs=["test-lossy"])
     execute(ref_plan.jobs)

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from anchors.common import ffmpeg_exe
-from gfvc.cli import main
 from gfvc.video import is_viewing_copy, read_yuv420_planes, rgb_to_yuv420, write_video
 from metrics.classic import VTM_PSNR_CAP_DB, yuv_psnr
-from tools.demo import demo_frames
+from suite.cli.main import main
+from test_conditions.demo import demo_frames
 
 HERE = Path(__file__).resolve().parent
 
@@ -136,7 +136,7 @@ def test_mp4_is_a_labelled_viewing_copy_that_metrics_refuse(clip, tmp_path, caps
 
 def test_sequences_refuse_a_viewing_copy(tmp_path):
     from gfvc.errors import InputError
-    from gfvc.sequences import SequenceEntry, load_sequence, planar_sha256
+    from test_conditions.manifest import SequenceEntry, load_sequence, planar_sha256
 
     frames = demo_frames(0, 2)
     mp4 = tmp_path / "seq.mp4"
@@ -165,7 +165,8 @@ def test_yuv_psnr_formula():
 
 def test_anchor_records_carry_vtm_style_psnr_on_the_decoder_planes(tmp_path):
     from gfvc.codec import Environment
-    from gfvc.runner import plan_run, run_job
+    from suite.runner.jobs import run_job
+    from suite.runner.plan import plan_run
     from test_conditions import load_condition
 
     d = load_condition("demo").to_dict()

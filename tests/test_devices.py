@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gfvc import devices
-from gfvc.cli import main
 from gfvc.codec import Environment
 from gfvc.errors import ConfigError, NotAvailable
+from suite.cli.main import main
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 
@@ -149,7 +149,7 @@ def test_reference_features_are_reused_across_batch_sizes(monkeypatch):
 
 
 def test_records_state_the_device(small_condition, plugin_env, tmp_path):
-    from gfvc.runner import execute, plan_run
+    from suite.runner.plan import execute, plan_run
 
     plan = plan_run(small_condition, tmp_path / "r", Environment(device="cpu"), codecs=["test-lossy", "test-gen"])
     for r in execute(plan.jobs):
@@ -159,7 +159,8 @@ def test_records_state_the_device(small_condition, plugin_env, tmp_path):
 def test_split_and_gpu_resources_of_jobs(small_condition, plugin_env, tmp_path):
     import dataclasses
 
-    from gfvc.runner import job_resources, plan_run, split_job
+    from suite.runner.jobs import job_resources, split_job
+    from suite.runner.plan import plan_run
 
     learned = small_condition.with_overrides(metrics={**small_condition.to_dict()["metrics"],
                                                       "names": ["psnr", "lpips"]})

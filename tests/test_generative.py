@@ -220,7 +220,7 @@ def _real_intra_available() -> bool:
 @pytest.mark.skipif(not _real_intra_available(), reason="bundled ffmpeg with libvvenc not available")
 def test_real_intra_keyframe_repeat_and_toy(tmp_path: Path) -> None:
     """Integration: the real VVC intra coder (vvenc through the bundled ffmpeg)."""
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     frames = demo_frames(0, 4)
     seq = Sequence("carphone", frames, fps=30000 / 1001)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
-from gfvc.cli import main
 from gfvc.errors import ConfigError, ExternalToolError, ModelMismatch
 from gfvc.video import write_video
+from suite.cli.main import main
 from test_conditions import load_condition
-from tools.demo import demo_frames
+from test_conditions.demo import demo_frames
 
 HERE = Path(__file__).resolve().parent
 
@@ -123,6 +123,28 @@ def test_gate_that_compares_nothing_fails(golden_run, tmp_path, capsys):
     assert "gate compared 0 of" in cap.out
 
 
+def test_gate_at_tolerance_zero_passes_an_identical_run(golden_run, tmp_path, capsys):
+    """A run identical to the baseline's passes with --tolerance 0, for exact and for 6-decimal baselines."""
+    base = tmp_path / "b.json"
+    assert main(["regress", str(golden_run), "--baseline", str(base), "--update-baseline"]) == 0
+    data = json.loads(base.read_text())
+    assert data["values"] == "exact"
+    assert main(["regress", str(golden_run), "--baseline", str(base), "--tolerance", "0"]) == 0
+    legacy = {k: v for k, v in data.items() if k != "values"}  # written before values were exact
+    legacy["entries"] = {c: {m: (round(v, 6) if v is not None else None) for m, v in e.items()}
+                         for c, e in data["entries"].items()}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(legacy))
+    assert main(["regress", str(golden_run), "--baseline", str(old), "--tolerance", "0"]) == 0
+    # one millionth of a point worse than a legacy value is still a regression at tolerance 0
+    codec = next(c for c, e in legacy["entries"].items() if any(v is not None for v in e.values()))
+    metric = next(m for m, v in legacy["entries"][codec].items() if v is not None)
+    legacy["entries"][codec][metric] -= 2e-6
+    old.write_text(json.dumps(legacy))
+    capsys.readouterr()
+    assert main(["regress", str(golden_run), "--baseline", str(old), "--tolerance", "0"]) == 1
+
+
 def test_gate_metrics_choose_what_is_gated_and_summary_says_what_was_compared(golden_run, tmp_path, capsys):
     base = tmp_path / "b.json"
     assert main(["regress", str(golden_run), "--baseline", str(base), "--update-baseline"]) == 0
@@ -188,10 +210,10 @@ def test_s2d_check_refuses_a_condition_at_another_resolution():
 
 def test_run_fails_in_check_before_any_job(tmp_path, capsys, monkeypatch):
     """s2d on a 384x384 condition: one line before any job, not one failure per job."""
-    import gfvc.runner
+    import suite.runner.jobs
 
     seen = []
-    monkeypatch.setattr(gfvc.runner, "run_job", lambda j: seen.append(j))
+    monkeypatch.setattr(suite.runner.jobs, "run_job", lambda j: seen.append(j))
     from gfvc.video import sha256_file, write_rgb_planar
 
     demo = load_condition("demo")

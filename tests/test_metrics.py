@@ -284,8 +284,8 @@ def test_feature_cache_keeps_prefix_of_current_reference():
 # --- CLI -----------------------------------------------------------------------------------------
 
 def test_cli_metrics_reports_missing_weights_per_metric(tmp_path, empty_hub, capsys):
-    from gfvc.cli import main
     from gfvc.video import write_video
+    from suite.cli.main import main
 
     ref, dist = _pair(t=4, h=32, w=32)
     write_video(tmp_path / "ref.rgb", ref)

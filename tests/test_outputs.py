@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gfvc.cli import main
 from gfvc.errors import ConfigError, OutputError
 from gfvc.fileio import atomic_write_json, atomic_write_text, check_output_dir, check_output_file
 from gfvc.video import write_video
-from tools.demo import demo_frames
+from suite.cli.main import main
+from test_conditions.demo import demo_frames
 
 TESTS = Path(__file__).resolve().parent
 GOLDEN_RUN = TESTS / "data" / "reports" / "run"
@@ -70,12 +70,12 @@ def _bad_outputs(afile: Path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("case", ["under-a-file", "read-only", "dev-null"])
 def test_encode_checks_its_output_before_encoding(case, clip, afile, capsys, monkeypatch):
-    import gfvc.runner
+    import suite.runner.jobs
 
     def no_work(*a, **k):  # the codec must never be built when the output is unusable
         raise AssertionError("encoding started")
 
-    monkeypatch.setattr(gfvc.runner, "make_codec", no_work)
+    monkeypatch.setattr(suite.runner.jobs, "make_codec", no_work)
     out, words = _bad_outputs(afile)[case]
     rc = main(["encode", "--codec", "vvenc", "--qp", "37", str(clip), "-o", out, "--size", "128x128"])
     _one_line(capsys, rc, words)
@@ -175,7 +175,7 @@ def test_unreachable_dask_scheduler_is_one_line(small_condition, plugin_env, tmp
     rc = main(["run", "--condition", small_condition.source, "--workdir", str(tmp_path / "r"),
                "--scheduler", f"tcp://127.0.0.1:{port}", "--no-report"])
     _one_line(capsys, rc, f"tcp://127.0.0.1:{port}", "did not answer")
-    from gfvc.runner import connect_dask
+    from suite.runner.executors import connect_dask
 
     with pytest.raises(ConfigError, match="did not answer"):
         connect_dask("tcp://127.0.0.1:1", timeout_s=1)
@@ -208,9 +208,9 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask_002):
 def test_run_records_manifest_report_checkpoint_follow_the_umask(small_condition, plugin_env, tmp_path, umask_002):
     import torch
 
-    from gfvc.sequences import load_manifest, write_manifest
     from reports.document import build_report
     from s2d_model.train import atomic_torch_save
+    from test_conditions.manifest import load_manifest, write_manifest
 
     run = tmp_path / "r"
     assert main(["run", "--condition", small_condition.source, "--workdir", str(run), "-j", "1", "--no-report"]) == 0

@@ -19,8 +19,8 @@ import yaml
 
 from gfvc.codec import Environment
 from gfvc.records import iter_records
-from gfvc.runner import execute, plan_run, write_run_json
 from metrics import fvd
+from suite.runner.plan import execute, plan_run, write_run_json
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def random_i3d(i3d_hub, monkeypatch):
 @pytest.fixture
 def two_sequence_condition(small_condition, tmp_path):
     """The demo clip plus a mirrored copy as a second sequence (.rgb), FVD on 18 frames (2 clips of 9)."""
-    from gfvc.sequences import load_manifest, load_sequence
     from gfvc.video import sha256_file, write_rgb_planar
+    from test_conditions.manifest import load_manifest, load_sequence
 
     demo = load_manifest(small_condition.manifest_path)[0]
     frames = load_sequence(demo, 18).frames[:, :, ::-1].copy()
@@ -103,7 +103,7 @@ def test_jobs_keep_clip_features_and_report_pools_them(two_sequence_condition, r
     dec_feats = np.load(run / r0["artifacts"]["fvd_clip_features"])
     ref_feats = np.load(run / r0["artifacts"]["fvd_ref_clip_features"])
     assert dec_feats.shape == (2, 400) and ref_feats.shape == (2, 400)
-    from gfvc.sequences import load_sequence
+    from test_conditions.manifest import load_sequence
 
     seq = next(e for e in plan.sequences if e.name == r0["sequence"]["name"])
     _, det = fvd.load_detector(names=("i3d_pretrained_400.pt",))

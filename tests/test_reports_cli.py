@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gfvc.cli import main
 from reports.synthetic import CONDITION, make_run
+from suite.cli.main import main
 
 DATA = Path(__file__).parent / "data" / "reports"
 S2D_NEW = ("generative", (22, 32, 42, 52), 1.25, 0.025, 1.5, 0.6, 0.15)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gfvc.cli import main
 from gfvc.codec import Environment
 from gfvc.errors import ConfigError
 from gfvc.records import comparable, iter_records, results_table
-from gfvc.runner import execute, plan_run
+from suite.cli.main import main
+from suite.runner.plan import execute, plan_run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -180,8 +180,8 @@ def test_no_sequences_in_manifest(tmp_path):
 
 
 def test_content_key_ignores_machine_paths_but_not_hashes():
+    from gfvc.provenance import identity_provenance
     from gfvc.records import stable_hash
-    from gfvc.runner import identity_provenance
 
     a = {"codec": "vtm", "encoder_path": "/opt/vtm/EncoderApp", "encoder_sha256": "aa", "command_templates": [["x"]]}
     b = {**a, "encoder_path": "/home/me/vtm/EncoderApp", "command_templates": [["y"]]}
@@ -205,7 +205,7 @@ def test_manifest_sha256_mismatch_stops_the_run_before_any_job(small_condition, 
 
 
 def test_records_do_not_depend_on_run_dir_or_wall_clock(tmp_path):
-    from gfvc.runner import relative_to_run, split_timings
+    from suite.runner.jobs import relative_to_run, split_timings
 
     run = tmp_path / "run"
     cmds = [["ffmpeg", "-i", str(run / "jobs" / "k" / "in.yuv")], ("x", run / "a.log")]

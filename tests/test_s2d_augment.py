@@ -10,7 +10,7 @@ import torch
 
 from gfvc.errors import InputError
 from gfvc.video import write_png_folder
-from s2d_model.data import PairDataset, _affine_augment
+from model_parts.data import PairDataset, _affine_augment
 
 
 def _video(root: Path, n: int = 4, size: int = 32) -> np.ndarray:

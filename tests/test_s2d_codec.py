@@ -16,10 +16,10 @@ from test_s2d_networks import moving_square_video, tiny_config_dict
 
 from gfvc.codec import Environment, RatePoint, Sequence, get_codec
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
+from model_parts.overlay import draw_vertices
 from s2d_model.codec import S2DCodec
 from s2d_model.config import config_from_dict
 from s2d_model.networks import Sparse2Dense
-from s2d_model.overlay import draw_vertices
 from s2d_model.train import write_model_checkpoint
 
 
@@ -117,8 +117,8 @@ def test_draw_vertices_and_overlay_cli(tmp_path):
     assert frames.sum() == 0  # input untouched
     with pytest.raises(InputError, match="frames"):
         draw_vertices(frames, verts[:1])
-    from gfvc.cli import main
     from gfvc.video import read_png_folder, write_png_folder
+    from suite.cli.main import main
 
     write_png_folder(tmp_path / "in", np.full((2, 16, 20, 3), 40, np.uint8))
     np.save(tmp_path / "v.npy", verts)
@@ -146,7 +146,7 @@ def test_demo_checkpoint_record_and_round_trip(fake_intra, tmp_path):
 
     from gfvc.video import sha256_file
     from s2d_model import DEMO_CHECKPOINT
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     assert DEMO_CHECKPOINT.is_file() and DEMO_CHECKPOINT.stat().st_size < 20e6
     rec = json.loads(DEMO_CHECKPOINT.with_suffix(".json").read_text())
@@ -168,8 +168,8 @@ def test_runner_saves_vertices_overlay_for_inspection(tmp_path):
     import yaml
 
     from gfvc.codec import Environment
-    from gfvc.runner import execute, plan_run
     from gfvc.video import read_container
+    from suite.runner.plan import execute, plan_run
     from test_conditions import load_condition
 
     demo = load_condition("demo")
@@ -193,8 +193,8 @@ def test_runner_saves_vertices_overlay_for_inspection(tmp_path):
 
 def test_truncated_checkpoint_one_line_whole_sentences(tmp_path, capsys):
     """The s2d reader is the suite's torch-file reader: size, torch's first sentences (never cut off), the fix."""
-    from gfvc.cli import main
     from s2d_model import DEMO_CHECKPOINT
+    from suite.cli.main import main
 
     half = tmp_path / "half.pt"
     half.write_bytes(DEMO_CHECKPOINT.read_bytes()[:100_000])

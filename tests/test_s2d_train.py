@@ -11,8 +11,9 @@ import torch
 from test_s2d_networks import write_tiny_config, write_tiny_data
 
 from gfvc.errors import InputError, ModelMismatch, NotAvailable
+from model_parts import losses as ML
+from model_parts.data import PairDataset
 from s2d_model import losses as L
-from s2d_model.data import PairDataset
 from s2d_model.train import TrainOptions, export_model, load_model, train
 
 
@@ -141,22 +142,22 @@ def test_loss_functions():
 def test_vgg_weights_verified_or_fallback_named(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / L.VGG19_FILE).write_bytes(b"wrong")
+    (tmp_path / "hub" / "checkpoints" / ML.VGG19_FILE).write_bytes(b"wrong")
     from gfvc.errors import WeightsError
 
     with pytest.raises(WeightsError, match="vgg19-dcbb9e9d.pth"):
-        L.find_vgg19_weights()
+        ML.find_vgg19_weights()
     with pytest.raises(WeightsError):
-        L.PerceptualLoss([1.0], allow_fallback=False)
-    p = L.PerceptualLoss([1.0])
-    assert p.name == L.FALLBACK_NAME
+        ML.PerceptualLoss([1.0], allow_fallback=False)
+    p = L.PerceptualLoss([1.0])  # S2D's training uses the shared loss
+    assert p.name == L.FALLBACK_NAME == ML.FALLBACK_NAME
 
 
 def test_proxy_vertex_targets_follow_motion():
     """The demo's PROXY targets: 10475 template points, moved by Horn-Schunck flow (recovers a known shift)."""
     from scipy import ndimage
 
-    from s2d_model.proxy_vertices import horn_schunck, proxy_vertices, template_points
+    from model_parts.proxy_vertices import horn_schunck, proxy_vertices, template_points
 
     tpl = template_points()
     assert tpl.shape == (10475, 2) and np.abs(tpl).max() <= 1.0

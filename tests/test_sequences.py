@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from gfvc.cli import main
 from gfvc.errors import ChecksumError, ConfigError, InputError
-from gfvc.sequences import load_manifest, load_sequence, verify_entry
 from gfvc.video import read_rgb_planar, read_yuv420, sha256_file, write_container, write_png_folder, write_rgb_planar
+from suite.cli.main import main
 from test_conditions import load_condition
+from test_conditions.manifest import load_manifest, load_sequence, verify_entry
 
 
 def test_demo_sequence_verifies():

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-from gfvc.cli import main
 from gfvc.errors import ChecksumError, ConfigError, InputError
 from gfvc.records import iter_records
-from gfvc.sequences import load_manifest, verify_entry
 from gfvc.vertices import NUM_VERTICES, builtin_path, from_pixels, read_reference, to_pixels
 from metrics import vertices as vm
+from suite.cli.main import main
 from test_conditions import load_condition
+from test_conditions.manifest import load_manifest, verify_entry
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -94,7 +94,7 @@ def test_demo_reference_is_proxy_and_verified():
     arr = read_reference(builtin_path("carphone-proxy-vertices"), e.vertices.sha256, 32)
     assert arr.shape == (32, NUM_VERTICES, 2) and arr.dtype == np.float32
     # PROXY procedure: the seeded template on frame 0, moved by optical flow afterwards.
-    from s2d_model.proxy_vertices import template_points
+    from model_parts.proxy_vertices import template_points
 
     np.testing.assert_array_equal(arr[0], template_points())
     assert np.abs(arr[31] - arr[0]).max() > 0.01
@@ -212,7 +212,7 @@ def test_changed_reference_is_refused_before_any_job(ted384, tmp_path, capsys):
 
 def test_vertex_codec_without_reference_is_not_computed(small_condition, plugin_env, tmp_path):
     from gfvc.codec import Environment
-    from gfvc.runner import execute, plan_run
+    from suite.runner.plan import execute, plan_run
 
     entry = yaml.safe_load(small_condition.manifest_path.read_text())["sequences"][0]
     entry.pop("vertices")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from gfvc.cli import main
+from gfvc import download
 from gfvc.errors import WeightsError
 from metrics import weights
+from suite.cli.main import main
 
 NAME = "vgg16-397923af.pth"  # a hub file: downloaded on first use
 GOOD = b"pretend VGG16 trunk bytes " * 40
@@ -72,7 +73,7 @@ def online(monkeypatch, tmp_path):
     monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(weights, "_FAILED", {})
-    monkeypatch.setattr(weights, "_HOSTS", {})
+    monkeypatch.setattr(download, "_HOSTS", {})
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
@@ -130,7 +131,7 @@ def test_offline_flag_of_the_cli(served, online, monkeypatch, tmp_path, capsys):
     srv, _ = served
     _register(monkeypatch, GOOD, urls=(f"{srv.url}/{NAME}",))
     from gfvc.video import write_video
-    from tools.demo import demo_frames
+    from test_conditions.demo import demo_frames
 
     clip = tmp_path / "c.yuv"
     write_video(clip, demo_frames(0, 2))

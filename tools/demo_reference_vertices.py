@@ -2,7 +2,7 @@
 
 The demo has no OSX/SMPL-X output (no OSX weights here), so its reference
 vertices are made by exactly the PROXY procedure of the demo's training
-targets (s2d_model/proxy_vertices.py, s2d_model/demo_data.py): the seeded
+targets (model_parts/proxy_vertices.py, s2d_model/demo_data.py): the seeded
 10475-point template (head ellipse + torso) placed on the first frame of the
 clip and moved to every frame by coarse-to-fine Horn-Schunck optical flow.
 They follow the real image motion of the test frames but carry no body-model
@@ -23,18 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from gfvc.vertices import builtin_path
+from gfvc.video import sha256_file
+from model_parts.proxy_vertices import proxy_vertices
+from test_conditions.demo import demo_frames
 
 TEST_FIRST, TEST_COUNT = 0, 32  # the demo condition's frames (carphone 0..31)
 SOURCE = ("PROXY (proxy-template-hornschunck-v1): seeded 10475-point template on carphone frame 0 moved by "
-          "Horn-Schunck optical flow (s2d_model/proxy_vertices.py), the procedure of the demo's training targets; "
+          "Horn-Schunck optical flow (model_parts/proxy_vertices.py), the procedure of the demo's training targets; "
           "not OSX/SMPL-X")
 
 
 def make(out: Path) -> str:
-    from gfvc.video import sha256_file
-    from s2d_model.proxy_vertices import proxy_vertices
-    from tools.demo import demo_frames
-
     verts = proxy_vertices(demo_frames(TEST_FIRST, TEST_COUNT), reference=0).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, verts)

@@ -24,10 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gfvc.argtypes import positive_float, positive_int
+from gfvc.argtypes import positive_float, positive_int, warn
 from gfvc.errors import ConfigError, InputError
-from gfvc.sequences import SequenceEntry, VertexReference, load_manifest, write_manifest
-from gfvc.video import CONTAINER_SUFFIXES, read_container, read_png_folder, sha256_file, write_rgb_planar, write_yuv420
+from gfvc.fileio import check_output_dir, check_output_file
+from gfvc.vertices import check_array
+from gfvc.video import (
+    CONTAINER_SUFFIXES,
+    is_viewing_copy,
+    read_container,
+    read_png_folder,
+    sha256_file,
+    write_rgb_planar,
+    write_yuv420,
+)
+from test_conditions.manifest import SequenceEntry, VertexReference, load_manifest, write_manifest
 
 
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
@@ -97,8 +107,6 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 def read_vertex_folder(vdir: Path, name: str, frames: int) -> np.ndarray:
     """Reference vertices of video ``name`` from VDIR (NAME.npy or NAME/*.npy), first ``frames`` rows."""
-    from gfvc.vertices import check_array
-
     one, folder = vdir / f"{name}.npy", vdir / name
     if one.is_file():
         try:
@@ -121,9 +129,6 @@ def read_vertex_folder(vdir: Path, name: str, frames: int) -> np.ndarray:
 def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, resize: bool,
                 write_yuv: bool = True, vertices_dir: Path | None = None, vertices_source: str = "",
                 vertices_proxy: bool = False) -> SequenceEntry:
-    from gfvc.argtypes import warn
-    from gfvc.video import is_viewing_copy
-
     name = src.stem if src.is_file() else src.name
     if src.is_file() and is_viewing_copy(src):
         warn(f"{src} is a lossy viewing copy written by the suite (decoded output re-encoded with H.264), "
@@ -151,8 +156,6 @@ def prepare_one(src: Path, out_dir: Path, size: int, frames: int, fps: float, re
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from gfvc.fileio import check_output_dir, check_output_file
-
     if args.size < 2 or args.size % 2:
         raise ConfigError(f"--size must be even and >= 2 (4:2:0), got {args.size}")
     out_dir = check_output_dir(args.out, what="--out")

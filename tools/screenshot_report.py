@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gfvc.errors import ExternalToolError, GfvcError, NotAvailable
+from gfvc.fileio import check_output_file
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -45,7 +46,6 @@ def screenshot(html: Path, png: Path, *, width: int = 1200, height: int = 2000, 
     browser = browser or find_browser()
     if not browser:
         raise NotAvailable("no Chromium-family browser on PATH (Debian: apt-get install chromium)")
-    from gfvc.fileio import check_output_file
 
     png = check_output_file(Path(png).resolve(), what="screenshot", suffixes={".png"})
     if png.exists():

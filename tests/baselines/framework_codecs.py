@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines import checkpoint as ck
 from baselines.base import BaselineCodec, BaselineConfig
 from baselines.conformance import VectorModel, register_vector_model
 from gfvc.codec import CODECS
-from gfvc.training import RECIPES, TrainRecipe
+from model_parts import checkpoint as ck
+from model_parts.training import RECIPES, TrainRecipe
 
 NAME = "tiny-kp"
 DIM = 6

@@ -16,11 +16,11 @@ from test_generative import demo_condition
 from test_s2d_networks import moving_square_video
 
 import baselines.registry  # noqa: F401  (registers the codecs, runners, recipes)
-from baselines import checkpoint as ck
 from baselines.base import BaselineConfig
 from baselines.conformance import check_vector, shipped_vectors_dir
 from baselines.listings import compare_to_listing, read_listing
 from gfvc.codec import Environment, RatePoint, Sequence, get_codec
+from model_parts import checkpoint as ck
 
 TINY: dict[str, dict[str, Any]] = {
     "fomm": {
@@ -206,7 +206,7 @@ def stream_refused_by(codec: str, other: str, other_ckpt: Path, bitstream: Path,
 def train_steps(codec: str, cfg: BaselineConfig, data: Path, out: Path, steps: int = 2) -> dict[str, Any]:
     """A few optimiser steps of the codec's recipe: finite official loss terms that move the weights,
     and an exported inference file that the codec loads."""
-    from gfvc.training import RECIPES, TrainOptions, export, train
+    from model_parts.training import RECIPES, TrainOptions, export, train
 
     rec = RECIPES.get(codec)(cfg)
     torch.manual_seed(0)

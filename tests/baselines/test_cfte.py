@@ -138,8 +138,7 @@ def test_official_layout_file_with_yaml_loads(tmp_path):
                                 extra_modules={"optimizer_generator": {"state": {}, "param_groups": []}})
     cfg = {"dataset_params": {"frame_shape": [128, 128, 3]}, "model_params": copy.deepcopy(TINY)}
     assert get_codec("cfte").config_from_official_yaml(cfg).fingerprint() == tiny().fingerprint()
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     st = ck.read_checkpoint(p, "cfte", get_codec("cfte").inference_modules)
     assert ck.looks_like(torch.load(p, weights_only=True)) == ["cfte"] and "discriminator" in st.other_keys
     (tmp_path / "vox-256.yaml").write_text(yaml.safe_dump(cfg))
@@ -157,7 +156,7 @@ def test_recipe_trains_and_exports(tmp_path):
 
 
 def test_recipe_noise_is_the_entropy_bottleneck_training_noise():
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     rec = RECIPES.get("cfte")(tiny(128))
     assert rec.noise == 0.5 and rec.lr_milestones == (0.6, 0.9)

@@ -83,8 +83,7 @@ def test_official_layout_file_without_suite_meta_loads(tmp_path):
     y = tmp_path / "vox-256.yaml"
     y.write_text(yaml.safe_dump(cfg))
     assert get_codec("fomm").config_from_official_yaml(cfg).fingerprint() == tiny().fingerprint()
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     st = ck.read_checkpoint(p, "fomm", get_codec("fomm").inference_modules)
     assert ck.looks_like(torch.load(p, weights_only=True)) == ["fomm"] and "discriminator" in st.other_keys
 
@@ -105,7 +104,7 @@ def test_recipe_trains(tmp_path):
 
 
 def test_recipe_gan_option_updates_discriminator(tmp_path):
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     cfg = tiny(64)
     cfg = BaselineConfig(model="fomm", image_size=64, modules=cfg.modules,

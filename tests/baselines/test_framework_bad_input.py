@@ -15,12 +15,12 @@ import torch
 from test_generative import demo_condition
 
 import baselines.registry  # noqa: F401  (registers every model module that exists)
-from baselines import checkpoint as ck
 from baselines.base import BaselineCodec
-from gfvc.cli import main
 from gfvc.codec import CODECS, Environment, RatePoint, Sequence, load_builtin_codecs
 from gfvc.errors import ModelMismatch
 from gfvc.video import write_png_folder
+from model_parts import checkpoint as ck
+from suite.cli.main import main
 
 load_builtin_codecs()
 BASELINES = sorted(n for n in CODECS.names()

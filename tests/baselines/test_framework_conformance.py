@@ -14,7 +14,7 @@ import torch
 
 import baselines.registry  # noqa: F401  (registers the suite's runners)
 from baselines.conformance import VECTOR_MODELS, shipped_vectors_dir
-from gfvc.cli import main
+from suite.cli.main import main
 
 
 def _make_vector(folder: Path, name: str = "tiny") -> tuple[Path, Path]:

@@ -11,8 +11,8 @@ import pytest
 
 import baselines.registry  # noqa: F401
 from baselines.base import BaselineCodec
-from gfvc.cli import main
 from gfvc.codec import CODECS, load_builtin_codecs
+from suite.cli.main import main
 
 load_builtin_codecs()
 BASELINES = sorted(n for n in CODECS.names()

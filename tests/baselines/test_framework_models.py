@@ -16,12 +16,13 @@ import pytest
 import yaml
 
 from gfvc import models
-from gfvc.cli import main
 from gfvc.codec import Environment
 from gfvc.errors import ChecksumError, ConfigError, NotAvailable, WeightsError
+from gfvc.provenance import identity_provenance
 from gfvc.records import stable_hash
-from gfvc.runner import identity_provenance, plan_run
 from gfvc.video import write_png_folder
+from suite.cli.main import main
+from suite.runner.plan import plan_run
 from test_conditions import load_condition
 
 
@@ -202,7 +203,7 @@ def test_stream_decoded_with_another_checkpoint_is_refused(codec, s2d_ckpts, ckp
 # ----------------------------------------------------------------------------- registry
 
 def test_shipped_registry_is_consistent():
-    from gfvc.model_commands import TRAINABLE
+    from suite.cli.models import TRAINABLE
 
     reg = models.load_registry()
     known = set(TRAINABLE) | {"s2d"}

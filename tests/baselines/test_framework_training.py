@@ -1,4 +1,4 @@
-"""The shared training loop (gfvc.training) and `gfvc train CODEC`, on the tiny framework recipe.
+"""The shared training loop (model_parts.training) and `gfvc train CODEC`, on the tiny framework recipe.
 
 Resume after an interruption gives exactly the weights of an uninterrupted run;
 checkpoints are written atomically; --max-minutes stops with a checkpoint that
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from gfvc import training
-from gfvc.cli import main
 from gfvc.codec import Environment
 from gfvc.errors import ConfigError, ModelMismatch
-from gfvc.training import TRAIN_CHECKPOINT, TrainOptions, export, train
 from gfvc.video import write_png_folder
+from model_parts import training
+from model_parts.training import TRAIN_CHECKPOINT, TrainOptions, export, train
+from suite.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +177,10 @@ def test_gfvc_train_cli(data, tmp_path, capsys):
 
 def test_train_cli_lists_every_baseline_and_keeps_s2d():
     import baselines.registry as reg
-    from gfvc.model_commands import TRAINABLE
+    from suite.cli.models import TRAINABLE
 
     assert set(TRAINABLE) == {m.rsplit(".", 1)[1] for m in reg.MODEL_MODULES}
-    from gfvc.cli import build_parser
+    from suite.cli.main import build_parser
 
     p = build_parser()
     sub = next(a for a in p._actions if a.dest == "command")

@@ -177,8 +177,7 @@ def test_official_layout_with_yaml_from_condition(fake_intra, tmp_path):
     import yaml
     from test_generative import demo_condition
 
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     p = K.write_official_layout(tmp_path / "FV2V-checkpoint.pth.tar", "fv2v", tiny(),
                                 extra_modules={"optimizer_he_estimator": {"state": {}, "param_groups": []}})
     assert ck.looks_like(torch.load(p, weights_only=True)) == ["fv2v"]
@@ -233,7 +232,7 @@ def test_official_width_random_file_codes_256(fake_intra, tmp_path):
 
 def test_recipe_head_init_option():
     from gfvc.errors import ConfigError
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     d = tiny(64).to_dict()
     d["options"]["train_head_init"] = "zero"

@@ -13,12 +13,12 @@ from test_s2d_networks import moving_square_video
 
 import baselines.registry  # noqa: F401  (registers the codecs)
 from baselines import body_model as bm
-from baselines import checkpoint as ck
 from baselines import ihvc
 from baselines.base import BaselineConfig
 from gfvc import container, entropy
 from gfvc.codec import Environment, RatePoint, Sequence, get_codec
 from gfvc.errors import BitstreamError, InputError, ModelMismatch, NotAvailable
+from model_parts import checkpoint as ck
 
 SIZE = 64
 LAYOUT = bm.get_layout(bm.DEFAULT_LAYOUT)
@@ -264,7 +264,7 @@ def test_dataset_carries_mirrored_vectors(tmp_path):
 
 
 def test_recipe_trains_estimator_and_generator(tmp_path):
-    from gfvc.training import RECIPES, TrainOptions, train
+    from model_parts.training import RECIPES, TrainOptions, train
 
     cfg = tiny()
     rec = RECIPES.get("ihvc")(cfg)
@@ -282,7 +282,7 @@ def test_recipe_trains_estimator_and_generator(tmp_path):
     for k in ("estimator", "generator", "discriminator"):
         assert any(not torch.equal(before[k][n], st[k][n]) for n in before[k]), k
     # the exported inference file works in the codec
-    from gfvc.training import export
+    from model_parts.training import export
 
     p = export(tmp_path / "out" / "checkpoint.pth.tar", tmp_path / "ihvc.pt", "ihvc", rec.inference_modules())
     c = codec_for(p)

@@ -135,8 +135,7 @@ def test_bad_files(ckpt, tmp_path):
 def test_official_layout_gen_dict_is_read_strictly(tmp_path):
     """``{'gen': state_dict}`` without suite metadata is read with the official configuration: a tiny one is
     refused naming mis-shaped tensors; looks_like names it lia."""
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     mods = K.random_modules("lia", tiny())
     p = tmp_path / "vox.pt"
     torch.save({"gen": mods["gen"].state_dict()}, p)
@@ -181,7 +180,7 @@ def test_official_width_random_file_codes_256_and_384(fake_intra, tmp_path):
 
 
 def test_recipe_flow_init_option():
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     zero = RECIPES.get("lia")(tiny(64)).build()["gen"]
     assert all(float(tf.conv.weight.detach().abs().sum()) == 0 for tf in zero.dec.to_flows)

@@ -101,8 +101,7 @@ def test_official_yaml_and_layout(tmp_path):
     assert get_codec("mraa").config_from_official_yaml(cfg).image_size == 256
     p = K.write_official_layout(tmp_path / "00000099-cpk-reconstruction.pth", "mraa", tiny(),
                                 extra_modules={"optimizer_reconstruction": {"state": {}, "param_groups": []}})
-    from baselines import checkpoint as ck
-
+    from model_parts import checkpoint as ck
     assert ck.looks_like(torch.load(p, weights_only=True)) == ["mraa"]
 
 

@@ -177,7 +177,7 @@ def test_recipe_trains_and_exports(tmp_path):
     s = K.train_steps("mttf", tiny(), data, tmp_path / "run")
     assert {"perceptual", "pixel", "bg"} <= set(s["final_losses"])
     assert s["losses"]["bg_mask"]["fallback"] is True and s["losses"]["generator_scales"] == [0.5]
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     assert set(RECIPES.get("mttf")(tiny()).optimizers()) == {"optimizer_reconstruction"}
     assert "bg" not in RECIPES.get("mttf")(tiny(options={"bg_mask": "none"})).generator_losses(

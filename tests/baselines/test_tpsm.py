@@ -123,7 +123,7 @@ def test_recipe_trains(tmp_path, monkeypatch):
 
 
 def test_recipe_clips_gradients():
-    from gfvc.training import RECIPES
+    from model_parts.training import RECIPES
 
     rec = RECIPES.get("tpsm")(tiny(64))
     mods = rec.build()

@@ -18,21 +18,24 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from gfvc import __version__
+import metrics
 from gfvc.codec import Codec, Environment, RatePoint, get_codec
-from gfvc.control import worker_name
-from gfvc.errors import ConfigError, ExternalToolError, GfvcError, InputError, JobFailed
+from gfvc.devices import configure_torch, device_provenance, device_type, resolve_device
+from gfvc.errors import ExternalToolCrash, ExternalToolError, GfvcError
 from gfvc.provenance import suite_provenance
-from gfvc.records import RECORD_SCHEMA, atomic_write_json, content_key, read_record, record_path, stable_hash
-from gfvc.sequences import SequenceEntry, load_manifest, load_sequence
+from gfvc.records import RECORD_SCHEMA, atomic_write_json, read_record, record_path
+from gfvc.video import rgb_to_yuv420, rgb_to_yuv444, write_container
+from metrics import vertices as vertex_metrics
+from metrics.classic import yuv_psnr
+from suite.runner.control import JobTimeout, worker_name
 from test_conditions import Condition
+from test_conditions.manifest import SequenceEntry, load_sequence
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +63,6 @@ class Job:
         return f"{self.codec}/{self.sequence.name}/{self.rate_point.key}"
 
 
-@dataclass
-class RunPlan:
-    condition: Condition
-    run_dir: Path
-    jobs: list[Job]
-    codecs: dict[str, dict[str, Any]]
-    sequences: list[SequenceEntry]
-
-
 def make_codec(name: str, condition: Condition, env: Environment, module: str = "") -> Codec:
     if module:
         import importlib
@@ -76,78 +70,6 @@ def make_codec(name: str, condition: Condition, env: Environment, module: str = 
         importlib.import_module(module)
     cls = get_codec(name)
     return cls(condition, env)
-
-
-def plan_run(condition: Condition, run_dir: Path, env: Environment, codecs: Iterable[str] | None = None,
-             manifest: Path | None = None, data_dir: Path | None = None, check: bool = True,
-             save_decoded: bool = True) -> RunPlan:
-    """Build the job matrix; checks that every codec can run here (NotAvailable otherwise)."""
-    names = list(codecs or condition.codecs)
-    if not names:
-        raise ConfigError("no codecs to run: the condition lists none and no --codec was given")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"codec {dup[0]!r} given twice")
-    entries = load_manifest(manifest or condition.manifest_path)
-    if not entries:
-        raise ConfigError(
-            f"manifest {manifest or condition.manifest_path} lists no sequences: build it with "
-            f"`gfvc sequences prepare` or pass --manifest FILE"
-        )
-    for e in entries:
-        if (e.width, e.height) != (condition.width, condition.height):
-            raise InputError(
-                f"sequence {e.name!r} is {e.width}x{e.height} but condition {condition.name!r} "
-                f"is {condition.width}x{condition.height}"
-            )
-        if e.frames < condition.frames:
-            raise InputError(f"sequence {e.name!r} has {e.frames} frames; condition {condition.name!r} needs "
-                             f"{condition.frames} (pass --frames {e.frames} or fewer to code fewer frames)")
-    if check:  # fail fast, once, before any job: a wrong file would fail every job
-        from gfvc.sequences import verify_entry
-
-        for e in entries:
-            verify_entry(e, data_dir)
-    provs: dict[str, dict[str, Any]] = {}
-    jobs: list[Job] = []
-    for name in names:
-        # checked and described on the CPU: availability and identity do not depend on the device, and
-        # the machine planning a Dask run (a login node) may have no GPU
-        codec = make_codec(name, condition, env.replace(device="cpu"))
-        if check:
-            codec.check()
-        prov = codec.provenance()
-        provs[name] = prov
-        phash = stable_hash(identity_provenance(prov))
-        for rp in codec.rate_points():
-            for e in entries:
-                key = content_key(condition.fingerprint, e.identity, phash, rp.key)
-                jobs.append(Job(key=key, condition=condition, sequence=e, codec=name, rate_point=rp,
-                                run_dir=str(run_dir), env=env, codec_provenance=prov,
-                                data_dir=str(data_dir) if data_dir else None, save_decoded=save_decoded,
-                                codec_module=type(codec).__module__))
-    return RunPlan(condition=condition, run_dir=Path(run_dir), jobs=jobs, codecs=provs, sequences=entries)
-
-
-# Provenance keys that describe this machine, not the result (besides keys ending in "path" / "_dir").
-MACHINE_LOCAL_KEYS = frozenset({"command_templates", "checkpoint_source"})
-
-
-def identity_provenance(prov: Any) -> Any:
-    """Provenance without machine-local details (paths, how a file was found, command templates).
-
-    The content key must change when a binary, checkpoint or setting changes
-    (their sha256 and values are kept) but not when the same binary sits at
-    another path on another machine, or when the same checkpoint was chosen
-    another way (``--model`` vs a condition's ``models:`` entry:
-    ``checkpoint_source``).
-    """
-    if isinstance(prov, dict):
-        return {k: identity_provenance(v) for k, v in prov.items()
-                if not (k.endswith("path") or k.endswith("_dir") or k in MACHINE_LOCAL_KEYS)}
-    if isinstance(prov, list):
-        return [identity_provenance(v) for v in prov]
-    return prov
 
 
 def _set_threads(env: Environment) -> None:
@@ -211,8 +133,6 @@ def _error(reason: str, message: str, type_: str, tb: str = "") -> dict[str, Any
 
 def job_uses_device(job: Job) -> tuple[bool, bool]:
     """(codec model on the device, learned metrics on the device) for this job."""
-    import metrics
-
     codec = job.codec_provenance.get("family") == "generative"
     learned = any(n in metrics.LEARNED for n in job.condition.metrics.names)
     return codec, learned
@@ -224,10 +144,8 @@ def job_resources(job: Job, stage: str = "all") -> dict[str, float]:
     A generative codec's job runs its model and the learned metrics on the
     device: the whole job is a GPU job. An anchor's coding is CPU-only
     (VTM/VVenC): that stage goes to any worker, and only its scoring stage
-    (learned metrics) needs the GPU (see gfvc.executors, split jobs).
+    (learned metrics) needs the GPU (see suite.runner.executors, split jobs).
     """
-    from gfvc.devices import device_type
-
     if device_type(job.env.device) != "cuda":
         return {}
     codec, learned = job_uses_device(job)
@@ -245,7 +163,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
     Never raises for job-level failures: the record carries status "failed"
     and the error (with ``reason`` and whether it is ``transient``), and the
-    run goes on. A timeout raised by gfvc.control.time_limit is recorded as
+    run goes on. A timeout raised by suite.runner.control.time_limit is recorded as
     reason "timeout".
     """
     coded = code_job(job, keep_sequence=True)
@@ -297,7 +215,6 @@ def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
             )
         if dec.planes is not None:
             rec["yuv_psnr"] = decoder_plane_psnr(seq.frames, dec.planes, job.condition)
-        from metrics import vertices as vertex_metrics
 
         ts = time.perf_counter()
         vblock, vsample = vertex_metrics.evaluate_decoded(
@@ -347,7 +264,6 @@ def score_job(job: Job, coded: dict[str, Any]) -> dict[str, Any]:
             _set_threads(job.env)
             seq = coded.get("seq") or load_sequence(job.sequence, job.condition.frames,
                                                     Path(job.data_dir) if job.data_dir else None)
-            import metrics
 
             _, learned = job_uses_device(job)
             dev = _configure_device(job) if learned else None
@@ -383,9 +299,6 @@ def decoder_plane_psnr(original: np.ndarray, planes: Any, condition: Condition) 
     input), so the values are those of VTM's encoder log when VTM codes at
     8 bits internally; see metrics.classic.yuv_psnr.
     """
-    from gfvc.video import rgb_to_yuv420, rgb_to_yuv444
-    from metrics.classic import yuv_psnr
-
     c = condition.colour
     ref: tuple[np.ndarray, ...]
     if planes.chroma == "420":
@@ -403,9 +316,6 @@ def decoder_plane_psnr(original: np.ndarray, planes: Any, condition: Condition) 
 
 def _record_exception(rec: dict[str, Any], e: BaseException) -> None:
     """Classify an exception into the record's error; re-raise Ctrl-C (the run stops, the job is redone)."""
-    from gfvc.control import JobTimeout
-    from gfvc.errors import ExternalToolCrash
-
     if isinstance(e, (KeyboardInterrupt, SystemExit)):
         raise e
     if isinstance(e, JobTimeout):
@@ -419,8 +329,6 @@ def _record_exception(rec: dict[str, Any], e: BaseException) -> None:
 
 
 def _configure_device(job: Job) -> str:
-    from gfvc.devices import configure_torch, resolve_device
-
     dev = resolve_device(job.env.device)
     configure_torch(dev, bool(job.env.extra.get("deterministic", False)))
     return dev
@@ -436,8 +344,6 @@ def _codec_device(codec: Codec) -> str | None:
 
 def _device_block(job: Job, codec_dev: str | None, metrics_dev: str | None) -> dict[str, Any]:
     """The record's ``device``: what was asked, where the codec model and the learned metrics ran."""
-    from gfvc.devices import device_provenance, device_type
-
     block: dict[str, Any] = {"requested": job.env.device, "codec": codec_dev, "metrics": metrics_dev}
     used = [d for d in (codec_dev, metrics_dev) if d]
     if used:
@@ -491,8 +397,6 @@ def split_timings(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float
 def _save_decoded(jdir: Path, run_dir: Path, dec: Any, fps: float,
                   views: dict[str, np.ndarray]) -> dict[str, str]:
     """Viewing copies (lossy mp4: decoded video and the codec's views) and extras as .npy."""
-    from gfvc.video import write_container
-
     out: dict[str, str] = {}
     for name, frames in {"decoded": dec.frames, **views}.items():
         mp4 = jdir / f"{name}.mp4"
@@ -516,169 +420,3 @@ def valid_record(job: Job) -> dict[str, Any] | None:
     return None
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-def execute(jobs: list[Job], executor: ExecutorName = "local", workers: int = 1,
-            scheduler: str | None = None, on_done: ProgressFn | None = None, *,
-            timeout_s: float = 0.0, retries: int = 0, session: Any = None) -> list[dict[str, Any]]:
-    """Run jobs with the chosen executor; returns their records (completion order).
-
-    ``-j 1`` runs in this process; ``-j N`` in N job processes (gfvc.control);
-    Dask on a LocalCluster or the cluster at ``scheduler`` (or an open
-    ``session`` from gfvc.executors.dask_session). ``timeout_s`` limits each
-    job's wall-clock time (0 = none); ``retries`` reruns transient failures.
-    Ctrl-C raises KeyboardInterrupt after stopping every running job.
-    """
-    from gfvc import executors
-
-    if not jobs:
-        return []
-    if workers < 1:
-        raise ConfigError(f"-j must be >= 1, got {workers}")
-    if retries < 0:
-        raise ConfigError(f"--retries must be >= 0, got {retries}")
-    done: list[dict[str, Any]] = []
-
-    def finish(rec: dict[str, Any]) -> None:
-        done.append(rec)
-        if on_done:
-            on_done(rec)
-
-    if executor == "dask" or scheduler or session is not None:
-        executors.run_dask(jobs, finish, workers=workers, scheduler=scheduler, session=session,
-                           timeout_s=timeout_s, retries=retries)
-    elif workers == 1:
-        executors.run_in_process(jobs, finish, timeout_s=timeout_s, retries=retries)
-    else:
-        executors.run_pool(jobs, finish, workers=workers, timeout_s=timeout_s, retries=retries)
-    return done
-
-
-def connect_dask(address: str, timeout_s: float | None = None) -> Any:
-    """A distributed.Client for a running scheduler; one-line ConfigError when it does not answer."""
-    try:
-        from distributed import Client
-    except ImportError:
-        from gfvc.errors import NotAvailable
-
-        raise NotAvailable("--scheduler needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
-    from gfvc import executors
-
-    t = float(timeout_s if timeout_s is not None else executors.CONNECT_TIMEOUT_S)
-    try:
-        return Client(address, timeout=f"{t}s")
-    except (OSError, TimeoutError, ValueError, TypeError) as e:
-        why = " ".join(str(e).split()) or type(e).__name__
-        raise ConfigError(f"Dask scheduler {address} did not answer within {t:g} s ({why[:200]}); start it "
-                          "(`dask scheduler`) or fix --scheduler (e.g. tcp://HOST:8786)") from None
-
-
-RUN_JSON = "run.json"
-
-
-def reproducing_argv(argv: list[str], codecs: list[str], default_codecs: list[str]) -> list[str]:
-    """A ``gfvc run`` command line that reproduces every codec recorded in a run folder.
-
-    The latest invocation's options with its ``--codec`` choices replaced by
-    the union of all codecs run there (none when that is the condition's own
-    list), and without --force / --dry-run (which do not change the data).
-    """
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--codec":
-            skip = True
-            continue
-        if a.startswith("--codec=") or a in ("--force", "--dry-run"):
-            continue
-        out.append(a)
-    if list(codecs) != list(default_codecs):
-        for c in codecs:
-            out += ["--codec", c]
-    return out
-
-
-def _read_run_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write (or merge into) RUN_DIR/run.json: condition, every codec's provenance, a reproducing command.
-
-    A partial rerun (e.g. ``--codec s2d`` in a folder that also holds the
-    anchor) keeps the provenance of the codecs it did not run; ``argv`` becomes
-    a command that reproduces all of them, and ``invocations`` lists every
-    command that wrote into the folder. A folder holding another condition
-    (other fingerprint, e.g. other --frames) is refused: its records would mix.
-    """
-    path = plan.run_dir / RUN_JSON
-    old = _read_run_json(path) or {}
-    fp = plan.condition.fingerprint
-    if old.get("condition_fingerprint") and old["condition_fingerprint"] != fp:
-        raise ConfigError(
-            f"{plan.run_dir} holds results of condition {old.get('condition_name')!r} with fingerprint "
-            f"{str(old['condition_fingerprint'])[:12]}, this run is {plan.condition.name!r} {fp[:12]} (another "
-            "version, --frames or settings): use another --workdir, or remove that folder")
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    codecs: dict[str, Any] = dict(old.get("codecs") or {})
-    superseded = dict(old.get("superseded") or {})
-    for name, prov in plan.codecs.items():  # a rerun with another binary/checkpoint/setting
-        before = codecs.get(name)
-        if isinstance(before, dict) and stable_hash(identity_provenance(before)) != stable_hash(
-                identity_provenance(prov)):
-            superseded.setdefault(name, []).append({"provenance": before, "replaced": now})
-    codecs.update(plan.codecs)
-    order = [c for c in plan.condition.codecs if c in codecs] + [c for c in codecs if c not in plan.condition.codecs]
-    codecs = {c: codecs[c] for c in order}
-    seqs = {s["name"]: s for s in (old.get("sequences") or []) if isinstance(s, dict) and "name" in s}
-    seqs.update({e.name: e.to_dict() for e in plan.sequences})
-    invocations = list(old.get("invocations") or [])
-    if not invocations and old.get("argv"):  # a run.json written before invocations were kept
-        invocations.append({"argv": old.get("argv"), "created": old.get("created"),
-                            "codecs": list(old.get("codecs") or {})})
-    prov = suite_provenance()
-    invocations.append({"argv": list(argv), "created": now, "codecs": list(plan.codecs),
-                        "suite_version": __version__, "git_revision": prov.get("git_revision")})
-    weights = dict(old.get("metric_weights") or {})
-    weights.update(metric_weights or {})
-    data = {
-        "suite_version": __version__,
-        "condition_name": plan.condition.name,
-        "condition": plan.condition.to_dict(),
-        "condition_fingerprint": fp,
-        "codecs": codecs,
-        "sequences": list(seqs.values()),
-        "provenance": prov,
-        "argv": reproducing_argv(list(argv), order, list(plan.condition.codecs)),
-        "invocations": invocations,
-        "metric_weights": weights,
-        "superseded": superseded,
-        "created": old.get("created") or now,
-        "updated": now,
-    }
-    atomic_write_json(path, data)
-    return data
-
-
-def failed(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("status") != "ok"]
-
-
-def raise_if_failed(records: list[dict[str, Any]]) -> None:
-    bad = failed(records)
-    if bad:
-        first = bad[0]
-        raise JobFailed(
-            f"{len(bad)} of {len(records)} jobs failed; first: {first['codec']}/{first['sequence']['name']}/"
-            f"{first['rate_point']['label']}: {first['error']['type']}: {first['error']['message']}"
-        )

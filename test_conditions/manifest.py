@@ -32,7 +32,9 @@ import yaml
 from gfvc.codec import Sequence
 from gfvc.errors import ChecksumError, ConfigError, InputError
 from gfvc.fileio import atomic_write_text, read_yaml_mapping
+from gfvc.vertices import builtin_path, read_reference
 from gfvc.video import read_container, read_png_folder, read_rgb_planar, read_yuv420, refuse_viewing_copy, sha256_file
+from test_conditions.demo import demo_frames
 
 Format = Literal["rgb", "yuv420p", "png", "container", "builtin"]
 MANIFEST_SCHEMA = 1
@@ -86,8 +88,6 @@ class SequenceEntry:
         if self.vertices is None:
             return None
         if self.vertices.file.startswith(BUILTIN_PREFIX):
-            from gfvc.vertices import builtin_path
-
             return builtin_path(self.vertices.file[len(BUILTIN_PREFIX):])
         return self._resolve(self.vertices.file, data_dir)
 
@@ -197,8 +197,6 @@ def _read_all(entry: SequenceEntry, data_dir: Path | None, frames: int | None) -
     if entry.format == "builtin":
         if entry.file != BUILTIN_PREFIX + "carphone":
             raise ConfigError(f"sequence {entry.name!r}: unknown built-in {entry.file!r} (known: builtin:carphone)")
-        from tools.demo import demo_frames
-
         return demo_frames(0, frames or entry.frames)
     p = entry.path(data_dir)
     if not p.exists():
@@ -247,8 +245,6 @@ def verify_entry(entry: SequenceEntry, data_dir: Path | None = None) -> None:
 
 def load_reference_vertices(entry: SequenceEntry, frames: int, data_dir: Path | None = None) -> np.ndarray:
     """The first ``frames`` rows of a sequence's reference vertices, sha256 and layout verified."""
-    from gfvc.vertices import read_reference
-
     path = entry.vertices_path(data_dir)
     if path is None or entry.vertices is None:
         raise InputError(f"sequence {entry.name!r} has no reference vertices (manifest key 'vertices')")

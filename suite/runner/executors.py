@@ -1,7 +1,7 @@
 """Executors: in-process (-j 1), job processes (-j N), Dask (LocalCluster or a running cluster).
 
-All three run the same stage functions of gfvc.runner and give identical
-records. What they add is control (gfvc.control): a per-job wall-clock
+All three run the same stage functions of suite.runner.jobs and give identical
+records. What they add is control (suite.runner.control): a per-job wall-clock
 timeout recorded as reason ``timeout``; ``retries`` for transient failures;
 Ctrl-C (KeyboardInterrupt in the main thread) that cancels pending jobs and
 kills running ones with their encoders before it propagates.
@@ -12,7 +12,7 @@ Dask specifics:
   timeout or a cancellation (Ctrl-C of the client, the client gone) stops the
   job and its encoders; the task polls its own state on the worker
   (``cancelled`` once the client releases it);
-* GPU jobs carry the Dask resource ``GPU=1`` (gfvc.runner.job_resources) so
+* GPU jobs carry the Dask resource ``GPU=1`` (suite.runner.jobs.job_resources) so
   the scheduler sends them only to workers started with ``--resources GPU=1``;
   an anchor's job with learned metrics on CUDA is split: coding (VTM/VVenC,
   CPU) on any worker, scoring on a GPU worker;
@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-from gfvc.control import JobProcess, JobTimeout, WorkerLost, time_limit
+from gfvc.devices import device_type
 from gfvc.errors import ConfigError, NotAvailable
-from gfvc.runner import Job, code_job, failure_record, job_resources, run_job, score_job, split_job
+from gfvc.process import set_pdeathsig
+from suite.runner.control import JobProcess, JobTimeout, WorkerLost, time_limit
+from suite.runner.jobs import Job, code_job, failure_record, job_resources, run_job, score_job, split_job
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +181,6 @@ class _ParentDeathPlugin:
     name = "gfvc-parent-death"
 
     def setup(self, worker: Any) -> None:
-        from gfvc.control import set_pdeathsig
-
         set_pdeathsig()
 
     def teardown(self, worker: Any) -> None:  # pragma: no cover
@@ -199,7 +199,6 @@ def open_session(workers: int = 1, scheduler: str | None = None, gpu: bool = Fal
     """Connect to ``scheduler`` (one line + exit 2 if it does not answer) or start a LocalCluster."""
     distributed = _import_distributed()
     if scheduler:
-        from gfvc.runner import connect_dask
 
         return DaskSession(client=connect_dask(scheduler, CONNECT_TIMEOUT_S), address=scheduler)
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -236,8 +235,6 @@ def run_dask(jobs: list[Job], finish: Finish, *, workers: int = 1, scheduler: st
     distributed = _import_distributed()
     own = session is None
     if session is None:
-        from gfvc.devices import device_type
-
         session = open_session(workers, scheduler, gpu=any(device_type(j.env.device) == "cuda" for j in jobs))
     client = session.client
     meta: dict[str, tuple[Job, int]] = {}
@@ -382,3 +379,18 @@ def check_cluster_device(session: DaskSession, device: str) -> str:
         raise ConfigError(f"--device {device}: on a Dask cluster each worker uses its own GPU; pass --device cuda "
                           "(pin GPUs per worker with CUDA_VISIBLE_DEVICES)")
     return device
+
+
+def connect_dask(address: str, timeout_s: float | None = None) -> Any:
+    """A distributed.Client for a running scheduler; one-line ConfigError when it does not answer."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise NotAvailable("--scheduler needs dask.distributed: pip install 'gfvc-ctc[dask]'") from None
+    t = float(timeout_s if timeout_s is not None else CONNECT_TIMEOUT_S)
+    try:
+        return Client(address, timeout=f"{t}s")
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"Dask scheduler {address} did not answer within {t:g} s ({why[:200]}); start it "
+                          "(`dask scheduler`) or fix --scheduler (e.g. tcp://HOST:8786)") from None

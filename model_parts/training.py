@@ -24,26 +24,51 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from gfvc.codec import get_codec
+from gfvc.devices import resolve_device
 from gfvc.errors import ConfigError, InputError, ModelMismatch
+from gfvc.fileio import atomic_write_json, atomic_write_text
 from gfvc.registry import Registry
+from model_parts import checkpoint as ck
+from model_parts.data import PairDataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from baselines.base import BaselineConfig
 
 log = logging.getLogger(__name__)
 TRAIN_CHECKPOINT = "checkpoint.pth.tar"
 
 
-class TrainRecipe(abc.ABC):
+class ModelConfig(Protocol):
+    """What the loop needs of a model's configuration (e.g. :class:`baselines.base.BaselineConfig`)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> str: ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+
+
+class TrainRecipe(abc.ABC, Generic[ConfigT]):
     """What a model contributes to :func:`train`.
 
     Subclasses set ``model`` (codec name) and implement the abstract methods.
@@ -59,7 +84,7 @@ class TrainRecipe(abc.ABC):
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
 
-    def __init__(self, config: BaselineConfig, device: str = "cpu", weights_dir: Path | None = None) -> None:
+    def __init__(self, config: ConfigT, device: str = "cpu", weights_dir: Path | None = None) -> None:
         self.config = config
         self.device = device
         self.weights_dir = weights_dir
@@ -89,19 +114,15 @@ class TrainRecipe(abc.ABC):
         return {}
 
     def dataset(self, root: Path) -> Any:
-        """The training pairs (default: s2d_model.data.PairDataset: "source", "driving" frames).
+        """The training pairs (default: model_parts.data.PairDataset: "source", "driving" frames).
 
         A recipe that needs per-frame targets besides the frames (IHVC: body-model
         vectors) returns a dataset whose batches carry them too.
         """
-        from s2d_model.data import PairDataset
-
         return PairDataset(root, self.config.image_size, None)
 
     def inference_modules(self) -> tuple[str, ...]:
         """Modules kept by :func:`export` (default: the codec's inference modules)."""
-        from gfvc.codec import get_codec
-
         return tuple(getattr(get_codec(self.model), "inference_modules", ()))
 
     def before_step(self, modules: dict[str, Any]) -> None:
@@ -113,23 +134,7 @@ class TrainRecipe(abc.ABC):
         return {}
 
 
-RECIPES: Registry[type[TrainRecipe]] = Registry("training recipe")
-
-
-def sum_terms(terms: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Sum of loss tensors, added left to right as builtin ``sum()`` adds them, typed as a tensor.
-
-    ``sum()`` of tensors is typed ``Tensor | Literal[0]`` because an empty sum is the int 0; a loss
-    made of no terms is a recipe error instead (ConfigError), so the result is always a tensor.
-    """
-    it = iter(terms)
-    try:
-        total = next(it)
-    except StopIteration:
-        raise ConfigError("a loss was summed over no terms (check the recipe's loss weights and scales)") from None
-    for t in it:
-        total = total + t
-    return total
+RECIPES: Registry[type[TrainRecipe[Any]]] = Registry("training recipe")
 
 
 @dataclass
@@ -153,7 +158,7 @@ class TrainOptions:
 
 def _rng_state(py: random.Random) -> dict[str, Any]:
     """RNG states in types torch.load(weights_only=True) accepts (numpy's array becomes a tensor)."""
-    import torch
+    import torch  # lazy: the CLI imports this module to list recipes; torch loads when training starts
 
     name, keys, pos, has_gauss, cached = np.random.get_state()
     st: dict[str, Any] = {"python": py.getstate(), "torch": torch.get_rng_state(),
@@ -165,7 +170,7 @@ def _rng_state(py: random.Random) -> dict[str, Any]:
 
 
 def _set_rng_state(py: random.Random, st: dict[str, Any]) -> None:
-    import torch
+    import torch  # lazy: torch loads when training starts
 
     py.setstate(st["python"])
     n = st["numpy"]
@@ -197,15 +202,12 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, AttributeError):
             continue
-    from gfvc.fileio import atomic_write_text
 
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
 def read_training_checkpoint(path: Path, model: str) -> dict[str, Any]:
     """A `gfvc train MODEL` training checkpoint (OUT/checkpoint.pth.tar), else one-line ModelMismatch."""
-    from baselines import checkpoint as ck
-
     state = ck.read_torch_file(Path(path), f"{model} training checkpoint", allow_numpy_arrays=True)
     meta = state.get(ck.META_KEY) if isinstance(state, dict) else None
     if not isinstance(meta, dict) or "gfvc_train" not in state:
@@ -226,11 +228,9 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     the run; a non-finite loss stops before the optimiser step (the last
     checkpoint stays valid).
     """
-    import torch
+    import torch  # lazy: the CLI imports this module to list recipes; torch loads when training starts
 
-    from baselines import checkpoint as ck
-    from gfvc.devices import resolve_device
-    from gfvc.fileio import atomic_write_json
+    from model_parts.losses import sum_terms  # lazy: needs torch and torchvision
 
     if opts.batch < 1 or opts.steps < 0:
         raise ConfigError("--batch must be >= 1 and --steps >= 0")
@@ -246,10 +246,8 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     out = Path(opts.out)
     state = read_training_checkpoint(Path(opts.resume), recipe.model) if opts.resume else None
     if state is not None:
-        from baselines.base import BaselineConfig
-
         meta = state[ck.META_KEY]
-        if BaselineConfig.from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
+        if type(recipe.config).from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
             raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
                                 f"({meta['config'].get('name')}); pass the same configuration")
     data = recipe.dataset(opts.data)
@@ -389,8 +387,6 @@ def export(train_checkpoint: Path, out: Path, model: str, modules: tuple[str, ..
     The file loads through the codec like any checkpoint (``--model MODEL=OUT``),
     with its configuration and training record embedded; ``fp16`` halves it.
     """
-    from baselines import checkpoint as ck
-
     st = read_training_checkpoint(Path(train_checkpoint), model)
     m = st[ck.META_KEY]
     missing = [n for n in modules if n not in st]

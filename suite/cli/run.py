@@ -1,4 +1,4 @@
-"""Core sub-commands: run, list, doctor, sequences, encode, decode, info."""
+"""`gfvc run`, `gfvc list`, `gfvc doctor`: run a condition and see what the machine has."""
 from __future__ import annotations
 
 import argparse
@@ -11,78 +11,34 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gfvc.argtypes import add_offline_arg, positive_float, positive_int, warn
-from gfvc.codec import CODECS, Environment, RatePoint, Sequence, load_builtin_codecs
-from gfvc.errors import ConfigError, GfvcError, InputError, NotAvailable
+import metrics
+import metrics.weights as mw
+import reports
+from anchors import vtm as _vtm
+from anchors.common import ffmpeg_exe, ffmpeg_info
+from gfvc.argtypes import add_offline_arg, positive_int
+from gfvc.codec import CODECS, Environment, load_builtin_codecs
+from gfvc.devices import MixedDevices, check_uniform_devices, device_type, device_types
+from gfvc.errors import ConfigError, GfvcError, NotAvailable
+from gfvc.fileio import check_output_dir
+from gfvc.progress import RunProgress
+from metrics import weights
+from metrics.weights import FETCH_FIX
+from suite.cli.common import add_env_args, check_model_choices, env_from_args, local_device
+from suite.runner import executors
+from suite.runner.control import RunLock, sigterm_as_interrupt
+from suite.runner.executors import connect_dask
+from suite.runner.jobs import job_uses_device, valid_record
+from suite.runner.plan import execute, failed, plan_run, raise_if_failed, write_run_json
+from suite.runner.status import write_plan
+from test_conditions import builtin_conditions, load_condition
+from test_conditions.manifest import load_manifest
 
 DEFAULT_WORKDIR = "gfvc-runs"
 
 
-def _existing_dir(value: str | None, what: str) -> str | None:
-    """An explicitly given folder must exist: a typo is an error, not 'not found' later."""
-    if value and not Path(value).expanduser().is_dir():
-        raise ConfigError(f"{what} {value}: no such folder")
-    return value
-
-
-def _env_from_args(args: argparse.Namespace) -> Environment:
-    from gfvc.devices import validate_device
-
-    vtm_dir = _existing_dir(getattr(args, "vtm_dir", None), "--vtm-dir") or os.environ.get("GFVC_VTM_DIR")
-    weights_dir = (_existing_dir(getattr(args, "weights_dir", None), "--weights-dir")
-                   or _existing_dir(os.environ.get("GFVC_WEIGHTS_DIR"), "$GFVC_WEIGHTS_DIR"))
-    if getattr(args, "vtm_cfg", None) and not Path(args.vtm_cfg).expanduser().is_file():
-        raise ConfigError(f"--vtm-cfg {args.vtm_cfg}: no such file")
-    extra: dict[str, Any] = {"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)}
-    if getattr(args, "deterministic", False):
-        extra["deterministic"] = True
-    from gfvc.models import parse_model_args
-
-    models = parse_model_args(getattr(args, "model", None))
-    # checkpoint paths are resolved here, so workers in other folders (Dask) see the same files
-    models = {k: str(Path(v).expanduser().resolve()) for k, v in models.items()}
-    return Environment(
-        vtm_dir=Path(vtm_dir) if vtm_dir else None,
-        vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
-        weights_dir=Path(weights_dir) if weights_dir else None,
-        timeout_s=float(getattr(args, "timeout", None) or 3600.0),
-        device=validate_device(getattr(args, "device", None) or "auto"),
-        models=models,
-        extra=extra,
-    )
-
-
-def _local_device(env: Environment) -> Environment:
-    """Resolve auto|cuda|cuda:N on this machine now: `--device cuda` without CUDA is one line, exit 2."""
-    from gfvc.devices import resolve_device
-
-    return env.replace(device=resolve_device(env.device))
-
-
-def _check_model_choices(env: Environment, cond: Any) -> None:
-    """--model and the condition's models: section name known codecs that take a checkpoint."""
-    from gfvc.models import validate_model_names
-
-    if env.models:
-        validate_model_names(list(env.models), "--model")
-    if getattr(cond, "models", None):
-        validate_model_names(list(cond.models), f"{cond.source or cond.name}: models")
-
-
-def _add_env_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vtm-dir", help="VTM-22.2 build folder with EncoderApp/DecoderApp (or $GFVC_VTM_DIR)")
-    p.add_argument("--vtm-cfg", help="low-delay B cfg (default: VTM_DIR/cfg/encoder_lowdelay_vtm.cfg)")
-    p.add_argument("--weights-dir", help="folder with metric/model weights (or $GFVC_WEIGHTS_DIR)")
-    p.add_argument("--timeout", type=positive_float, default=3600.0, help="per external command, seconds")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
-                   help="torch device of generative codecs and learned metrics (default auto: CUDA if torch "
-                        "sees it, else CPU)")
-    p.add_argument("--model", action="append", metavar="CODEC=PATH",
-                   help="checkpoint of a generative codec for this run (repeatable; overrides the condition's "
-                        "models: section; `gfvc models status` lists known checkpoints)")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands run, list, doctor."""
     p = sub.add_parser("run", help="run a test condition (default: the embedded demo)")
     p.add_argument("--condition", default="demo", help="built-in name or YAML path (default: demo)")
     p.add_argument("--codec", action="append", dest="codecs", metavar="NAME",
@@ -110,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch.use_deterministic_algorithms(True) in every job (recorded)")
     p.add_argument("--allow-mixed-devices", action="store_true",
                    help="allow records computed on another device type in this run directory and its report")
-    _add_env_args(p)
+    add_env_args(p)
     add_offline_arg(p)
     p.set_defaults(func=cmd_run)
 
@@ -123,70 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "something that condition needs (codec, binary, weights, sequences) is missing.")
     p.add_argument("--condition", help="check everything this condition needs (exit 1 if something is missing)")
     p.add_argument("--data-dir", help="folder that relative manifest paths are resolved against ($GFVC_DATA_DIR)")
-    _add_env_args(p)
+    add_env_args(p)
     p.set_defaults(func=cmd_doctor)
-
-    p = sub.add_parser("sequences", help="verify or prepare test sequences")
-    ss = p.add_subparsers(dest="seq_command", metavar="ACTION")
-    v = ss.add_parser("verify", help="check every sequence of a manifest (sha256, size, frames)")
-    v.add_argument("--condition", default="demo")
-    v.add_argument("--manifest")
-    v.add_argument("--data-dir")
-    v.set_defaults(func=cmd_sequences_verify)
-    pr = ss.add_parser("prepare", help="turn TED-Talk videos into CTC sequences + manifest entries")
-    from tools.prepare import add_prepare_args
-
-    add_prepare_args(pr)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-
-    p = sub.add_parser("encode", help="encode one video with one codec")
-    p.add_argument("input", help="video (.yuv/.rgb need --size; .mp4/.mkv; PNG folder)")
-    p.add_argument("-o", "--output", required=True, help="bitstream file")
-    p.add_argument("--codec", required=True)
-    p.add_argument("--qp", type=int, required=True, help="anchor QP or key-frame QP")
-    p.add_argument("--size", help="WxH for raw input")
-    p.add_argument("--fps", type=positive_float, help="frame rate (default: from the file, else 25)")
-    p.add_argument("--frames", type=positive_int, help="first N frames only")
-    p.add_argument("--condition", default="demo", help="settings (anchor, colour, key frames) taken from it")
-    _add_env_args(p)
-    p.set_defaults(func=cmd_encode)
-
-    p = sub.add_parser("decode", help="decode a bitstream written by the suite",
-                       description="Decode a bitstream. For a VVC stream, .yuv output is the decoder's own planes "
-                                   "bit for bit (VTM DecoderApp -d 8 with --vtm-dir / $GFVC_VTM_DIR, else ffmpeg's "
-                                   "native VVC decoder); .rgb and PNG are converted with the condition's colour "
-                                   "spec; .mp4/.mkv/.mov are LOSSY viewing copies (never measure them).")
-    p.add_argument("bitstream")
-    p.add_argument("-o", "--output", required=True,
-                   help=".yuv, .rgb, a folder for PNGs (exact), or .mp4/.mkv/.mov (lossy viewing copy)")
-    p.add_argument("--condition", default="demo", help="colour spec and key-frame coder taken from it")
-    p.add_argument("--fps", type=positive_float,
-                   help="frame rate of a viewing copy (default: the stream's, else the condition's)")
-    _add_env_args(p)
-    p.set_defaults(func=cmd_decode)
-
-    p = sub.add_parser("info", help="describe a generative codec's model, e.g. `gfvc info mraa`, "
-                                    "`gfvc info s2d --config small`",
-                       description="Values per inter frame, quantisation scale, resolution, the checkpoint this run "
-                                   "would use (path, how it was chosen, sha256), its architecture and parameters per "
-                                   "module. --config NAME describes a named configuration without any checkpoint.")
-    p.add_argument("what", metavar="CODEC", help="generative codec name (`gfvc list`)")
-    p.add_argument("--config", default=None, help="named configuration (no checkpoint needed)")
-    p.add_argument("--condition", default="demo", help="condition whose models: section and size apply")
-    p.add_argument("--model", action="append", metavar="CODEC=PATH", help="checkpoint to describe")
-    p.add_argument("--weights-dir", help="folder with installed checkpoints (or $GFVC_WEIGHTS_DIR)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
 
 
 # --- run ---------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gfvc.control import RunLock, sigterm_as_interrupt
-    from gfvc.fileio import check_output_dir
-    from gfvc.runner import plan_run
-    from test_conditions import load_condition
-
     cond = load_condition(args.condition)
     if args.frames is not None:
         cond = cond.with_overrides(frames=args.frames)
@@ -202,14 +101,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if retries < 0:
         raise ConfigError(f"--retries must be >= 0, got {retries}")
     run_dir = Path(args.workdir or Path(DEFAULT_WORKDIR) / cond.name).resolve()
-    env = _env_from_args(args)
-    _check_model_choices(env, cond)
+    env = env_from_args(args)
+    check_model_choices(env, cond)
     if not args.scheduler:  # `--device cuda` without CUDA: one line before anything is created
-        _local_device(env)
+        local_device(env)
     check_output_dir(run_dir, what="run folder", create=not args.dry_run)
     if args.scheduler and not args.dry_run:  # a scheduler that does not answer: say so before any work
-        from gfvc.runner import connect_dask
-
         connect_dask(args.scheduler).close()
     use_dask = args.executor == "dask" or bool(args.scheduler)
     if args.dry_run:
@@ -220,20 +117,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         session = None
         if use_dask:
-            from gfvc import executors
-
             if args.scheduler:
                 session = stack.enter_context(executors.dask_session(scheduler=args.scheduler))
                 env = env.replace(device=executors.check_cluster_device(session, env.device))
                 workers = session.n_threads()
             else:
-                from gfvc.devices import device_type
-
-                env = _local_device(env)
+                env = local_device(env)
                 session = stack.enter_context(executors.dask_session(
                     workers=workers, gpu=device_type(env.device) == "cuda"))
         else:
-            env = _local_device(env)
+            env = local_device(env)
         plan = plan_run(cond, run_dir, env, codecs=args.codecs,
                         manifest=Path(args.manifest) if args.manifest else None,
                         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -246,10 +139,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: int, timeout_s: float,
                 retries: int, session: Any, stack: Any, sigterm_as_interrupt: Any) -> int:
-    from gfvc.devices import check_uniform_devices
-    from gfvc.runner import execute, failed, raise_if_failed, valid_record, write_run_json
-    from gfvc.status import write_plan
-
     cond, run_dir = plan.condition, plan.run_dir
     weights = _prepare_weights(cond, env)
     run_json = write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
@@ -273,7 +162,6 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
     print(f"gfvc: condition {cond.name} v{cond.version}: {len(plan.jobs)} jobs "
           f"({len(kept)} already done, {len(todo)} to run) on {where}, device {env.device}{limits} -> {run_dir}",
           file=sys.stderr)
-    from gfvc.progress import RunProgress
 
     progress = RunProgress(todo, slots=workers)
     try:
@@ -309,17 +197,11 @@ def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
 
     Returns {metric: {"status", "reason"}} for run.json (the report states it once).
     """
-    try:
-        import metrics
-    except ImportError:  # pragma: no cover
-        return {}
     reasons = metrics.ensure_weights(cond.metrics, env.weights_dir)
     out = {m: {"status": "ok", "reason": ""} for m in cond.metrics.names if m in ("dists", "lpips", "fvd")}
     for m, why in reasons.items():
         out[m] = {"status": "not_computed", "reason": why}
     if reasons:
-        from metrics.weights import FETCH_FIX
-
         by_reason: dict[str, list[str]] = {}
         for m, why in reasons.items():  # the fix is the same for every file: said once, at the end
             by_reason.setdefault(why.replace(f"; {FETCH_FIX}", ""), []).append(m.upper())
@@ -332,11 +214,6 @@ def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
 @contextlib.contextmanager
 def _failed_downloads_for_workers() -> Iterator[None]:
     """Pass this run's failed downloads to its worker processes, so none of them retries (or waits)."""
-    try:
-        from metrics import weights
-    except ImportError:  # pragma: no cover
-        yield
-        return
     failed = weights.failed_downloads()
     old = os.environ.get(weights.FAILED_ENV)
     if failed:
@@ -353,9 +230,6 @@ def _failed_downloads_for_workers() -> Iterator[None]:
 def _check_kept_devices(kept: list[dict[str, Any]], env: Environment, todo: list[Any], *, allow: bool,
                         run_dir: Path) -> None:
     """Refuse to add results computed on this run's device type to records computed on another."""
-    from gfvc.devices import MixedDevices, device_type, device_types
-    from gfvc.runner import job_uses_device
-
     if allow or not kept or not todo:
         return
     here = device_type(env.device)
@@ -424,12 +298,7 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
 
 
 def _write_report(run_dir: Path, allow_mixed_devices: bool = False) -> None:
-    try:
-        import reports
-        build = reports.build_report
-    except (ImportError, AttributeError):  # pragma: no cover
-        return
-    out = build(run_dir, allow_mixed_devices=allow_mixed_devices)
+    out = reports.build_report(run_dir, allow_mixed_devices=allow_mixed_devices)
     if out.get("txt"):  # the report's Table-1 summary, vertex numbers and caveats
         print(out["txt"].read_text().rstrip())
     main = out.get("html") or out.get("md")
@@ -447,8 +316,6 @@ def _wrapped(prefix: str, text: str, width: int = 100) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from test_conditions import builtin_conditions, load_condition
-
     load_builtin_codecs()
     conds: dict[str, dict[str, str]] = {}
     for name, path in builtin_conditions().items():
@@ -458,8 +325,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     codecs = {n: {"family": CODECS.get(n).family, "description": CODECS.get(n).description,
                   "origin": CODECS.origin(n)} for n in CODECS.names()}
     try:
-        import metrics
-
         # exactly the names that metrics.names / --metrics accept, with the values each one records
         mets: dict[str, dict[str, Any]] = {
             n: {"values": list(vals), "lower_is_better": metrics.LOWER_IS_BETTER[vals[0]]}
@@ -483,9 +348,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from test_conditions import load_condition
-
-    env = _env_from_args(args)
+    env = env_from_args(args)
     cond = load_condition(args.condition or "demo")
     load_builtin_codecs()
     problems: list[str] = []
@@ -523,9 +386,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _doctor_tools(env: Environment) -> None:
     """VTM (path, version, cfg) and the bundled ffmpeg, or what to do."""
-    from anchors import vtm as _vtm
-    from anchors.common import ffmpeg_exe, ffmpeg_info
-
     root, origin = _vtm.vtm_root(env)
     try:
         t = _vtm.find_vtm(env)
@@ -545,12 +405,6 @@ def _doctor_tools(env: Environment) -> None:
 
 def _doctor_weights(env: Environment, cond: Any | None) -> list[str]:
     """Weight files, the fix once, and (for a condition) what its metrics lack."""
-    try:
-        import metrics
-        import metrics.weights as mw
-    except (ImportError, AttributeError):  # pragma: no cover
-        print("weights: metrics package not available")
-        return ["metrics package not available"]
     rows = mw.status(env.weights_dir)
     for st in rows:
         print(f"weights {st}")
@@ -567,8 +421,6 @@ def _doctor_weights(env: Environment, cond: Any | None) -> list[str]:
 
 def _doctor_sequences(cond: Any, data_dir: Path | None) -> list[str]:
     """Every sequence of the condition's manifest must be where the manifest says (sha256 not checked here)."""
-    from gfvc.sequences import load_manifest
-
     try:
         entries = load_manifest(cond.manifest_path)
     except GfvcError as e:
@@ -582,154 +434,3 @@ def _doctor_sequences(cond: Any, data_dir: Path | None) -> list[str]:
         return [f"{len(missing)} sequence file(s) missing, e.g. {missing[0].path(data_dir)} (set --data-dir or "
                 "GFVC_DATA_DIR, or fix the manifest)"]
     return []
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from gfvc.model_commands import cmd_info as _info
-
-    return _info(args)
-
-
-# --- sequences -------------------------------------------------------------------------
-
-def cmd_sequences_verify(args: argparse.Namespace) -> int:
-    from gfvc.sequences import load_manifest, verify_entry
-    from test_conditions import load_condition
-
-    manifest = Path(args.manifest) if args.manifest else load_condition(args.condition).manifest_path
-    entries = load_manifest(manifest)
-    if not entries:
-        raise ConfigError(f"{manifest}: no sequences listed")
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    bad = 0
-    for e in entries:
-        try:
-            verify_entry(e, data_dir)
-            print(f"ok        {e.name}")
-        except InputError as err:
-            bad += 1
-            print(f"MISMATCH  {e.name}: {err}")
-    print(f"{len(entries) - bad} of {len(entries)} sequences verified ({manifest})")
-    if bad:
-        raise InputError(f"{bad} sequence(s) failed verification")
-    return 0
-
-
-# --- encode / decode ------------------------------------------------------------------------
-
-def cmd_encode(args: argparse.Namespace) -> int:
-    from gfvc.fileio import atomic_copy, check_output_file, work_dir
-    from gfvc.runner import make_codec
-    from gfvc.video import is_viewing_copy, parse_size, read_container, read_video, video_format
-    from test_conditions import load_condition
-
-    inp = Path(args.input)
-    if not inp.exists():
-        raise InputError(f"{inp}: no such file or folder")
-    out = check_output_file(args.output, what="bitstream (-o)")
-    size = parse_size(args.size) if args.size else None
-    fmt = video_format(inp)
-    fps, fps_from = args.fps, "--fps"
-    if fmt == "container":
-        if is_viewing_copy(inp):
-            warn(f"{inp} is a lossy viewing copy written by the suite; you are encoding its H.264 artefacts")
-        frames, file_fps = read_container(inp, args.frames)
-        if fps is None:
-            fps, fps_from = file_fps, "the file"
-    else:
-        frames = read_video(inp, size=size, frames=args.frames)
-    if fps is None:
-        fps, fps_from = 25.0, "default; pass --fps"
-    cond = load_condition(args.condition).with_overrides(
-        width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
-    rp = RatePoint(args.qp)
-    env = _local_device(_env_from_args(args))
-    _check_model_choices(env, cond)
-    codec = make_codec(args.codec, cond, env)
-    codec.check()
-    seq = Sequence(name=inp.stem, frames=frames, fps=fps)
-    with work_dir("gfvc-encode-") as tmp:  # kept on failure: error messages name its logs
-        res = codec.encode(seq, rp, tmp)
-        atomic_copy(res.bitstream, out)
-    bits = out.stat().st_size * 8
-    print(f"{out}: {args.codec} QP {args.qp}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, "
-          f"{bits} bits, {bits / 1000 / (frames.shape[0] / fps):.2f} kbps at {fps:g} fps ({fps_from})")
-    return 0
-
-
-def identify_bitstream(path: Path) -> tuple[str, float | None]:
-    """Which codec wrote a bitstream, and its frame rate if stored.
-
-    The suite's container names its codec; a raw VVC elementary stream (anchor
-    output, VTM or VVenC) starts with a start code and is reported as "vvc".
-    """
-    from gfvc import container
-
-    if container.is_container(path):
-        hdr = container.peek(path)  # verifies the whole file (BitstreamError if damaged)
-        return hdr.codec, hdr.fps
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"\x00\x00\x00\x01") or head.startswith(b"\x00\x00\x01"):
-        return "vvc", None
-    raise InputError(f"{path}: not a bitstream written by this suite (neither a gfvc container nor a VVC stream)")
-
-
-def vvc_decoder_codec(env: Environment) -> str:
-    """The codec whose decoder decodes a raw VVC stream: VTM when a VTM folder is given, else ffmpeg's."""
-    from anchors.vtm import vtm_root
-
-    root, _ = vtm_root(env)
-    return "vtm" if root is not None else "vvenc"
-
-
-def cmd_decode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from gfvc.fileio import check_output_file, work_dir
-    from gfvc.runner import make_codec
-    from gfvc.video import WRITE_CONTAINER_SUFFIXES, check_video_output, video_format, write_video, write_yuv420_planes
-    from test_conditions import load_condition
-
-    bs = Path(args.bitstream)
-    if not bs.is_file():
-        raise InputError(f"{bs}: no such bitstream file")
-    out = check_video_output(args.output, what="decoded output (-o)")
-    kind = video_format(out, must_exist=False)
-    name, stream_fps = identify_bitstream(bs)
-    env = _local_device(_env_from_args(args))
-    cond = load_condition(args.condition)
-    _check_model_choices(env, cond)
-    codec = make_codec(vvc_decoder_codec(env) if name == "vvc" else name, cond, env)
-    if name == "vvc":
-        codec.check()  # e.g. --vtm-dir without DecoderApp: say so before decoding
-    decoder = codec.decoder_description()
-    with work_dir("gfvc-decode-") as tmp:  # kept on failure: error messages name its logs
-        dec = codec.decode(bs, tmp)
-    extras_paths = {k: (out.with_name(out.stem + f".{k}.npy") if kind != "png" else out / f"{k}.npy")
-                    for k in dec.extras}
-    for p in extras_paths.values():
-        check_output_file(p, what="decoded extra")
-    t, h, w = dec.frames.shape[:3]
-    c = cond.colour
-    if kind == "yuv420p" and dec.planes is not None:
-        write_yuv420_planes(out, dec.planes.y, dec.planes.u, dec.planes.v)
-        what = f"{dec.planes.pix_fmt}, the decoder's own planes (bit-exact)"
-    elif kind == "container":
-        fps, fps_from = (args.fps, "--fps") if args.fps else (
-            (stream_fps, "the stream") if stream_fps else (cond.fps, f"condition {cond.name}"))
-        write_video(out, dec.frames, fps)
-        what = (f"LOSSY viewing copy (H.264, {fps:g} fps from {fps_from}); never measure it: decode to .yuv/.rgb/"
-                f"PNG for the exact frames (allowed: {', '.join(sorted(WRITE_CONTAINER_SUFFIXES))})")
-    else:
-        write_video(out, dec.frames, matrix=c.matrix, range_=c.range)
-        what = {"rgb": "planar RGB", "png": "PNG frames",
-                "yuv420p": f"yuv420p converted from the decoder's RGB with {c.matrix} {c.range} (condition "
-                           f"{cond.name})"}[kind]
-        if kind == "rgb" and dec.planes is not None:
-            what += f", converted from the decoder's YUV with {c.matrix} {c.range} (condition {cond.name})"
-    for k, arr in dec.extras.items():
-        np.save(extras_paths[k], arr)
-        print(f"{extras_paths[k]}: {k} {tuple(arr.shape)}")
-    print(f"{out}: {t} frames {w}x{h}, {what}; decoded by {decoder}")
-    return 0

@@ -1,8 +1,8 @@
 """Sub-commands for the generative models: ``gfvc conformance``, ``gfvc models``, ``gfvc train CODEC``, ``gfvc info``.
 
 ``gfvc train s2d`` stays Sparse2Dense's own trainer (s2d_model/cli.py); every
-other codec with a registered recipe (:data:`gfvc.training.RECIPES`) trains
-through the shared loop :func:`gfvc.training.train`.
+other codec with a registered recipe (:data:`model_parts.training.RECIPES`) trains
+through the shared loop :func:`model_parts.training.train`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from baselines import conformance
+from baselines.base import BaselineConfig
+from gfvc import models
+from gfvc.codec import get_codec
 from gfvc.errors import ConfigError, NotAvailable
+from gfvc.fileio import read_yaml_mapping
+from model_parts.training import RECIPES, TrainOptions, export, read_training_checkpoint, train
 
 # Codecs `gfvc train NAME` offers besides s2d (their recipes register on import of baselines.registry;
 # listed here so building the parser does not import torch). tests check it against MODEL_MODULES.
@@ -55,8 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- conformance
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    from baselines import conformance
-
     results = conformance.check_paths(list(args.paths) or None)
     ok = all(r.passed for r in results)
     if args.json:
@@ -69,8 +73,6 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- models
 
 def cmd_models_status(args: argparse.Namespace) -> int:
-    from gfvc import models
-
     rows = models.status(args.weights_dir, args.codecs)
     reg = models.registry()
     none = {c: why for c, why in reg.without_public_checkpoint.items() if not args.codecs or c in args.codecs}
@@ -95,8 +97,6 @@ def cmd_models_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models_install(args: argparse.Namespace) -> int:
-    from gfvc import models
-
     rows = models.install(args.dir, args.dest)
     if not rows:
         names = ", ".join(sorted({e.filename for e in models.registry().entries}))
@@ -108,8 +108,6 @@ def cmd_models_install(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    from gfvc import models
-
     for r in models.fetch(args.names or None, args.dest, args.timeout):
         print(f"{r.entry.name:20s} {r.state}: {r.reason}")
     return 0
@@ -130,8 +128,6 @@ def _train_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    from gfvc.training import RECIPES
-
     models_sp = _train_subparsers(sub)
     # the suite's baselines, plus recipes already registered in this process (plug-ins imported first)
     for name in TRAINABLE + tuple(n for n in RECIPES.names() if n not in TRAINABLE):
@@ -167,11 +163,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(codec_cls: Any, spec: str | None, resume: Path | None = None) -> Any:
     """A BaselineConfig from a named configuration, an official YAML file, or a training checkpoint."""
-    from baselines.base import BaselineConfig
-
     if spec is None and resume is not None:
-        from gfvc.training import read_training_checkpoint
-
         st = read_training_checkpoint(resume, codec_cls.name)
         return BaselineConfig.from_dict(st["gfvc"]["config"])
     spec = spec or "official"
@@ -180,8 +172,6 @@ def resolve_config(codec_cls: Any, spec: str | None, resume: Path | None = None)
         return configs[spec]
     p = Path(spec)
     if p.suffix.lower() in (".yaml", ".yml") or p.is_file():
-        from gfvc.fileio import read_yaml_mapping
-
         return codec_cls.config_from_official_yaml(read_yaml_mapping(p, f"{codec_cls.name} official config"))
     raise ConfigError(f"codec {codec_cls.name!r} has no configuration {spec!r} "
                       f"(named: {', '.join(sorted(configs))}; or pass an official YAML file)")
@@ -201,9 +191,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gfvc.codec import get_codec
-    from gfvc.training import RECIPES, TrainOptions, export, train
-
     name = args.train_codec
     codec_cls = get_codec(name)  # imports the model modules (which register their recipes)
     if name not in RECIPES:
@@ -229,103 +216,4 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- info
 
-def codec_info(name: str, config: str | None = None, condition: Any = None, env: Any = None) -> dict[str, Any]:
-    """What `gfvc info CODEC` shows: values per inter frame, scale, resolution, checkpoint, architecture."""
-    from gfvc.codec import get_codec
-
-    cls: Any = get_codec(name)
-    if getattr(cls, "family", "") != "generative":
-        raise ConfigError(f"codec {name!r} is an anchor; `gfvc info` describes generative models")
-    if name == "s2d":
-        return _s2d_info(cls, config, condition, env)
-    base: dict[str, Any] = {"codec": name, "description": cls.description, "quant_scale": float(cls.quant_scale)}
-    if not getattr(cls, "takes_checkpoint", False):
-        base.update(values_per_inter_frame=int(cls.feature_dim), checkpoint=None, note="no model checkpoint")
-        return base
-    if config is not None:
-        cfg = resolve_config(cls, config)
-        ck = None
-    else:
-        codec: Any = cls(condition, env)
-        cfg = codec.config()
-        entry = codec.registry_entry()
-        meta = codec._checkpoint().meta
-        ck = {"path": str(codec.choice.path), "source": codec.choice.source, "sha256": codec.model_checksum(),
-              "registry": entry.name if entry is not None else None, "model_id": codec.model_id(),
-              "config_from": codec._cfg_how, "training": meta.get("training")}
-    base.update({"values_per_inter_frame": cls.values_per_frame(cfg), "resolution": [cfg.image_size, cfg.image_size],
-                 "checkpoint": ck, "config": cfg.to_dict(), "architecture": cfg.fingerprint(),
-                 "inference_modules": list(cls.inference_modules),
-                 "parameters": cls.parameter_counts(cfg),
-                 "named_configs": sorted(cls.named_configs())})
-    return base
-
-
-def _s2d_info(cls: Any, config: str | None, condition: Any, env: Any) -> dict[str, Any]:
-    import s2d_model
-
-    out: dict[str, Any] = {"codec": "s2d", "description": cls.description, "quant_scale": float(cls.quant_scale)}
-    if config is not None:
-        info = s2d_model.info(config)
-        ck = None
-    else:
-        from s2d_model.config import config_from_dict
-
-        codec = cls(condition, env)
-        st = codec._ck()
-        info = s2d_model.info(config_from_dict(st["config"], name=st["config"].get("name", "checkpoint")))
-        meta = dict(st.get("meta") or {})
-        ck = {"path": str(codec.checkpoint), "source": codec.choice.source, "sha256": codec.model_checksum(),
-              "registry": None, "model_id": codec.model_id(), "config_from": "embedded",
-              "training": {k: meta.get(k) for k in ("step", "perceptual", "vertex_targets", "wall_seconds", "dtype")}}
-    out.update({"values_per_inter_frame": info["values_per_inter_frame"], "resolution": info["image_size"],
-                "checkpoint": ck, "config": info["config"], "architecture": info["fingerprint"],
-                "parameters": info["parameters"], "details": info})
-    return out
-
-
-def print_info(info: dict[str, Any]) -> None:
-    ck = info.get("checkpoint")
-    print(f"codec:            {info['codec']}  ({info['description']})")
-    print(f"values per frame: {info['values_per_inter_frame']}   quant scale: {info['quant_scale']:g}")
-    if "resolution" in info:
-        w, h = info["resolution"][:2] if len(info["resolution"]) > 1 else (info["resolution"][0],) * 2
-        print(f"resolution:       {w}x{h}")
-    if ck:
-        print(f"checkpoint:       {ck['path']}")
-        print(f"  chosen by:      {ck['source']}")
-        print(f"  sha256:         {ck['sha256']}" + (f"  (registry: {ck['registry']})" if ck.get("registry") else ""))
-        print(f"  model id:       {ck['model_id']}   configuration from: {ck['config_from']}")
-    elif "config" in info:
-        print("checkpoint:       none (configuration only, --config)")
-    if "config" in info:
-        cfg = info["config"]
-        name = cfg.get("name") if isinstance(cfg, dict) else cfg
-        print(f"configuration:    {name}  (architecture {info.get('architecture')})")
-        if isinstance(cfg, dict) and cfg.get("options"):
-            print(f"  options:        {json.dumps(cfg['options'], sort_keys=True)}")
-    params = info.get("parameters") or {}
-    if params:
-        print("parameters:")
-        for k, v in params.items():
-            print(f"  {k:24s} {v / 1e6:9.3f} M" if isinstance(v, (int, float)) else f"  {k:24s} {v}")
-    if info.get("named_configs"):
-        print(f"named configs:    {', '.join(info['named_configs'])}")
-    if info.get("note"):
-        print(f"note:             {info['note']}")
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from gfvc.commands import _env_from_args
-    from test_conditions import load_condition
-
-    cond = load_condition(getattr(args, "condition", None) or "demo")
-    info = codec_info(args.what, args.config, cond, _env_from_args(args))
-    if args.json:
-        print(json.dumps(info, indent=1, default=str))
-    else:
-        print_info(info)
-    return 0
-
-
-__all__ = ["register", "cmd_info", "codec_info", "resolve_config", "TRAINABLE"]
+__all__ = ["register", "resolve_config", "TRAINABLE"]

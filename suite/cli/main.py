@@ -8,7 +8,6 @@ arguments and returns an exit code. Library code raises typed errors
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,16 +15,13 @@ from collections.abc import Sequence
 from gfvc import __version__
 from gfvc.argtypes import Parser, apply_offline
 from gfvc.errors import GfvcError
+from metrics import cli as metrics_cli
+from reports import cli as reports_cli
+from s2d_model import cli as s2d_cli
+from suite.cli import coding, info, models, run, sequences, status
 
-# Modules that add sub-commands (each defines register(subparsers)).
-COMMAND_MODULES: list[str] = [
-    "gfvc.commands",
-    "gfvc.status",
-    "metrics.cli",
-    "reports.cli",
-    "s2d_model.cli",
-    "gfvc.model_commands",
-]
+# The areas that add sub-commands, in help order (each defines register(subparsers)).
+COMMAND_MODULES = (run, sequences, coding, info, status, metrics_cli, reports_cli, s2d_cli, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
-        importlib.import_module(mod).register(sub)
+        mod.register(sub)
     return p
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from gfvc.errors import InputError
+from gfvc.video import read_container, read_png_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 
@@ -96,7 +97,6 @@ class PairDataset:
         if v.name in self._cache:
             self._cache.move_to_end(v.name)
             return self._cache[v.name]
-        from gfvc.video import read_container, read_png_folder
 
         frames = read_png_folder(v.path) if v.kind == "png" else read_container(v.path)[0]
         if frames.shape[1:3] != (self.image_size, self.image_size):
@@ -136,8 +136,6 @@ class PairDataset:
     def _source_variants(self, v: VideoEntry, n: int) -> list[np.ndarray]:
         """All coded variants of a video's frames: list of (T, H, W, 3) arrays, one per tag folder."""
         if v.name not in self._variants:
-            from gfvc.video import read_png_folder
-
             assert self.variant_root is not None
             base = self.variant_root / v.name
             tags = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []

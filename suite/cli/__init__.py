@@ -1,0 +1,1 @@
+"""The ``gfvc`` command line: :mod:`suite.cli.main` builds the parser from the areas' ``register`` functions."""
