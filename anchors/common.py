@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +21,13 @@ from typing import Any
 import numpy as np
 
 from gfvc.codec import Codec, Environment
-from gfvc.errors import BitstreamError, ExternalToolCrash, ExternalToolError, InputError, NotAvailable
-from gfvc.process import prepare_preexec
+from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
+from gfvc.process import (  # noqa: F401  (re-exported: the anchors' names for the shared runner)
+    CAUSE_MAX_CHARS,
+    failure_cause,
+    format_command,
+    run_tool,
+)
 from gfvc.video import sha256_file
 
 # --- timeouts -------------------------------------------------------------------
@@ -34,90 +38,6 @@ def job_timeout(condition: Any, env: Any) -> float:
             float(getattr(env, "timeout_s", 0) or 0)]
     vals = [v for v in vals if v > 0]
     return min(vals) if vals else 3600.0
-
-
-# --- running programs -------------------------------------------------------------
-
-# Lines that identify a program, never why it failed (VTM/ffmpeg banners, build info, progress).
-_NOISE = re.compile(r"^\s*(VVCSoftware:|VTM |HM software|ffmpeg version|built with|configuration:|lib\w+\s+\d|"
-                    r"Input #|Output #|Stream #|Duration:|Metadata:|encoder\s*:|frame=|POC\s+\d|\[exit )", re.I)
-_CAUSE = re.compile(r"error|fail|unknown|unhandled|cannot|can't|could not|couldn't|invalid|not supported|"
-                    r"no such|missing|out of range|refus|abort|not found|denied|unable|illegal|wrong", re.I)
-CAUSE_MAX_CHARS = 300
-
-
-def failure_cause(stderr: str, stdout: str = "") -> str:
-    """The line(s) of a failed program's output that say why it failed, as one line.
-
-    Error-looking lines win (stderr first); banners and progress lines never
-    count; otherwise the last meaningful line is used.
-    """
-    def lines(text: str) -> list[str]:
-        return [" ".join(ln.split()) for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)]
-
-    err, out = lines(stderr), lines(stdout)
-    causes = [ln for ln in err if _CAUSE.search(ln)] or [ln for ln in out if _CAUSE.search(ln)]
-    picked = causes[-2:] if causes else (err or out)[-1:]
-    text = " / ".join(dict.fromkeys(picked)) or "no error message"
-    return text if len(text) <= CAUSE_MAX_CHARS else text[:CAUSE_MAX_CHARS - 3] + "..."
-
-
-def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = None,
-             what: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (never through a shell) and append command + output to ``log``.
-
-    A non-zero exit or a timeout raises ExternalToolError with the tail of the
-    program's output, because that tail is what a user needs to fix the run.
-    """
-    argv = [str(a) for a in argv]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    what = what or Path(argv[0]).name
-    t0 = time.monotonic()
-    with open(log, "a", encoding="utf-8") as lf:
-        lf.write(f"$ {' '.join(_quote(a) for a in argv)}\n")
-        lf.flush()
-        try:
-            # preexec: the tool dies with the job that started it (suite.runner.control, no orphans on kill -9)
-            proc = subprocess.run(argv, cwd=cwd, capture_output=True,
-                                  stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout,
-                                  preexec_fn=prepare_preexec())
-        except subprocess.TimeoutExpired as e:
-            out = _as_text(e.stdout) + _as_text(e.stderr)
-            lf.write(out + f"\n[timeout after {timeout:.0f} s]\n")
-            raise ExternalToolError(
-                f"{what} timed out after {timeout:.0f} s (raise anchor.timeout_s / --timeout); full log: {log}"
-            ) from None
-        except FileNotFoundError:
-            lf.write("[program not found]\n")
-            raise NotAvailable(f"{what}: program not found: {argv[0]}") from None
-        except PermissionError:
-            lf.write("[permission denied]\n")
-            raise NotAvailable(f"{what}: {argv[0]} is not executable (chmod +x it)") from None
-        out = (proc.stdout or "") + (proc.stderr or "")
-        lf.write(out)
-        lf.write(f"\n[exit {proc.returncode} after {time.monotonic() - t0:.2f} s]\n")
-    if proc.returncode < 0:  # killed by a signal (crash, OOM killer): transient, --retries may rerun it
-        raise ExternalToolCrash(f"{what} was killed by signal {-proc.returncode}: "
-                                f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
-    if proc.returncode != 0:
-        raise ExternalToolError(f"{what} failed (exit code {proc.returncode}): "
-                                f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
-    return proc
-
-
-def _as_text(b: Any) -> str:
-    if b is None:
-        return ""
-    return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
-
-
-def _quote(a: str) -> str:
-    return a if re.fullmatch(r"[\w@%+=:,./-]+", a) else "'" + a.replace("'", "'\"'\"'") + "'"
-
-
-def format_command(argv: list[str]) -> str:
-    """A copy-pasteable rendering of an argv list (for logs and --dry-run)."""
-    return " ".join(_quote(str(a)) for a in argv)
 
 
 def fps_arg(fps: float) -> str:

@@ -188,6 +188,8 @@ def intra_provenance(coder: str, condition: Condition, env: Environment) -> dict
 class _VvcIntraCoder(KeyFrameCoder):
     """A key frame as one VVC intra picture (the CTC's key-frame coder), through :func:`encode_intra`."""
 
+    format_name = "vvc"
+
     def encode(self, frame: np.ndarray, level: int, workdir: Path) -> KeyFramePayload:
         res = encode_intra(frame, level, coder=self.name, chroma=self.chroma, condition=self.condition,
                            env=self.env, workdir=workdir)

@@ -182,6 +182,21 @@ class Codec(abc.ABC):
     def __init__(self, condition: Condition, env: Environment | None = None) -> None:
         self.condition = condition
         self.env = env or Environment()
+        self.variant_name: str | None = None
+        self.variant_spec: Any = None
+
+    def set_variant(self, name: str, spec: Any) -> None:
+        """Run as the condition's variant ``name`` (gfvc.factory): recorded in provenance, so in the key."""
+        self.variant_name, self.variant_spec = name, spec
+
+    @property
+    def label(self) -> str:
+        """The name results carry: the variant's name, else the codec's."""
+        return self.variant_name or self.name
+
+    def stages(self) -> dict[str, Any]:
+        """The pipeline stages this codec runs with (generative codecs; recorded, not part of the key)."""
+        return {}
 
     def rate_points(self) -> list[RatePoint]:
         """Anchors take the condition's anchor QPs, generative codecs its key-frame QPs."""
@@ -229,7 +244,11 @@ class Codec(abc.ABC):
 
     def provenance(self) -> dict[str, Any]:
         """Versions, binary/checkpoint sha256 and settings that define results."""
-        return {"codec": self.name, "family": self.family}
+        p: dict[str, Any] = {"codec": self.name, "family": self.family}
+        if self.variant_name:
+            p["variant"] = {"name": self.variant_name, "of": self.name,
+                            "overrides": dataclasses.asdict(self.variant_spec)}
+        return p
 
 
 CODECS: Registry[type[Codec]] = Registry("codec", entry_point_group="gfvc.codecs")

@@ -50,14 +50,132 @@ class AnchorSpec:
     timeout_s: float = 7200.0
 
 
+# Added after conditions were first fingerprinted: left out of the fingerprint while they hold their
+# default, so a condition written before (and its records' keys) keeps its identity.
+OMIT_DEFAULT = {"omit_default_from_fingerprint": True}
+
+
+@dataclass(frozen=True)
+class KeyFramePolicySpec:
+    """Where key frames go (the key-frame policy stage; docs/conditions.md).
+
+    ``single``: frame 0 only (the CTC). ``period``: every ``period`` frames, like the AhG software's
+    ``gop_size``. ``adaptive``: the encoder decodes as it goes and codes a frame as a new key frame when
+    the quality of its animated prediction falls below ``threshold`` (for a lower-is-better measure:
+    rises above it), as the AhG software's DAC does; ``average: running`` compares the running mean of
+    the animated frames' quality since the start of the sequence (DAC's AverageMeter, never reset),
+    ``frame`` the frame's own quality. ``max_interval`` > 0 also forces a key frame that many frames
+    after the last one. YAML: ``single``, ``{period: 8}`` or ``{adaptive: {measure: psnr, threshold: 30}}``.
+    """
+
+    kind: str = "single"
+    period: int = 0
+    measure: str = "psnr"
+    threshold: float = 0.0
+    average: Literal["running", "frame"] = "running"
+    max_interval: int = 0
+
+    @classmethod
+    def from_yaml(cls, value: Any, file: str, key: str) -> KeyFramePolicySpec:
+        """The three YAML forms (a name, ``{period: N}``, ``{NAME: {options}}``) or the full mapping."""
+        if isinstance(value, str):
+            return cls(kind=value)
+        if isinstance(value, dict) and len(value) == 1 and "kind" not in value:
+            (kind, opts), = value.items()
+            if kind == "period":
+                return build_dataclass(cls, {"kind": "period", "period": opts}, file, key + ".")
+            if opts is None:
+                opts = {}
+            if not isinstance(opts, dict):
+                raise ConfigError(f"{file}: key {key}.{kind!r}: expected a mapping of options, got {opts!r}")
+            return build_dataclass(cls, {"kind": kind, **opts}, file, key + ".")
+        if isinstance(value, dict):
+            return build_dataclass(cls, value, file, key + ".")
+        raise ConfigError(f"{file}: key {key!r}: expected `single`, `{{period: N}}` or "
+                          f"`{{adaptive: {{measure: psnr, threshold: 30}}}}`, got {value!r}")
+
+    def validate(self, where: str) -> None:
+        if self.kind == "period" and self.period < 1:
+            raise ConfigError(f"{where}: key_frame_policy period must be >= 1, got {self.period}")
+        if self.kind != "period" and self.period:
+            raise ConfigError(f"{where}: key_frame_policy {self.kind!r} takes no period (use {{period: N}})")
+        if self.max_interval < 0:
+            raise ConfigError(f"{where}: key_frame_policy max_interval must be >= 0 (0 = none)")
+
+    def describe(self) -> str:
+        if self.kind == "single":
+            return "single key frame"
+        if self.kind == "period":
+            return f"a key frame every {self.period} frames"
+        if self.kind == "adaptive":
+            extra = f", at most {self.max_interval} frames apart" if self.max_interval else ""
+            return (f"adaptive key frames ({self.average} {self.measure} vs threshold {self.threshold:g}{extra})")
+        return self.kind
+
+
 @dataclass(frozen=True)
 class GenerativeSpec:
-    """Shared settings of generative codecs: key frame coding and feature coder."""
+    """Shared settings of generative codecs: the stages of their pipeline.
+
+    ``key_frame_coder`` and ``feature_coder`` name registered stages (gfvc.stages.KEY_FRAME_CODERS,
+    gfvc.entropy.FEATURE_CODERS; plug-ins add theirs through entry points); they are checked when a
+    codec is built. ``key_frame_qps`` are the rate points: a QP for VVC intra, a quality index for a
+    learned image codec.
+    """
 
     key_frame_qps: tuple[int, ...] = (22, 32, 42, 52)
-    key_frame_coder: Literal["vvenc", "vtm"] = "vvenc"
+    key_frame_coder: str = "vvenc"
     key_frame_chroma: Literal["420", "444"] = "420"
-    feature_coder: Literal["cabac", "gfvc-reference"] = "cabac"
+    feature_coder: str = "cabac"
+    key_frame_policy: KeyFramePolicySpec = field(default_factory=KeyFramePolicySpec, metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A codec run with other stage choices under its own name (``variants:`` section).
+
+    ``codec`` is the registered codec it is based on; every other key overrides that stage of the
+    condition's ``generative`` section for this variant only (docs/conditions.md). The report compares
+    each variant with its base codec when both ran.
+    """
+
+    codec: str
+    description: str = ""
+    key_frame_policy: KeyFramePolicySpec | None = None
+    key_frame_coder: str | None = None
+    key_frame_chroma: Literal["420", "444"] | None = None
+    key_frame_qps: tuple[int, ...] | None = None
+    feature_coder: str | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The ``generative`` fields this variant changes."""
+        return {k: getattr(self, k) for k in ("key_frame_policy", "key_frame_coder", "key_frame_chroma",
+                                              "key_frame_qps", "feature_coder") if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
+class ExternalCodecSpec:
+    """A codec defined by its programs (``external:`` section; docs/adding-a-codec.md).
+
+    ``encode`` and ``decode`` are argv templates (lists, never a shell string) whose ``{name}``
+    placeholders the suite fills: ``{input}`` (the sequence in ``input_format``), ``{bitstream}`` (the
+    file or folder the encoder writes, whose size is the rate), ``{output}`` (the decoded video the
+    decoder writes, in ``output_format``), ``{rate}`` / ``{qp}`` (the rate point's value),
+    ``{width}``, ``{height}``, ``{frames}``, ``{fps}``, ``{workdir}`` (the job's folder) and
+    ``{config_dir}`` (the folder of the condition's YAML). ``bitstream: folder`` makes ``{bitstream}``
+    a folder: every file in it is counted.
+    """
+
+    encode: tuple[str, ...]
+    decode: tuple[str, ...]
+    rate_points: tuple[int, ...]
+    input_format: Literal["rgb24", "yuv420p"] = "yuv420p"
+    output_format: Literal["rgb24", "yuv420p"] | None = None
+    bitstream: Literal["file", "folder"] = "file"
+    family: Literal["generative", "anchor"] = "generative"
+    timeout_s: float = 3600.0
+    programs: tuple[str, ...] = ()
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +285,8 @@ class Condition:
     bdrate: BdRateSpec = field(default_factory=BdRateSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     models: dict[str, ModelSpec] = field(default_factory=dict, hash=False)
+    variants: dict[str, VariantSpec] = field(default_factory=dict, hash=False, metadata=OMIT_DEFAULT)
+    external: dict[str, ExternalCodecSpec] = field(default_factory=dict, hash=False, metadata=OMIT_DEFAULT)
     schema: int = SCHEMA_VERSION
     source: str = ""  # file it was loaded from (not part of the fingerprint)
 
@@ -184,7 +304,7 @@ class Condition:
         the codec provenance, part of each job's key; its path is machine-local;
         docs/conditions.md).
         """
-        d = self.to_dict()
+        d = _without_defaults(self, self.to_dict())
         for k in NON_RESULT_FIELDS:
             d.pop(k, None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -204,6 +324,45 @@ class Condition:
         d = self.to_dict()
         d.update(kw)
         return build_dataclass(Condition, d, self.source or "<overrides>", "")
+
+    def _validate_variants(self, where: str) -> None:
+        for name, v in self.variants.items():
+            if name in self.external:
+                raise ConfigError(f"{where}: {name!r} is both a variant and an external codec")
+            if v.codec == name:
+                raise ConfigError(f"{where}: variants.{name}: a variant needs its own name (not {v.codec!r})")
+            if v.codec in self.variants or v.codec in self.external:
+                raise ConfigError(f"{where}: variants.{name}.codec must be a registered codec, not the "
+                                  f"{'variant' if v.codec in self.variants else 'external codec'} {v.codec!r}")
+            if not v.overrides():
+                raise ConfigError(f"{where}: variants.{name} changes nothing: give key_frame_policy, "
+                                  "key_frame_coder, key_frame_chroma, key_frame_qps or feature_coder")
+            if v.key_frame_policy is not None:
+                v.key_frame_policy.validate(f"{where}: variants.{name}")
+            if v.key_frame_qps is not None:
+                _check_qps(where, f"variants.{name}.key_frame_qps", v.key_frame_qps)
+
+    def _validate_external(self, where: str) -> None:
+        for name, x in self.external.items():
+            for key, argv, need in (("encode", x.encode, {"input", "bitstream"}),
+                                    ("decode", x.decode, {"bitstream", "output"})):
+                if not argv:
+                    raise ConfigError(f"{where}: external.{name}.{key}: empty command")
+                try:
+                    used = _placeholders(argv)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: external.{name}.{key}: {e}") from None
+                unknown = sorted(used - set(PLACEHOLDERS))
+                if unknown:
+                    raise ConfigError(f"{where}: external.{name}.{key}: unknown placeholder {{{unknown[0]}}} "
+                                      f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+                missing = sorted(need - used)
+                if missing:
+                    raise ConfigError(f"{where}: external.{name}.{key} must use {{{missing[0]}}} (where the "
+                                      f"suite puts {'the input' if missing[0] == 'input' else missing[0]})")
+            _check_qps(where, f"external.{name}.rate_points", x.rate_points)
+            if not x.timeout_s > 0:
+                raise ConfigError(f"{where}: external.{name}.timeout_s must be > 0")
 
     def validate(self) -> None:
         where = self.source or self.name
@@ -235,11 +394,53 @@ class Condition:
             raise ConfigError(f"{where}: execution.retries must be >= 0")
         if self.colour.chroma == "444" and self.anchor.encoder == "vvenc":
             pass  # vvenc supports 4:4:4 through ffmpeg's yuv444p
+        self.generative.key_frame_policy.validate(f"{where}: generative")
+        self._validate_variants(where)
+        self._validate_external(where)
         for codec, spec in self.models.items():
             if not spec.path and not spec.sha256:
                 raise ConfigError(f"{where}: models.{codec}: give a path (and optionally sha256, config)")
             if spec.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", spec.sha256):
                 raise ConfigError(f"{where}: models.{codec}.sha256: expected 64 hex digits, got {spec.sha256!r}")
+
+
+PLACEHOLDERS = ("input", "bitstream", "output", "rate", "qp", "width", "height", "frames", "fps", "workdir",
+                "config_dir")
+
+
+def _placeholders(argv: tuple[str, ...]) -> set[str]:
+    """The ``{name}`` placeholders of an argv template (``{{`` and ``}}`` are literal braces)."""
+    import string  # noqa: PLC0415 - stdlib, tiny
+
+    out: set[str] = set()
+    for a in argv:
+        try:
+            out |= {f for _, f, _, _ in string.Formatter().parse(a) if f is not None}
+        except ValueError as e:
+            raise ConfigError(f"argument {a!r}: {e} (write a literal brace as {{{{ or }}}})") from None
+    return out
+
+
+def _without_defaults(obj: Any, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (obj's asdict) without the OMIT_DEFAULT fields that hold their default, at any depth."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_default_from_fingerprint"):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if value == default:
+                d.pop(f.name, None)
+                continue
+        if dataclasses.is_dataclass(value) and isinstance(d.get(f.name), dict):
+            d[f.name] = _without_defaults(value, d[f.name])
+    return d
+
+
+def _check_qps(where: str, key: str, qps: tuple[int, ...]) -> None:
+    if not qps:
+        raise ConfigError(f"{where}: {key} is empty")
+    for q in qps:
+        if not 0 <= q <= 63:
+            raise ConfigError(f"{where}: {key}: value {q} outside 0..63")
 
 
 def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
@@ -276,6 +477,8 @@ def _type_ok(tp: Any, value: Any, file: str, key: str) -> Any:
         if dup is not None:
             raise ConfigError(f"{file}: key {key!r}: {dup!r} is listed twice in {list(value)!r}")
         return items
+    if dataclasses.is_dataclass(tp) and hasattr(tp, "from_yaml"):
+        return tp.from_yaml(value, file, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: key {key!r}: expected a mapping, got {value!r}")

@@ -18,7 +18,14 @@ from pathlib import Path
 from gfvc.errors import BitstreamError, InputError, ModelMismatch
 
 MAGIC = b"GFVC"
+# Version 1: one VVC key frame at frame 0 and a feature coder with an id byte (every stream the
+# suite wrote before key-frame policies existed; still written for them, byte for byte).
+# Version 2: any number of key frames at listed positions, the key-frame payload format and the
+# feature coder named as text (a plug-in's coder needs no id). Both versions are read.
 VERSION = 1
+VERSION_MULTI_KEY = 2
+VERSIONS = (VERSION, VERSION_MULTI_KEY)
+VVC_FORMAT = "vvc"
 CHECKSUM_BYTES = 8  # prefix of the model's sha256 kept in the header
 CRC_BYTES = 4
 # Sanity limits of a header (far above any CTC use: 250 frames, <= 100 values/frame);
@@ -42,8 +49,18 @@ class Header:
     feature_coder: int       # gfvc.entropy coder id (0 = none)
     feature_dim: int         # values per inter frame
     quant_scale: float       # exactly representable in float32
-    key_qp: int              # informative (the decoder does not need it)
+    key_qp: int              # informative (the decoder does not need it): the rate point's value
     version: int = VERSION
+    key_frames: tuple[int, ...] = (0,)   # frame index of every key frame (first 0, increasing)
+    key_format: str = VVC_FORMAT          # payload format of the key frames ("vvc", a learned coder's name)
+    feature_coder_name: str = ""          # the coder's registry name (version 2; "" = by id)
+
+    @property
+    def needs_version(self) -> int:
+        """1 when version 1 can hold the stream (one VVC key frame, a coder with an id), else 2."""
+        if self.key_frames == (0,) and self.key_format == VVC_FORMAT and self.feature_coder > 0:
+            return VERSION
+        return VERSION_MULTI_KEY
 
     @property
     def fps(self) -> float:
@@ -63,8 +80,13 @@ class Header:
 @dataclass(frozen=True)
 class Container:
     header: Header
-    key_payload: bytes
+    key_payloads: tuple[bytes, ...]
     feature_payload: bytes
+
+    @property
+    def key_payload(self) -> bytes:
+        """The payload of the first key frame (the only one in version 1)."""
+        return self.key_payloads[0]
 
 
 def fps_to_rational(fps: float) -> tuple[int, int]:
@@ -106,8 +128,7 @@ def _text(s: str, what: str) -> bytes:
     return bytes([len(b)]) + b
 
 
-def pack(header: Header, key_payload: bytes, feature_payload: bytes) -> bytes:
-    """Serialise a container (see docs/bitstream.md for the byte layout)."""
+def _check_header(header: Header, key_payloads: tuple[bytes, ...]) -> None:
     q32 = struct.unpack("<f", struct.pack("<f", header.quant_scale))[0]
     if q32 != header.quant_scale or not q32 > 0:
         raise InputError(f"quant_scale {header.quant_scale!r} must be > 0 and exact in float32 "
@@ -120,19 +141,52 @@ def pack(header: Header, key_payload: bytes, feature_payload: bytes) -> bytes:
         raise InputError(f"feature_dim must be 0..{MAX_FEATURE_DIM}, got {header.feature_dim}")
     if not 0 <= header.key_qp <= 63 or not 0 <= header.feature_coder <= 255:
         raise InputError("key_qp must be 0..63 and feature_coder 0..255")
-    body = b"".join([
-        MAGIC, bytes([header.version]),
+    check_key_frames(header.key_frames, header.frames)
+    if len(key_payloads) != len(header.key_frames):
+        raise InputError(f"{len(header.key_frames)} key frame(s) need as many payloads, got {len(key_payloads)}")
+
+
+def check_key_frames(key_frames: tuple[int, ...], frames: int) -> None:
+    """Key-frame positions: first 0, strictly increasing, inside the sequence (InputError otherwise)."""
+    k = list(key_frames)
+    if not k or k[0] != 0 or any(b <= a for a, b in zip(k, k[1:], strict=False)) or k[-1] >= frames:
+        raise InputError(f"key frames {k} must start at 0, increase and lie in 0..{frames - 1}")
+
+
+def pack(header: Header, key_payloads: bytes | tuple[bytes, ...], feature_payload: bytes) -> bytes:
+    """Serialise a container (see docs/bitstream.md for the byte layout of both versions)."""
+    keys = (key_payloads,) if isinstance(key_payloads, bytes) else tuple(key_payloads)
+    _check_header(header, keys)
+    version = header.needs_version
+    common = [
+        MAGIC, bytes([version]),
         _text(header.codec, "codec name"),
         # an empty model id means "same as the codec name" (saves bytes for rule-based codecs)
         (b"\x00" if header.model_id == header.codec else _text(header.model_id, "model id")),
         bytes.fromhex(checksum_prefix(header.model_checksum)),
         _varint(header.width), _varint(header.height), _varint(header.frames),
         _varint(header.fps_num), _varint(header.fps_den),
-        bytes([header.feature_coder]), _varint(header.feature_dim),
-        struct.pack("<f", header.quant_scale), bytes([header.key_qp]),
-        _varint(len(key_payload)), _varint(len(feature_payload)),
-        key_payload, feature_payload,
-    ])
+    ]
+    if version == VERSION:
+        body = b"".join(common + [
+            bytes([header.feature_coder]), _varint(header.feature_dim),
+            struct.pack("<f", header.quant_scale), bytes([header.key_qp]),
+            _varint(len(keys[0])), _varint(len(feature_payload)),
+            keys[0], feature_payload,
+        ])
+    else:
+        if not header.feature_coder_name:
+            raise InputError("a version-2 container names its feature coder (feature_coder_name)")
+        kf = header.key_frames
+        gaps = [kf[0]] + [b - a for a, b in zip(kf, kf[1:], strict=False)]
+        body = b"".join(common + [
+            _text(header.feature_coder_name, "feature coder name"), _varint(header.feature_dim),
+            struct.pack("<f", header.quant_scale),
+            _text(header.key_format, "key-frame format"), bytes([header.key_qp]),
+            _varint(len(keys)), *[_varint(g) + _varint(len(k)) for g, k in zip(gaps, keys, strict=True)],
+            _varint(len(feature_payload)),
+            *keys, feature_payload,
+        ])
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -173,15 +227,17 @@ class _Reader:
 
 
 def unpack(data: bytes, *, source: str = "bitstream") -> Container:
-    """Parse and verify a container; raise BitstreamError on anything inconsistent."""
+    """Parse and verify a container (version 1 or 2); raise BitstreamError on anything inconsistent."""
     data = bytes(data)
     if len(data) < len(MAGIC) + 1 + CRC_BYTES:
         raise BitstreamError(f"{source}: {len(data)} bytes is too short to be a GFVC container")
     if data[:4] != MAGIC:
         raise BitstreamError(f"{source}: not a GFVC container (magic {data[:4]!r}, expected {MAGIC!r})")
-    if data[4] != VERSION:
-        raise BitstreamError(f"{source}: container version {data[4]} is not supported "
-                             f"(this suite reads version {VERSION}); use the suite version that wrote it")
+    version = data[4]
+    if version not in VERSIONS:
+        raise BitstreamError(f"{source}: container version {version} is not supported "
+                             f"(this suite reads versions {', '.join(map(str, VERSIONS))}); "
+                             "use the suite version that wrote it")
     body_end = len(data) - CRC_BYTES
     crc_stored = struct.unpack("<I", data[body_end:])[0]
     crc = zlib.crc32(data[:body_end])
@@ -190,19 +246,37 @@ def unpack(data: bytes, *, source: str = "bitstream") -> Container:
                              "the file is corrupt or truncated")
     r = _Reader(data, body_end)
     r.take(5, "magic and version")
+    coder_name, key_format = "", VVC_FORMAT
     try:
         codec = r.text("codec name")
         model_id = r.text("model id", allow_empty=True) or codec
         checksum = r.take(CHECKSUM_BYTES, "model checksum").hex()
         width, height, frames = r.varint("width"), r.varint("height"), r.varint("frames")
         fps_num, fps_den = r.varint("fps numerator"), r.varint("fps denominator")
-        coder = r.byte("feature coder id")
-        dim = r.varint("feature dimension")
-        quant = struct.unpack("<f", r.take(4, "quant scale"))[0]
-        key_qp = r.byte("key-frame QP")
-        key_len = r.varint("key-frame payload length")
+        if version == VERSION:
+            coder = r.byte("feature coder id")
+            dim = r.varint("feature dimension")
+            quant = struct.unpack("<f", r.take(4, "quant scale"))[0]
+            key_qp = r.byte("key-frame QP")
+            key_lens = [r.varint("key-frame payload length")]
+            positions = [0]
+        else:
+            coder = 0
+            coder_name = r.text("feature coder name")
+            dim = r.varint("feature dimension")
+            quant = struct.unpack("<f", r.take(4, "quant scale"))[0]
+            key_format = r.text("key-frame format")
+            key_qp = r.byte("key-frame level")
+            count = r.varint("key-frame count")
+            if not 1 <= count <= min(frames, MAX_FRAMES):
+                raise BitstreamError(f"corrupt bitstream: {count} key frames in {frames} frames")
+            positions, key_lens, pos = [], [], 0
+            for i in range(count):
+                pos += r.varint(f"position of key frame {i}")
+                positions.append(pos)
+                key_lens.append(r.varint(f"payload length of key frame {i}"))
         feat_len = r.varint("feature payload length")
-        key = r.take(key_len, "key-frame payload")
+        keys = tuple(r.take(n, f"payload of key frame {i}") for i, n in enumerate(key_lens))
         feat = r.take(feat_len, "feature payload")
     except BitstreamError as e:
         raise BitstreamError(f"{source}: {e}") from None
@@ -221,21 +295,28 @@ def unpack(data: bytes, *, source: str = "bitstream") -> Container:
         problems.append(f"quant scale {quant}")
     if key_qp > 63:
         problems.append(f"key-frame QP {key_qp}")
-    if not key:
+    if not all(keys):
         problems.append("empty key-frame payload")
+    try:
+        check_key_frames(tuple(positions), max(frames, 1))
+    except InputError:
+        problems.append(f"key-frame positions {positions[:8]} for {frames} frames")
     if problems:
         raise BitstreamError(f"{source}: invalid header field(s): {', '.join(problems)}")
     header = Header(codec=codec, model_id=model_id, model_checksum=checksum, width=width,
                     height=height, frames=frames, fps_num=fps_num, fps_den=fps_den,
-                    feature_coder=coder, feature_dim=dim, quant_scale=quant, key_qp=key_qp)
-    return Container(header, key, feat)
+                    feature_coder=coder, feature_dim=dim, quant_scale=quant, key_qp=key_qp, version=version,
+                    key_frames=tuple(positions), key_format=key_format, feature_coder_name=coder_name)
+    return Container(header, keys, feat)
 
 
-def write(path: Path, header: Header, key_payload: bytes, feature_payload: bytes) -> dict[str, int]:
+def write(path: Path, header: Header, key_payloads: bytes | tuple[bytes, ...],
+          feature_payload: bytes) -> dict[str, int]:
     """Write a container; return the bit breakdown (sums to file size x 8)."""
-    data = pack(header, key_payload, feature_payload)
+    data = pack(header, key_payloads, feature_payload)
     Path(path).write_bytes(data)
-    key_bits, feat_bits = 8 * len(key_payload), 8 * len(feature_payload)
+    keys = (key_payloads,) if isinstance(key_payloads, bytes) else tuple(key_payloads)
+    key_bits, feat_bits = 8 * sum(len(k) for k in keys), 8 * len(feature_payload)
     return {"container": 8 * len(data) - key_bits - feat_bits, "key_frame": key_bits, "features": feat_bits}
 
 

@@ -40,7 +40,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from gfvc.errors import BitstreamError, ConfigError, InputError
+from gfvc.errors import BitstreamError, ConfigError, InputError, UnknownName
+from gfvc.registry import Registry
 
 # Longest exp-Golomb prefix accepted (|q| < 2**29). A decoder reading more one-bins
 # than this is reading garbage and stops with BitstreamError.
@@ -608,27 +609,38 @@ class GfvcReferenceCoder(FeatureCoder):
         return total
 
 
-FEATURE_CODERS: dict[str, type[FeatureCoder]] = {
-    CabacCoder.name: CabacCoder,
-    GfvcReferenceCoder.name: GfvcReferenceCoder,
-}
+FEATURE_CODERS: Registry[type[FeatureCoder]] = Registry("feature coder", entry_point_group="gfvc.feature_coders")
+FEATURE_CODERS.add(CabacCoder.name, CabacCoder, origin=__name__)
+FEATURE_CODERS.add(GfvcReferenceCoder.name, GfvcReferenceCoder, origin=__name__)
 
 
 def get_feature_coder(name: str) -> FeatureCoder:
-    """Coder by its condition name (condition.generative.feature_coder)."""
+    """Coder by its condition name (condition.generative.feature_coder); a plug-in's coders included."""
     try:
-        return FEATURE_CODERS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown feature coder {name!r} (known: {', '.join(FEATURE_CODERS)})") from None
+        return FEATURE_CODERS.get(name)()
+    except UnknownName as e:
+        raise ConfigError(str(e)) from None
 
 
 def feature_coder_by_id(coder_id: int) -> FeatureCoder:
-    """Coder by the id byte stored in a container."""
-    for cls in FEATURE_CODERS.values():
-        if cls.coder_id == coder_id:
+    """Coder by the id byte stored in a version-1 container (the suite's own coders have ids)."""
+    for name in FEATURE_CODERS.names():
+        cls = FEATURE_CODERS.get(name)
+        if cls.coder_id and cls.coder_id == coder_id:
             return cls()
-    raise BitstreamError(f"unknown feature coder id {coder_id} in bitstream "
-                         f"(known: {', '.join(f'{c.coder_id}={n}' for n, c in FEATURE_CODERS.items())})")
+    known = ", ".join(f"{FEATURE_CODERS.get(n).coder_id}={n}" for n in FEATURE_CODERS.names()
+                      if FEATURE_CODERS.get(n).coder_id)
+    raise BitstreamError(f"unknown feature coder id {coder_id} in bitstream (known: {known})")
+
+
+def feature_coder_for(coder_id: int, name: str) -> FeatureCoder:
+    """The coder a container names: by name (version 2) or by id (version 1)."""
+    if name:
+        try:
+            return FEATURE_CODERS.get(name)()
+        except UnknownName as e:
+            raise BitstreamError(f"the stream's feature coder is not installed here: {e}") from None
+    return feature_coder_by_id(coder_id)
 
 
 def ideal_code_length(q: np.ndarray, coder: str = "cabac") -> float:

@@ -6,8 +6,12 @@ by name in the test condition (``generative:`` section) and recorded in every re
 * key-frame coder -- codes a key frame as one still picture (VVC intra via VTM or VVenC, a learned image
   codec, ...): :class:`KeyFrameCoder`, registry :data:`KEY_FRAME_CODERS` (entry-point group
   ``gfvc.key_frame_coders``);
+* key-frame policy -- where key frames go (``single``, ``period``, ``adaptive``): :class:`KeyFramePolicy`,
+  registry :data:`KEY_FRAME_POLICIES` (group ``gfvc.key_frame_policies``); the adaptive policy measures
+  frames with a :class:`FrameQuality` measure (registry :data:`FRAME_QUALITY`, group
+  ``gfvc.frame_quality``: psnr, psnr_y, ssim from :mod:`metrics.frame_quality`);
 * feature coder -- entropy coding of the quantised feature residuals: :mod:`gfvc.entropy`
-  (``FEATURE_CODERS``);
+  (``FEATURE_CODERS``, group ``gfvc.feature_coders``);
 * analysis / synthesis -- the codec's own model (methods of the codec class).
 
 The suite's own stages are entry points of its distribution (pyproject.toml), found exactly as a
@@ -23,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gfvc.codec import Environment
-from gfvc.condition import Condition
+from gfvc.condition import Condition, KeyFramePolicySpec
 from gfvc.registry import Registry
 
 
@@ -46,10 +50,19 @@ class KeyFrameCoder(abc.ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # What the payload is (``payload_format``): coders whose payloads decode with each other share it
+    # ("vvc": VVenC and VTM intra pictures are both plain VVC). The container states it; a decoder of
+    # another format refuses.
+    format_name: ClassVar[str] = ""
 
     def __init__(self, condition: Condition, env: Environment) -> None:
         self.condition = condition
         self.env = env
+
+    @property
+    def payload_format(self) -> str:
+        """``format_name``, else the coder's own name."""
+        return self.format_name or self.name
 
     @property
     def chroma(self) -> str:
@@ -79,3 +92,115 @@ KEY_FRAME_CODERS: Registry[type[KeyFrameCoder]] = Registry("key-frame coder",
 def key_frame_coder(name: str, condition: Condition, env: Environment) -> KeyFrameCoder:
     """The key-frame coder registered as ``name``, set up for ``condition`` (UnknownName suggests names)."""
     return KEY_FRAME_CODERS.get(name)(condition, env)
+
+
+# --------------------------------------------------------------------------- key-frame policies
+class FrameQuality(abc.ABC):
+    """A per-frame quality measure used by the adaptive key-frame policy (psnr, ssim, ...)."""
+
+    name: ClassVar[str] = ""
+    lower_is_better: ClassVar[bool] = False
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    @abc.abstractmethod
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        """Quality of each frame: (N, H, W, 3) uint8 twice -> (N,) float."""
+
+
+FRAME_QUALITY: Registry[type[FrameQuality]] = Registry("frame-quality measure",
+                                                       entry_point_group="gfvc.frame_quality")
+
+
+class KeyFramePolicy:
+    """Where a generative codec puts its key frames (the key-frame policy stage).
+
+    A static policy knows the positions from the frame count alone (:meth:`positions`); an adaptive
+    one decides frame by frame at the encoder from the quality of the animated prediction
+    (:meth:`refresh`). The decoder needs no policy: the container lists the key frames.
+    """
+
+    name: ClassVar[str] = ""
+    adaptive: ClassVar[bool] = False
+
+    def __init__(self, spec: KeyFramePolicySpec, env: Environment) -> None:
+        self.spec = spec
+        self.env = env
+
+    def check(self) -> None:
+        """Raise ConfigError / NotAvailable when the policy cannot run with these settings."""
+        return None
+
+    def positions(self, frames: int) -> list[int]:
+        """Key-frame indices of a static policy (always starting with 0)."""
+        return [0]
+
+    def start(self) -> None:
+        """Reset the state of an adaptive policy before a sequence."""
+        return None
+
+    def refresh(self, t: int, since_key: int, reference: np.ndarray, animated: np.ndarray) -> bool:
+        """Adaptive policies: should frame ``t`` (animated from the last key frame) be a key frame instead?"""
+        return False
+
+
+KEY_FRAME_POLICIES: Registry[type[KeyFramePolicy]] = Registry("key-frame policy",
+                                                             entry_point_group="gfvc.key_frame_policies")
+
+
+@KEY_FRAME_POLICIES.register()
+class SinglePolicy(KeyFramePolicy):
+    """Frame 0 only: the CTC's key frame."""
+
+    name = "single"
+
+
+@KEY_FRAME_POLICIES.register()
+class PeriodPolicy(KeyFramePolicy):
+    """A key frame every ``period`` frames (the AhG software's ``gop_size``)."""
+
+    name = "period"
+
+    def positions(self, frames: int) -> list[int]:
+        return list(range(0, frames, self.spec.period))
+
+
+@KEY_FRAME_POLICIES.register()
+class AdaptivePolicy(KeyFramePolicy):
+    """A new key frame when the animated frames' quality crosses a threshold (the AhG software's DAC).
+
+    DAC (GFVC_Software_v2, ``source/DAC_encoder.py``) animates each inter frame at the encoder from the
+    quantised features it will send, measures the prediction against the original and keeps sending
+    features while the running mean of that quality (over every animated frame of the sequence, never
+    reset) is on the right side of the threshold; otherwise the frame is coded as a new key frame.
+    ``average: frame`` compares each frame's own quality instead; ``max_interval`` > 0 forces a key frame
+    that many frames after the last one.
+    """
+
+    name = "adaptive"
+    adaptive = True
+
+    def __init__(self, spec: KeyFramePolicySpec, env: Environment) -> None:
+        super().__init__(spec, env)
+        self.measure = FRAME_QUALITY.get(spec.measure)(env)
+        self._sum = 0.0
+        self._n = 0
+
+    def start(self) -> None:
+        self._sum, self._n = 0.0, 0
+
+    def refresh(self, t: int, since_key: int, reference: np.ndarray, animated: np.ndarray) -> bool:
+        if self.spec.max_interval and since_key >= self.spec.max_interval:
+            return True
+        q = float(self.measure(reference[None], animated[None])[0])
+        self._sum += q
+        self._n += 1
+        value = self._sum / self._n if self.spec.average == "running" else q
+        ok = value <= self.spec.threshold if self.measure.lower_is_better else value >= self.spec.threshold
+        return not ok
+
+
+def key_frame_policy(spec: KeyFramePolicySpec, env: Environment) -> KeyFramePolicy:
+    """The policy named by ``spec.kind`` (UnknownName suggests names)."""
+    return KEY_FRAME_POLICIES.get(spec.kind)(spec, env)

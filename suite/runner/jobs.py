@@ -13,6 +13,7 @@ not depend on the executor or on -j.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import logging
 import shutil
 import socket
@@ -25,9 +26,11 @@ from typing import Any, Literal
 import numpy as np
 
 import metrics
-from gfvc.codec import Codec, Environment, RatePoint, get_codec
+from gfvc.codec import Codec, Environment, RatePoint
 from gfvc.devices import configure_torch, device_provenance, device_type, resolve_device
 from gfvc.errors import ExternalToolCrash, ExternalToolError, GfvcError
+from gfvc.external import bitstream_bits
+from gfvc.factory import build_codec
 from gfvc.provenance import suite_provenance
 from gfvc.records import RECORD_SCHEMA, atomic_write_json, read_record, record_path
 from gfvc.video import rgb_to_yuv420, rgb_to_yuv444, write_container
@@ -64,12 +67,10 @@ class Job:
 
 
 def make_codec(name: str, condition: Condition, env: Environment, module: str = "") -> Codec:
+    """The codec of a job; ``module`` (a decorator-registered codec's) is imported first in the worker."""
     if module:
-        import importlib
-
         importlib.import_module(module)
-    cls = get_codec(name)
-    return cls(condition, env)
+    return build_codec(name, condition, env)
 
 
 def _set_threads(env: Environment) -> None:
@@ -197,9 +198,9 @@ def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
         enc = codec.encode(seq, job.rate_point, jdir)
         timings["encode_s"] = time.perf_counter() - ts
         bitstream = Path(enc.bitstream)
-        if not bitstream.is_file():
+        if not bitstream.exists():
             raise ExternalToolError(f"{job.codec}: encoder reported {bitstream} but no such file exists")
-        bits = bitstream.stat().st_size * 8
+        bits = bitstream_bits(bitstream)  # a file, or every file of an external codec's folder
         breakdown = dict(enc.bits_breakdown)
         if breakdown and sum(breakdown.values()) != bits:
             raise ExternalToolError(
@@ -243,6 +244,9 @@ def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
             "encoder_info": relative_to_run(info, run_dir),
             "artifacts": artifacts,
         })
+        stages = codec.stages()
+        if stages:  # the pipeline's stage choices (not part of the key; the provenance holds what defines results)
+            rec["stages"] = stages
         rec["device"] = {"requested": job.env.device, "codec": _codec_device(codec), "metrics": None}
         out["frames"] = dec.frames
         if keep_sequence:

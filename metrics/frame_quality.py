@@ -1,0 +1,41 @@
+"""Per-frame quality measures for the adaptive key-frame policy (gfvc.stages.FRAME_QUALITY).
+
+The same functions as the suite's PSNR/SSIM metrics (metrics/classic.py), one value per frame, so the
+encoder's refresh decision and the reported quality agree in definition.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gfvc.stages import FRAME_QUALITY, FrameQuality
+from metrics.classic import luma, psnr_rgb_frames, psnr_y_frames, ssim_frames
+
+
+@FRAME_QUALITY.register()
+class PsnrQuality(FrameQuality):
+    """PSNR over R, G, B (dB), as the suite's `psnr` metric."""
+
+    name = "psnr"
+
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        return psnr_rgb_frames(reference, decoded)
+
+
+@FRAME_QUALITY.register()
+class PsnrYQuality(FrameQuality):
+    """PSNR of BT.601 luma (dB), as the suite's `psnr_y` metric."""
+
+    name = "psnr_y"
+
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        return psnr_y_frames(reference, decoded)
+
+
+@FRAME_QUALITY.register()
+class SsimQuality(FrameQuality):
+    """SSIM of luma (Wang et al. 2004, 11x11 Gaussian window), as the suite's `ssim` metric."""
+
+    name = "ssim"
+
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        return ssim_frames(luma(reference), luma(decoded))
