@@ -36,6 +36,10 @@ def _env_from_args(args: argparse.Namespace) -> Environment:
     extra: dict[str, Any] = {"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)}
     if getattr(args, "deterministic", False):
         extra["deterministic"] = True
+    if getattr(args, "keep_frames", None):  # more exact stills per job for the report's Figure 5
+        from gfvc.stills import parse_frame_list
+
+        extra["keep_frames"] = parse_frame_list(args.keep_frames)
     from gfvc.models import parse_model_args
 
     models = parse_model_args(getattr(args, "model", None))
@@ -100,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the job matrix and commands, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-save-decoded", action="store_true", help="do not keep decoded viewing copies")
+    p.add_argument("--keep-frames", metavar="LIST",
+                   help="also keep these decoded frames (0-based, e.g. 7,12) as exact stills for the report's "
+                        "Figure 5 (default: 3 evenly spaced inter frames + the largest-motion frame)")
     p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock limit per job attempt (default: the condition's execution.job_timeout_s; "
                         "0 = none); a job past it is stopped and recorded as failed, reason timeout")

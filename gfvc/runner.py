@@ -32,6 +32,7 @@ from gfvc.errors import ConfigError, ExternalToolError, GfvcError, InputError, J
 from gfvc.provenance import suite_provenance
 from gfvc.records import RECORD_SCHEMA, atomic_write_json, content_key, read_record, record_path, stable_hash
 from gfvc.sequences import SequenceEntry, load_manifest, load_sequence
+from gfvc.stills import save_job_stills
 from test_conditions import Condition
 
 log = logging.getLogger(__name__)
@@ -361,6 +362,10 @@ def score_job(job: Job, coded: dict[str, Any]) -> dict[str, Any]:
             )
             timings["metrics_s"] = time.perf_counter() - ts
             rec["artifacts"].update(_save_features(run_dir / "jobs" / job.key, run_dir, feats))
+            rec["artifacts"].update(save_job_stills(  # exact decoded frames for the report's Figure 5
+                run_dir, run_dir / "jobs" / job.key, seq.frames, coded["frames"], job.condition.metrics,
+                job.sequence.sha256, extra_frames=job.env.extra.get("keep_frames", ()),
+                weights_dir=job.env.weights_dir, device=dev or "cpu"))
             rec.update({"status": "ok", "metrics": scores,
                         "metric_protocol": metrics.protocol(job.condition.metrics)})
             rec["device"] = _device_block(job, rec["device"].get("codec"), dev)
