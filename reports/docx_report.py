@@ -376,7 +376,7 @@ def write(path: Path, ctx: dict[str, Any], model: Any, *, figures: Sequence[dict
         if k:
             doc.add_page_break()
         _picture(doc, out_dir / it["png"], f"Figure 5 layout. {it['short_caption']}",
-                 width_cm=_fit_width(out_dir / it["png"], 25.7, 14.0))
+                 width_cm=_fit_width(out_dir / it["png"], 25.7, 12.3))  # room for caption + details below
         _para(doc, it["details"], size=9)
     for n in fig5.get("notes") or []:
         _para(doc, f"Not shown: {n}", size=9)
@@ -416,6 +416,7 @@ def write(path: Path, ctx: dict[str, Any], model: Any, *, figures: Sequence[dict
     sums = _checksums(ctx)
     if sums:
         _table(doc, ["Codec", "Item", "sha256"], sums, numeric=False, size=7.0, mono_last=True,
+               widths_cm=(2.3, 5.2, 9.5),
                caption="A.2 Binaries, checkpoints and weights (sha256 as recorded in each codec's provenance)")
     git = next((v for k, v in ctx["run_provenance"] if k.endswith("git_revision")), "(not recorded)")
     _kv(doc, [("Run command", ctx["run_argv"]), ("Report command", ctx["report_cmd"]),
