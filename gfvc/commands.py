@@ -37,7 +37,7 @@ def _env_from_args(args: argparse.Namespace) -> Environment:
     if getattr(args, "deterministic", False):
         extra["deterministic"] = True
     if getattr(args, "keep_frames", None):  # more exact stills per job for the report's Figure 5
-        from gfvc.stills import parse_frame_list
+        from gfvc.stills import parse_frame_list  # lazy: CLI start-up
 
         extra["keep_frames"] = parse_frame_list(args.keep_frames)
     from gfvc.models import parse_model_args

@@ -77,7 +77,7 @@ def candidate_frames(original: np.ndarray, extra: Iterable[int] = (), even: int 
 
 def png_bytes(frame: np.ndarray) -> bytes:
     """Lossless PNG of one uint8 RGB frame (deterministic bytes: no metadata)."""
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow only where stills are written (gfvc.runner imports this module)
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", optimize=False, compress_level=6)
@@ -86,7 +86,7 @@ def png_bytes(frame: np.ndarray) -> bytes:
 
 def read_png(path: Path) -> np.ndarray:
     """A PNG still as uint8 RGB (H, W, 3)."""
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow only where stills are read
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)

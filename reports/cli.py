@@ -96,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def figure5_options(args: argparse.Namespace) -> Any:
     """reports.figure5.Options from the --figure-* options (one-line ConfigError when malformed)."""
-    from gfvc.stills import parse_frame_list
-    from reports import figure5
+    from gfvc.stills import parse_frame_list  # lazy: CLI start-up (numpy, reports.model)
+    from reports import figure5  # lazy: CLI start-up
 
     seqs = tuple(s.strip() for s in (args.figure_sequences or "").split(",") if s.strip())
     return figure5.Options(sequences=seqs, frames=parse_frame_list(args.figure_frames, "--figure-frames"),

@@ -520,7 +520,7 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     if "tex" in fmts:
         paths["tex"] = _write_tex(model, out / "tables.tex", f5_files)
     if "docx" in fmts:
-        from reports import docx_report
+        from reports import docx_report  # lazy: python-docx loads only when a .docx is written
 
         ctx = context(model, figures={"notes": plot_notes, "list": figs_md})
         paths["docx"] = docx_report.write(out / "report.docx", ctx, model, figures=figs_md, fig5=f5_files,

@@ -20,6 +20,7 @@ from typing import Any
 
 from gfvc.errors import ConfigError
 from gfvc.fileio import read_yaml_mapping
+from reports.tables import sub_labels
 
 # --docx-meta keys: (meaning, placeholder when absent). "title" defaults to the report's title.
 META_KEYS: dict[str, str] = {
@@ -180,7 +181,7 @@ def _picture(doc: Any, path: Path, caption: str, width_cm: float = 17.0, body: s
 
 def _fit_width(path: Path, max_w_cm: float, max_h_cm: float) -> float:
     """The widest picture width (cm) that keeps ``path`` within max_w x max_h (its aspect ratio kept)."""
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow only when a picture is placed
 
     with Image.open(path) as im:
         w, h = im.size
@@ -336,8 +337,6 @@ def write(path: Path, ctx: dict[str, Any], model: Any, *, figures: Sequence[dict
                "the sequences; n/a (status) = no valid BD-rate (see the flagged outcomes). Values rounded to two "
                "decimals, as in every other output of the report.")
     groups, flat, rows = ctx["table1"]
-    from reports.tables import sub_labels
-
     _table(doc, ["Codec"] + sub_labels(flat), rows, groups=groups,
            caption=f"Table 1. BD-rate (%) vs {anchor}, perceptual metrics of the CTC")
     if ctx["table_ref"]:

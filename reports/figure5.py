@@ -243,10 +243,26 @@ def _learned_text(stills: Sequence[Still], learned: list[str]) -> str:
 
 
 def rerun_hint(model: ReportModel, frames: Sequence[int] = ()) -> str:
-    """The command that keeps the stills (the run's own command with --force, and --keep-frames when named)."""
+    """The command that keeps the stills: the run's own command with --force, and with --keep-frames
+    naming ``frames`` plus any frames the run already asked for."""
     argv = [str(a) for a in (model.run.get("argv") or ["gfvc", "run"])]
-    extra = (["--keep-frames", ",".join(str(f) for f in frames)] if frames else []) + ["--force"]
-    return " ".join(argv + [a for a in extra if a not in argv])
+    out: list[str] = []
+    keep = {int(f) for f in frames}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--keep-frames" and i + 1 < len(argv):
+            keep.update(int(x) for x in argv[i + 1].split(",") if x.strip().isdigit())
+            i += 2
+            continue
+        if a.startswith("--keep-frames="):
+            keep.update(int(x) for x in a.split("=", 1)[1].split(",") if x.strip().isdigit())
+        elif a != "--force":
+            out.append(a)
+        i += 1
+    if keep:
+        out += ["--keep-frames", ",".join(str(f) for f in sorted(keep))]
+    return " ".join(out + ["--force"])
 
 
 def build(model: ReportModel, opts: Options | None = None, records: list[dict[str, Any]] | None = None) -> Figure5:

@@ -16,6 +16,7 @@ import numpy as np
 
 from gfvc.records import atomic_write_json, content_key
 from gfvc.stills import save_job_stills
+from test_conditions import MetricsSpec
 
 DEFAULT_SEQUENCES: tuple[str, ...] = ("seq_a", "seq_b", "seq_c")
 LOWER = {"psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True}
@@ -196,8 +197,6 @@ def synthetic_decoded(original: np.ndarray, codec: str, qp: int) -> np.ndarray:
 
 
 def _stills(run_dir: Path, key: str, seq: str, sha: str, codec: str, qp: int, cond: dict[str, Any]) -> dict[str, str]:
-    from test_conditions import MetricsSpec
-
     orig = synthetic_frames(seq, int(cond["frames"]), int(cond["height"]), int(cond["width"]))
     names = tuple(n for n in (cond.get("metrics") or {}).get("names", ()) if n != "fvd")
     return save_job_stills(run_dir, run_dir / "jobs" / key, orig, synthetic_decoded(orig, codec, qp),

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from gfvc.cli import main
+from gfvc.codec import Environment
 from gfvc.errors import ConfigError
-from gfvc.stills import candidate_frames, png_bytes, read_png
+from gfvc.records import iter_records
+from gfvc.runner import make_codec, plan_run
+from gfvc.stills import Still, candidate_frames, png_bytes, read_png
 from reports import figure5 as f5
 from reports.document import report_model
 from reports.synthetic import CONDITION, make_run, synthetic_decoded, synthetic_frames
@@ -223,10 +226,6 @@ def test_bad_figure_options_are_one_line_exit_2(stills_run, tmp_path, capsys, ar
 # ------------------------------------------------------------------------ a real run
 def test_run_keeps_exact_stills_and_report_draws_figure5(small_condition, plugin_env, tmp_path, monkeypatch):
     """Two test codecs, 4 frames: stills are the decoder's frames; --keep-frames adds one and keeps the keys."""
-    from gfvc.codec import Environment
-    from gfvc.records import iter_records
-    from gfvc.runner import make_codec, plan_run
-
     monkeypatch.setenv("GFVC_TEST_SLOW_S", "0")
     run = tmp_path / "run"
     assert main(["run", "--condition", small_condition.source, "--codec", "test-lossy", "--codec", "test-slow",
@@ -252,8 +251,6 @@ def test_run_keeps_exact_stills_and_report_draws_figure5(small_condition, plugin
 
 
 def test_learned_values_are_shown_when_computed(tmp_path):
-    from gfvc.stills import Still
-
     ok = {"psnr": {"value": 30.0, "status": "ok"}, "ssim": {"value": 0.9, "status": "ok"},
           "dists": {"value": 0.125, "status": "ok"}, "lpips": {"value": None, "status": "not_computed",
                                                                "reason": "non-finite result (nan)"}}
@@ -262,3 +259,12 @@ def test_learned_values_are_shown_when_computed(tmp_path):
                                                      "DISTS 0.125 · LPIPS n/a (not computed)")
     assert f5._learned_text([s], ["dists", "lpips"]) == ", DISTS, LPIPS n/a (not computed)"
     assert f5._value_line(s, []) == ("PSNR 30.00 dB · SSIM 0.900", "")
+
+
+def test_rerun_hint_merges_keep_frames(stills_run):
+    model = report_model(stills_run)
+    model.run["argv"] = ["gfvc", "run", "demo", "--keep-frames", "3,9", "-j", "2"]
+    assert f5.rerun_hint(model, [7]) == "gfvc run demo -j 2 --keep-frames 3,7,9 --force"
+    model.run["argv"] = ["gfvc", "run", "--keep-frames=4", "--force"]
+    assert f5.rerun_hint(model) == "gfvc run --keep-frames 4 --force"
+    assert f5.rerun_hint(model, [1]) == "gfvc run --keep-frames 1,4 --force"
