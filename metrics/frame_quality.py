@@ -5,9 +5,15 @@ encoder's refresh decision and the reported quality agree in definition.
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+import metrics
 from gfvc.stages import FRAME_QUALITY, FrameQuality
+from gfvc.stills import ALWAYS, PER_FRAME
 from metrics.classic import luma, psnr_rgb_frames, psnr_y_frames, ssim_frames
 
 
@@ -39,3 +45,16 @@ class SsimQuality(FrameQuality):
 
     def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
         return ssim_frames(luma(reference), luma(decoded))
+
+
+def frame_values(spec: Any, ref: np.ndarray, dist: np.ndarray, *, weights_dir: Path | None = None,
+                  device: str = "cpu") -> dict[str, dict[str, Any]]:
+    """Per-frame values of one frame pair, by the job's own metric code (metrics.evaluate on one frame).
+
+    PSNR and SSIM always; DISTS and LPIPS when the condition lists them (a
+    metric whose weights are missing comes back ``not_computed`` with the
+    reason, as in the records). ref/dist: uint8 (H, W, 3).
+    """
+    names = [n for n in PER_FRAME if n in ALWAYS or n in spec.names]
+    one = dataclasses.replace(spec, names=tuple(names))
+    return metrics.evaluate(one, ref[None], dist[None], fps=1.0, weights_dir=weights_dir, device=device)

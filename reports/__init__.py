@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
+from reports.formats import ALL_FORMATS
 
 
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,

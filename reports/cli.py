@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gfvc.argtypes import nonnegative_float, nonnegative_int
+from gfvc.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from gfvc.errors import RegressionDetected
 from gfvc.fileio import atomic_write_text, check_output_dir, check_output_file
 from gfvc.records import results_table
 from reports import regress
 from reports.compare import bdrate_from_csv, compare_runs
+from reports.formats import ALL_FORMATS as FORMATS
 from reports.model import build_model, load_run
 
-FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
@@ -39,6 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--allow-mixed-devices", action="store_true",
                    help="report records computed on different device types (CPU and CUDA) together")
+    p.add_argument("--docx-meta", type=Path, metavar="FILE",
+                   help="YAML with the Word title block: document, meeting, title, status, purpose, contact, "
+                        "source, abstract (absent keys are highlighted placeholders)")
+    g = p.add_argument_group("Figure 5 (decoded frames of every codec at a matched rate)")
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--figure-rate", type=positive_float, metavar="KBPS",
+                   help="show each codec's rate point closest to this rate (default: the anchor's lowest rate "
+                        "point of each sequence)")
+    t.add_argument("--figure-quality", metavar="METRIC=VALUE",
+                   help="show each codec's rate point whose sequence METRIC is closest to VALUE, e.g. psnr=30")
+    g.add_argument("--figure-sequences", metavar="LIST", help="comma-separated sequences (default: all)")
+    g.add_argument("--figure-frames", metavar="LIST",
+                   help="frames to show (0-based; default: the kept frame where the codecs differ most)")
+    g.add_argument("--figure-frame-count", type=positive_int, default=1, metavar="N",
+                   help="frames chosen per sequence when --figure-frames is not given (default 1)")
+    g.add_argument("--figure-crop", default="auto", metavar="x,y,w,h|auto|none",
+                   help="zoomed crop row (default auto: the window where the codecs differ most)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
@@ -82,16 +99,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bdrate)
 
 
+def figure5_options(args: argparse.Namespace) -> Any:
+    """reports.figure5.Options from the --figure-* options (one-line ConfigError when malformed)."""
+    from gfvc.stills import parse_frame_list  # lazy: CLI start-up (numpy, reports.model)
+    from reports import figure5  # lazy: CLI start-up
+
+    seqs = tuple(s.strip() for s in (args.figure_sequences or "").split(",") if s.strip())
+    return figure5.Options(sequences=seqs, frames=parse_frame_list(args.figure_frames, "--figure-frames"),
+                           frame_count=args.figure_frame_count, rate_kbps=args.figure_rate,
+                           quality=figure5.parse_quality(args.figure_quality) if args.figure_quality else None,
+                           crop=figure5.parse_crop(args.figure_crop))
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report and print its Table-1 summary (the text of summary.txt), then the files."""
     # lazy: loads matplotlib; loads pandas (start-up time of the modules that import this one)
     from reports.document import report_model, terminal_summary, write_report
+    from reports.docx_report import load_meta  # lazy: loads pandas (through reports.tables)
 
+    meta = load_meta(args.docx_meta)  # a bad title-block file: one line, exit 2, before any work
+    opts = figure5_options(args)
     check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
     model = report_model(args.run_dir, anchor=args.anchor, method=args.method, aggregation=args.aggregation,
                          bootstrap=args.bootstrap, seed=args.seed, allow_mixed_devices=args.allow_mixed_devices)
     out = args.out if args.out else args.run_dir / "report"
-    paths = write_report(model, out, tuple(args.formats or FORMATS))
+    paths = write_report(model, out, tuple(args.formats or FORMATS), figure5=opts, docx_meta=meta)
     print(terminal_summary(model))
     print()
     for key in sorted(paths):

@@ -1,9 +1,11 @@
-"""Contribution documents (Markdown and self-contained HTML) and ``build_report``.
+"""Contribution documents (Markdown, self-contained HTML, Word) and ``build_report``.
 
 The HTML embeds its figures (inline SVG for the Figure-4 panels, base64 PNG
-for the per-sequence appendix), so the one file opens offline and can be
-attached to a JVET contribution. Metrics that were not computed are stated
-with their reason in the results section, never hidden.
+for the per-sequence appendix and the Figure-5 pictures), so the one file
+opens offline and can be attached to a JVET contribution; report.docx
+(reports/docx_report.py) is the Word contribution layout of the same
+context. Metrics that were not computed are stated with their reason in the
+results section, never hidden.
 """
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ from gfvc.devices import check_uniform_devices
 from gfvc.errors import ConfigError
 from gfvc.fileio import atomic_write_text
 from gfvc.records import iter_records, results_table
+from reports import figure5 as fig5
 from reports import plots, pooled_fvd, tables
 from reports import vertices as vx
+from reports.formats import ALL_FORMATS
 from reports.model import KNOWN_METRICS, PLOT_AXIS, SUB_LABELS, ReportModel, build_model, load_run, metric_label
 from reports.vertices import frame as vertex_frame
 from reports.vertices import summary_table, terminal_lines
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
 
 METHOD_TEXT = {
     "jvet": "piecewise cubic Hermite interpolation with the slope rules of the JVET/JCT-VC CTC spreadsheet "
@@ -340,15 +343,19 @@ def render(template: str, ctx: dict[str, Any]) -> str:
 
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,
                  out_dir: Path | None = None, method: str | None = None, aggregation: str | None = None,
-                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False) -> dict[str, Path]:
+                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False,
+                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None) -> dict[str, Path]:
     """Write the report of a run; returns {format or "format:name": path}.
 
     Primary keys: ``md`` report.md, ``html`` report.html, ``tex`` tables.tex,
     ``json`` summary.json, ``txt`` summary.txt (what ``gfvc report`` prints),
-    ``xlsx`` report.xlsx, ``csv`` summary.csv (plus ``csv:rd`` rd_data.csv,
+    ``xlsx`` report.xlsx, ``docx`` report.docx (Word contribution layout; title block
+    from ``docx_meta``, see reports.docx_report.load_meta), ``csv`` summary.csv (plus ``csv:rd`` rd_data.csv,
     ``csv:bdrate`` bdrate_per_sequence.csv and ``csv:vertices`` vertices.csv),
     ``png``/``svg`` the Figure-4 plot (plus ``png:<name>``/``svg:<name>``:
-    reference metrics, per-sequence plots, vertex curves, Figure-6 pictures).
+    reference metrics, per-sequence plots, vertex curves, Figure-6 pictures,
+    ``figure5_<sequence>``: the Figure-5 visual comparison chosen by ``figure5``)
+    and ``json:figure5`` figure5.json (what Figure 5 shows and why).
     """
     unknown = sorted(set(formats) - set(ALL_FORMATS))
     if unknown:
@@ -362,7 +369,7 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     model = build_model(df, run, run_dir=run_dir, anchor=anchor, method=method, aggregation=aggregation,
                         bootstrap=bootstrap, seed=seed, pooled=pooled_curves(run_dir))
     out = Path(out_dir) if out_dir else run_dir / "report"
-    return write_report(model, out, formats)
+    return write_report(model, out, formats, figure5=figure5, docx_meta=docx_meta)
 
 
 def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -392,10 +399,14 @@ def report_model(run_dir: Path, *, allow_mixed_devices: bool = False, **kw: Any)
     return build_model(results_table(run_dir), load_run(run_dir), run_dir=run_dir, **kw)
 
 
-def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS) -> dict[str, Path]:
+def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS, *,
+                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None) -> dict[str, Path]:
+    """Write every output of ``formats`` into ``out``; ``figure5`` chooses the Figure-5 comparison,
+    ``docx_meta`` fills the Word title block (see build_report for the keys of the result)."""
+    fmts = set(formats)
+    f5 = fig5.build(model, figure5)  # option errors (unknown sequence, bad target) before any file is written
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    fmts = set(formats)
     vm = model.vertex
     if "csv" in fmts:
         tables.summary_frame(model).to_csv(out / "summary.csv", index=False, float_format="%.10g")
@@ -412,8 +423,6 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     if "json" in fmts:
         atomic_write_text(out / "summary.json", json.dumps(tables.summary_json(model), indent=1, sort_keys=True) + "\n")
         paths["json"] = out / "summary.json"
-    if "tex" in fmts:
-        paths["tex"] = _write_tex(model, out / "tables.tex")
     if "txt" in fmts:
         atomic_write_text(out / "summary.txt", terminal_summary(model) + "\n")
         paths["txt"] = out / "summary.txt"
@@ -422,8 +431,8 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
     keep, plot_notes = plots.plottable(model, prim)
     keep_ref, _ = plots.plottable(model, [m for m in ref if model.computed(m)])
     img_fmts = [f for f in ("png", "svg") if f in fmts]
-    # Markdown links PNG files, so it needs them even when png is not requested.
-    file_fmts = img_fmts or (["png"] if "md" in fmts else [])
+    # Markdown links PNG files and the Word document embeds them, so both need them even when png is not requested.
+    file_fmts = img_fmts or (["png"] if fmts & {"md", "docx"} else [])
     # (file name, title, kind: "inline" | "sequence" | "vertex" | "fig6", maker)
     specs: list[tuple[str, str, str, Callable[[], Any]]] = []
     if keep:
@@ -485,24 +494,58 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                 figs_md.append({"name": name, "title": title, "kind": kind,
                                 "png": f"{name}.png" if "png" in saved else "",
                                 "svg": f"{name}.svg" if "svg" in saved else ""})
+    f5_files, f5_html = _figure5_outputs(f5, out, fmts, paths)
     if "md" in fmts:
-        md_figs = {"list": figs_md, "notes": plot_notes,
+        md_figs = {"list": figs_md, "notes": plot_notes, "fig5": f5_files,
                    "vertex_curves": next((f for f in figs_md if f["kind"] == "vertex"), None),
                    "fig6": [f for f in figs_md if f["kind"] == "fig6"]}
         ctx = context(model, figures=md_figs)
         atomic_write_text(out / "report.md", render("report.md.j2", ctx))
         paths["md"] = out / "report.md"
     if "html" in fmts:
-        ctx = context(model, figures={**html, "notes": plot_notes})
+        ctx = context(model, figures={**html, "notes": plot_notes, "fig5": f5_html})
         atomic_write_text(out / "report.html", render("report.html.j2", ctx))
         paths["html"] = out / "report.html"
+    if "tex" in fmts:
+        paths["tex"] = _write_tex(model, out / "tables.tex", f5_files)
+    if "docx" in fmts:
+        from reports import docx_report  # lazy: python-docx loads only when a .docx is written
+
+        ctx = context(model, figures={"notes": plot_notes, "list": figs_md})
+        paths["docx"] = docx_report.write(out / "report.docx", ctx, model, figures=figs_md, fig5=f5_files,
+                                          out_dir=out, meta=docx_meta)
     if model.run_dir is not None:  # pooled FVD: its own section (protocol, clips, BD-rate of averaged curves)
         paths.update(pooled_fvd.add_to_report(Path(model.run_dir), model.anchor, model.method, out, paths))
     return paths
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+def _figure5_outputs(f5: fig5.Figure5, out: Path, fmts: set[str], paths: dict[str, Path]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Draw each Figure-5 panel once: PNG files (png, md, tex, docx) and data URIs (html), figure5.json.
+
+    Returns the template data {"items": [{"caption", "png" | "uri"}], "notes", "missing"} for files and HTML.
+    """
+    files: dict[str, Any] = {"items": [], "notes": f5.notes, "missing": f5.missing}
+    html: dict[str, Any] = {"items": [], "notes": f5.notes, "missing": f5.missing}
+    want_file = bool(fmts & {"png", "md", "tex", "docx"})
+    if want_file or "html" in fmts:
+        for p in f5.panels:
+            data = fig5.png(p)
+            if want_file:
+                (out / f"{p.name}.png").write_bytes(data)
+                paths[f"png:{p.name}"] = out / f"{p.name}.png"
+                files["items"].append({"caption": p.caption(), "short_caption": p.short_caption(),
+                                       "details": p.details(), "png": f"{p.name}.png", "name": p.name})
+            if "html" in fmts:
+                html["items"].append({"caption": p.caption(),
+                                      "uri": "data:image/png;base64," + base64.b64encode(data).decode()})
+    if "json" in fmts:
+        atomic_write_text(out / "figure5.json", json.dumps(f5.to_dict(), indent=1, sort_keys=True) + "\n")
+        paths["json:figure5"] = out / "figure5.json"
+    return files, html
+
+
+_safe = fig5.safe_name
 
 
 def terminal_summary(model: ReportModel) -> str:
@@ -536,7 +579,7 @@ def terminal_summary(model: ReportModel) -> str:
     return "\n".join(lines)
 
 
-def _write_tex(model: ReportModel, path: Path) -> Path:
+def _write_tex(model: ReportModel, path: Path, f5: dict[str, Any] | None = None) -> Path:
     prim, _ = plots.primary_and_reference(model)
     parts = [f"% GFVC CTC tables: {model.condition_name}, anchor {model.anchor}, method {model.method}, "
              f"{model.aggregation}", "% requires \\usepackage{booktabs}"]
@@ -554,6 +597,17 @@ def _write_tex(model: ReportModel, path: Path) -> Path:
         lab = " (against PROXY reference vertices)" if vm.proxy else ""
         parts.append(tables.tex_table(h, rows, f"Vertex error and PCK per codec and rate point{lab}",
                                       "tab:gfvc-vertices"))
+    f5 = f5 or {}
+    if f5.get("items"):
+        parts[1] += ", \\usepackage{graphicx} (Figure 5)"
+    for it in f5.get("items") or []:  # the PNG lies next to tables.tex
+        parts.append("\n".join([r"\begin{figure}[htbp]", r"\centering",
+                                rf"\includegraphics[width=\linewidth]{{{it['png']}}}",
+                                rf"\caption{{Figure 5 layout. {tables.tex_escape(it['caption'])}}}",
+                                rf"\label{{fig:gfvc-{it['name'].replace('_', '-')}}}", r"\end{figure}"]))
+    if f5.get("missing"):
+        parts.append(f"% {f5['missing']}")
+    parts += [f"% Figure 5: {n}" for n in f5.get("notes") or []]
     notes = [f"% Read with care: {n}" for n in banner(model)]
     atomic_write_text(path, "\n\n".join(parts + notes) + "\n")
     return path

@@ -6,14 +6,20 @@ by hand. Nothing here is a measurement.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gfvc.records import atomic_write_json, content_key
+from gfvc.stills import save_job_stills
+from metrics.frame_quality import frame_values
 from metrics.vertices import pck_key
+from test_conditions import MetricsSpec
 
 DEFAULT_SEQUENCES: tuple[str, ...] = ("seq_a", "seq_b", "seq_c")
 LOWER = {"psnr": False, "psnr_y": False, "ssim": False, "dists": True, "lpips": True, "fvd": True}
@@ -93,13 +99,14 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
              provenance: dict[str, dict[str, Any]] | None = None,
              perturb: dict[tuple[str, str, int], dict[str, float]] | None = None,
              vertices: dict[str, float] | None = None, proxy_vertices: bool = True,
-             planes: dict[str, str] | None = None) -> Path:
+             planes: dict[str, str] | None = None, stills: bool = False) -> Path:
     """Write a synthetic run. ``not_computed`` {metric: reason} records the metric as not computed;
     ``perturb`` {(codec, sequence, qp): {field: value}} overrides kbps or a metric value (e.g. to make
     a curve non-monotonic). ``vertices`` {codec: gain} gives those codecs vertex metrics (others are
     "not_applicable"; None: no vertex block at all, like records from before vertex metrics);
     ``planes`` {codec: metric} adds a per-plane PSNR metric (value, y, u, v; 6:1:1 weighted) to
-    that codec's records, like VTM's log."""
+    that codec's records, like VTM's log; ``stills`` keeps exact stills per job (gfvc/stills.py) of
+    synthetic frames (see :func:`synthetic_frames`), as a real run does for the report's Figure 5."""
     run_dir = Path(run_dir)
     codecs = codecs or CODECS
     cond = condition or CONDITION
@@ -158,6 +165,8 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                     else:
                         rec["vertex_metrics"] = {"schema": 1, "status": "not_applicable",
                                                  "reason": f"codec {codec!r} does not output vertices"}
+                if stills:
+                    rec["artifacts"] = _stills(run_dir, key, seq, sha, codec, qp, cond)
                 atomic_write_json(run_dir / "records" / f"{key}.json", rec)
     run = {"suite_version": "0.1.0", "condition": cond, "condition_fingerprint": fp, "condition_name": cond["name"],
            "codecs": prov_all,
@@ -165,6 +174,34 @@ def make_run(run_dir: Path, *, sequences: Sequence[str] = DEFAULT_SEQUENCES,
            "argv": ["gfvc", "run", "synthetic", "--out", "RUN"], "created": "2026-01-01T00:00:00+00:00"}
     atomic_write_json(run_dir / "run.json", run)
     return run_dir
+
+
+def synthetic_frames(sequence: str, frames: int, height: int, width: int) -> np.ndarray:
+    """Original frames of a synthetic sequence: a smooth gradient with a bright square that moves right
+    by one pixel per frame (so the largest motion from frame 0 is at the last frame)."""
+    t = np.arange(frames)[:, None, None]
+    y, x = np.mgrid[0:height, 0:width]
+    base = (40 + 120 * x / max(1, width - 1) + 40 * y / max(1, height - 1))[None] + 0 * t
+    seed = sum(sequence.encode()) % 50
+    out = np.repeat(base[..., None], 3, axis=-1) + np.array([0, seed, 2 * seed])
+    for i in range(frames):
+        x0 = (width // 8 + i) % max(1, width - width // 4)
+        out[i, height // 4: height // 2, x0: x0 + width // 4] = 230.0
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def synthetic_decoded(original: np.ndarray, codec: str, qp: int) -> np.ndarray:
+    """A deterministic 'decoded' version: noise whose strength grows with QP, different per codec."""
+    seed = int(hashlib.sha256(f"{codec}:{qp}".encode()).hexdigest()[:8], 16)
+    noise = np.random.default_rng(seed).normal(0.0, 0.25 * qp, original.shape)
+    return np.clip(original.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def _stills(run_dir: Path, key: str, seq: str, sha: str, codec: str, qp: int, cond: dict[str, Any]) -> dict[str, str]:
+    orig = synthetic_frames(seq, int(cond["frames"]), int(cond["height"]), int(cond["width"]))
+    names = tuple(n for n in (cond.get("metrics") or {}).get("names", ()) if n != "fvd")
+    return save_job_stills(run_dir, run_dir / "jobs" / key, orig, synthetic_decoded(orig, codec, qp),
+                           functools.partial(frame_values, MetricsSpec(names=names)), sha)
 
 
 # ------------------------------------------------------------------ golden files

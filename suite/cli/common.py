@@ -11,6 +11,7 @@ from gfvc.codec import Environment
 from gfvc.devices import resolve_device, validate_device
 from gfvc.errors import ConfigError
 from gfvc.models import parse_model_args, validate_model_names
+from gfvc.stills import parse_frame_list
 
 
 def existing_dir(value: str | None, what: str) -> str | None:
@@ -29,6 +30,8 @@ def env_from_args(args: argparse.Namespace) -> Environment:
     extra: dict[str, Any] = {"threads_per_job": int(getattr(args, "threads_per_job", None) or 1)}
     if getattr(args, "deterministic", False):
         extra["deterministic"] = True
+    if getattr(args, "keep_frames", None):  # more exact stills per job for the report's Figure 5
+        extra["keep_frames"] = parse_frame_list(args.keep_frames)
 
     models = parse_model_args(getattr(args, "model", None))
     # checkpoint paths are resolved here, so workers in other folders (Dask) see the same files

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the job matrix and commands, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-save-decoded", action="store_true", help="do not keep decoded viewing copies")
+    p.add_argument("--keep-frames", metavar="LIST",
+                   help="also keep these decoded frames (0-based, e.g. 7,12) as exact stills for the report's "
+                        "Figure 5 (default: 3 evenly spaced inter frames + the largest-motion frame)")
     p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock limit per job attempt (default: the condition's execution.job_timeout_s; "
                         "0 = none); a job past it is stopped and recorded as failed, reason timeout")

@@ -13,6 +13,7 @@ not depend on the executor or on -j.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib
 import logging
 import shutil
@@ -33,9 +34,11 @@ from gfvc.external import bitstream_bits
 from gfvc.factory import build_codec
 from gfvc.provenance import suite_provenance
 from gfvc.records import RECORD_SCHEMA, atomic_write_json, read_record, record_path
+from gfvc.stills import save_job_stills
 from gfvc.video import rgb_to_yuv420, rgb_to_yuv444, write_container
 from metrics import vertices as vertex_metrics
 from metrics.classic import yuv_psnr
+from metrics.frame_quality import frame_values
 from suite.runner.control import JobTimeout, worker_name
 from test_conditions import Condition
 from test_conditions.manifest import SequenceEntry, load_sequence
@@ -281,6 +284,11 @@ def score_job(job: Job, coded: dict[str, Any]) -> dict[str, Any]:
             )
             timings["metrics_s"] = time.perf_counter() - ts
             rec["artifacts"].update(_save_features(run_dir / "jobs" / job.key, run_dir, feats))
+            rec["artifacts"].update(save_job_stills(  # exact decoded frames for the report's Figure 5
+                run_dir, run_dir / "jobs" / job.key, seq.frames, coded["frames"],
+                functools.partial(frame_values, job.condition.metrics, weights_dir=job.env.weights_dir,
+                                  device=dev or "cpu"),
+                job.sequence.sha256, extra_frames=job.env.extra.get("keep_frames", ()), device=dev or "cpu"))
             rec.update({"status": "ok", "metrics": scores,
                         "metric_protocol": metrics.protocol(job.condition.metrics)})
             rec["device"] = _device_block(job, rec["device"].get("codec"), dev)
