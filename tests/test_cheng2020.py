@@ -20,7 +20,12 @@ from scipy.special import ndtri  # what scipy.stats.norm.ppf evaluates for the s
 from test_weights_fetch import _Server
 
 from anchors.learned import checkpoints
-from anchors.learned.cheng2020 import Cheng2020Attention, canonical_state_dict, random_state_dict
+from anchors.learned.cheng2020 import (
+    Cheng2020Attention,
+    canonical_state_dict,
+    random_state_dict,
+    state_dict_sha256,
+)
 from anchors.learned.entropy_models import TAIL_MASS, tail_multiplier
 from anchors.learned.keyframe import HEADER_BYTES, Cheng2020KeyFrameCoder, padding
 from anchors.learned.spec import QUALITIES, channels_for_quality
@@ -31,15 +36,6 @@ from metrics import weights
 VECTORS = Path(__file__).resolve().parents[1] / "anchors" / "vectors"
 META = json.loads((VECTORS / "cheng2020.json").read_text())
 FORWARD_KEYS = ("y", "z", "z_hat", "z_likelihoods", "y_hat", "scales", "means", "y_likelihoods", "x_hat")
-
-
-def _sd_sha256(sd: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        t = sd[k].detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +187,7 @@ def test_conformance_with_compressai(case, vector_data):
     """Forward, tables, encoder-side y_hat, decoded x_hat and bits against CompressAI 1.2.4's own outputs."""
     c, d = META["cases"][case], vector_data[case]
     sd = random_state_dict(c["N"], c["weight_seed"])
-    assert _sd_sha256(sd) == c["random_state_dict_sha256"], "the seeded weights differ from the vectors' weights"
+    assert state_dict_sha256(sd) == c["random_state_dict_sha256"], "the seeded weights differ from the vectors' weights"
     net = Cheng2020Attention(c["N"])
     net.load_compressai_state_dict(sd, case)
     net.eval()

@@ -29,21 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anchors.learned.cheng2020 import random_state_dict
+from anchors.learned.cheng2020 import random_state_dict, state_dict_sha256
 
 # (case name, quality whose layout (N) is used, weight seed, input height, width, image seed)
 CASES = (("q1_64x64", 1, 1, 64, 64, 11), ("q1_40x100", 1, 1, 40, 100, 12), ("q6_64x64", 6, 6, 64, 64, 13))
 KEEP_X_HAT_DEC = ("q1_64x64", "q6_64x64")  # the 40x100 case pins y_hat_enc instead (x_hat_dec = g_s(y_hat_enc))
-
-
-def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
-    """sha256 over sorted keys, shapes, dtypes and raw bytes (identifies the random weights)."""
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        t = sd[k].detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def table_sha256(t: torch.Tensor) -> str:

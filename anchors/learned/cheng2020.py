@@ -27,6 +27,7 @@ reconstruction are the same computations.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -395,6 +396,16 @@ def canonical_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             k = f"entropy_bottleneck.{_EB_NAMES[m.group(1)]}{m.group(2)}"
         out[k] = value
     return out
+
+
+def state_dict_sha256(sd: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over sorted keys, shapes, dtypes and raw bytes: identifies in-memory weights (e.g. random ones)."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def random_state_dict(N: int, seed: int, gain: float = 0.7, synthesis_gain: float = 0.5,
