@@ -93,7 +93,7 @@ class Cheng2020KeyFrameCoder:
     """Codes key frames with cheng2020-attn (see module docstring); one instance serves every quality.
 
     Build it for the official weights (default; files found or fetched per
-    quality on first use), from given checkpoint files (``checkpoints={q: path}``),
+    quality on first use), from given checkpoint files (``checkpoint_files={q: path}``),
     or with :meth:`random_weights` for tests.
     """
 
