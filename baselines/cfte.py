@@ -8,7 +8,7 @@ modules are in GFVC_Software/GFVC/CFTE), so the released
 
 * ``kp_detector`` (:class:`KPDetector`, the analysis net): hourglass on the
   anti-aliased image, then four 5x5 stride-2 convolutions, each followed by a
-  GDN (:class:`baselines.gdn.GDN`, CFTE's reparameterised layout), down to a
+  GDN (:class:`model_parts.gdn.GDN`, CFTE's reparameterised layout), down to a
   ``num_kp``-channel (1) compact feature: 4x4 = 16 values at 256 px, 6x6 = 36
   at 384 px (``value`` (B, 1, h, w));
 * ``generator`` (:class:`OcclusionAwareGenerator`): its
@@ -62,11 +62,11 @@ from baselines.base import (
     modules_from_common_params,
 )
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.gdn import GDN
 from baselines.losses import PyramidGanRecipe, PyramidPerceptual
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
 from model_parts.checkpoint import has_keys, register_signature
+from model_parts.gdn import GDN
 from model_parts.training import RECIPES
 
 NAME = "cfte"

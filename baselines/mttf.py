@@ -12,7 +12,7 @@ checkpoint, and its encode.py/decode.py disagree with run.py, see below):
   feature map ``feat`` (B, 20, 96, 96), and two heads ``coefficients`` and
   ``bias`` — each five (5x5 stride-2 conv + GDN) stages and a stride-3 conv,
   96 -> 48 -> 24 -> 12 -> 6 -> 3 -> 1 — give ``coeff`` and ``bias`` (B, 20, 1, 1).
-  GDN is compressai's (:class:`baselines.gdn.CompressAIGDN`, its key layout).
+  GDN is compressai's (:class:`model_parts.gdn.CompressAIGDN`, its key layout).
 * ``generator`` (:class:`Generator`): ``pixelwise_flow_predictor`` forms the
   source feature ``feat_key * coeff_key + bias_key`` and the driving feature
   ``feat_key * coeff_t + bias_t`` (the *key frame's* map with the current
@@ -53,11 +53,11 @@ from torch import nn
 from baselines import blocks as B
 from baselines.base import BaselineCodec, BaselineConfig, build_from_table
 from baselines.conformance import VectorModel, register_vector_model
-from baselines.gdn import CompressAIGDN
 from baselines.losses import OfficialLossRecipe
 from gfvc.codec import CODECS
 from gfvc.errors import ModelMismatch
 from model_parts.checkpoint import has_keys, register_signature
+from model_parts.gdn import CompressAIGDN
 from model_parts.training import RECIPES
 
 NAME = "mttf"

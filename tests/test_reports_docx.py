@@ -8,8 +8,8 @@ from pathlib import Path
 import docx
 import pytest
 
-from suite.cli.main import main
 from reports.synthetic import CODECS, CONDITION, make_run
+from suite.cli.main import main
 
 DATA = Path(__file__).parent / "data" / "reports"
 META = """\

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from suite.cli.main import main
 from gfvc.codec import Environment
 from gfvc.errors import ConfigError
 from gfvc.records import iter_records
-from suite.runner.jobs import make_codec
-from suite.runner.plan import plan_run
 from gfvc.stills import Still, candidate_frames, png_bytes, read_png
 from reports import figure5 as f5
 from reports.document import report_model
 from reports.synthetic import CONDITION, make_run, synthetic_decoded, synthetic_frames
+from suite.cli.main import main
+from suite.runner.jobs import make_codec
+from suite.runner.plan import plan_run
 
 DATA = Path(__file__).parent / "data" / "reports"
 SMALL = {**copy.deepcopy(CONDITION), "width": 48, "height": 48, "frames": 12}

@@ -266,3 +266,39 @@ def test_bad_variants_are_refused(tmp_path: Path, variants, msg) -> None:
     p.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=msg):
         load_condition(p)
+
+
+# ----------------------------------------------------------------------------- learned key frames
+def test_cheng2020_key_frames_through_the_stage(tmp_path: Path) -> None:
+    """A generative codec with cheng2020-attn key frames (seeded RANDOM weights, small widths: the
+    arithmetic, not the pictures): version-2 stream, key format named, decodes to the encoder's keys."""
+    cond = _with_policy({"period": 4}, key_frame_coder="cheng2020-attn", key_frame_qps=[1, 2])
+    from gfvc.codec import Environment
+
+    env = Environment(extra={"cheng2020_random_seed": 0, "cheng2020_channels": 8})
+    codec = ToyColour(cond, env)
+    codec.check()
+    seq = _sequence(t=6, h=64, w=64)
+    res = codec.encode(seq, RatePoint(1), tmp_path / "e")
+    c = container.read(res.bitstream)
+    assert c.header.version == 2 and c.header.key_format == "cheng2020-attn" and list(c.header.key_frames) == [0, 4]
+    assert res.bits_breakdown["key_frame"] == 8 * sum(len(k) for k in c.key_payloads)
+    dec = codec.decode(res.bitstream, tmp_path / "d")
+    assert dec.frames.shape == seq.frames.shape
+    prov = codec.provenance()
+    assert prov["key_frame"]["coder"] == "cheng2020-attn" and prov["key_frame"]["intra"]["random_weights"] is True
+    # VVC rate points are not qualities: one line naming the fix
+    with pytest.raises(ConfigError, match="key_frame_qps to qualities"):
+        ToyColour(_with_policy("single", key_frame_coder="cheng2020-attn"), env).check()
+
+
+def test_cheng2020_without_weights_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gfvc.codec import Environment
+    from gfvc.errors import NotAvailable
+
+    monkeypatch.setenv("GFVC_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("GFVC_MODELS_DIR", str(tmp_path / "models"))
+    cond = _with_policy("single", key_frame_coder="cheng2020-attn", key_frame_qps=[1])
+    with pytest.raises(NotAvailable, match="cheng2020_attn-mse-1"):
+        ToyColour(cond, Environment()).check()

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.gdn import GDN, PEDESTAL, REPARAM_OFFSET, CompressAIGDN, lower_bound
+from model_parts.gdn import GDN, PEDESTAL, REPARAM_OFFSET, CompressAIGDN, lower_bound
 
 
 def _reference(x: torch.Tensor, beta_p: torch.Tensor, gamma_p: torch.Tensor, inverse: bool = False) -> torch.Tensor:

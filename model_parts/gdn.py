@@ -119,7 +119,7 @@ class _NonNegative(nn.Module):
         super().__init__()
         pedestal = float(reparam_offset) ** 2
         self.register_buffer("pedestal", torch.tensor([pedestal]))
-        self.lower_bound = _BoundBuffer((float(minimum) + pedestal) ** 0.5)
+        self.lower_bound = BoundBuffer((float(minimum) + pedestal) ** 0.5)
 
     def init(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(torch.max(x + self.pedestal, self.pedestal))
@@ -128,7 +128,7 @@ class _NonNegative(nn.Module):
         return self.lower_bound(p) ** 2 - self.pedestal
 
 
-class _BoundBuffer(nn.Module):
+class BoundBuffer(nn.Module):
     """compressai's LowerBound module: one buffer ``bound`` (1,)."""
 
     bound: torch.Tensor
