@@ -21,7 +21,6 @@ from test_weights_fetch import _Server
 
 from gfvc import download
 from gfvc.errors import BitstreamError, InputError, ModelMismatch, WeightsError
-from metrics import weights
 from model_parts.learned_image import checkpoints
 from model_parts.learned_image.cheng2020 import (
     Cheng2020Attention,
