@@ -65,7 +65,10 @@ class KeyFramePolicySpec:
     rises above it), as the AhG software's DAC does; ``average: running`` compares the running mean of
     the animated frames' quality since the start of the sequence (DAC's AverageMeter, never reset),
     ``frame`` the frame's own quality. ``max_interval`` > 0 also forces a key frame that many frames
-    after the last one. YAML: ``single``, ``{period: 8}`` or ``{adaptive: {measure: psnr, threshold: 30}}``.
+    after the last one. ``relative_to_key: true`` (the suite's option, not DAC's) compares with the
+    quality of the decoded key frame in force minus ``threshold`` (a drop, e.g. 1.5 dB), the running mean
+    restarting at every key frame, so one threshold suits every key-frame QP.
+    YAML: ``single``, ``{period: 8}`` or ``{adaptive: {measure: psnr, threshold: 30}}``.
     """
 
     kind: str = "single"
@@ -74,6 +77,7 @@ class KeyFramePolicySpec:
     threshold: float = 0.0
     average: Literal["running", "frame"] = "running"
     max_interval: int = 0
+    relative_to_key: bool = False
 
     @classmethod
     def from_yaml(cls, value: Any, file: str, key: str) -> KeyFramePolicySpec:
@@ -109,7 +113,9 @@ class KeyFramePolicySpec:
             return f"a key frame every {self.period} frames"
         if self.kind == "adaptive":
             extra = f", at most {self.max_interval} frames apart" if self.max_interval else ""
-            return (f"adaptive key frames ({self.average} {self.measure} vs threshold {self.threshold:g}{extra})")
+            ref = (f"key frame's {self.measure} minus {self.threshold:g}" if self.relative_to_key
+                   else f"threshold {self.threshold:g}")
+            return f"adaptive key frames ({self.average} {self.measure} vs {ref}{extra})"
         return self.kind
 
 
@@ -245,7 +251,10 @@ class ExecutionSpec:
 
 
 # Condition fields that do not define results (left out of the fingerprint).
-NON_RESULT_FIELDS = ("execution", "models")
+# ``variants`` and ``external`` define the results of their own codecs only: their definitions are in
+# those codecs' provenance, so in the keys of their jobs; adding one to a condition keeps every other
+# job's result (and a run folder) valid.
+NON_RESULT_FIELDS = ("execution", "models", "variants", "external")
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,7 @@ class Condition:
         """A copy with top-level fields replaced (validated like loaded data)."""
         d = self.to_dict()
         d.update(kw)
+        d["source"] = self.source  # relative paths (the manifest) stay relative to the same YAML file
         return build_dataclass(Condition, d, self.source or "<overrides>", "")
 
     def _validate_variants(self, where: str) -> None:

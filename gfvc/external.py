@@ -177,8 +177,9 @@ class ExternalCodec(Codec):
         return {"codec": self.codec_name, "family": self.family, "kind": "external",
                 "input_format": self.spec.input_format,
                 "output_format": self.spec.output_format or self.spec.input_format,
-                "bitstream": self.spec.bitstream, "programs": progs,
-                "command_templates": {"encode": list(self.spec.encode), "decode": list(self.spec.decode)}}
+                "bitstream": self.spec.bitstream, "programs": progs, "rate_points": list(self.spec.rate_points),
+                # the templates themselves (placeholders, no machine paths) define the results: part of the key
+                "commands": {"encode": list(self.spec.encode), "decode": list(self.spec.decode)}}
 
 
 def _files(bitstream: Path) -> list[dict[str, Any]]:

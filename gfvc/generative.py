@@ -233,6 +233,7 @@ class GenerativeCodec(Codec):
 
         def start_segment(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             key = coded.add(t, frames[t])
+            policy.key_frame(frames[t], key)
             if self.sends_key_features and d:
                 q_key, rec_key = entropy.dpcm_encode(features(t), np.zeros(d, np.float32), self.quant_scale)
                 rows.append(q_key)

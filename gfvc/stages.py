@@ -140,6 +140,10 @@ class KeyFramePolicy:
         """Reset the state of an adaptive policy before a sequence."""
         return None
 
+    def key_frame(self, original: np.ndarray, decoded: np.ndarray) -> None:
+        """Adaptive policies: a key frame was coded (its original and decoded pictures)."""
+        return None
+
     def refresh(self, t: int, since_key: int, reference: np.ndarray, animated: np.ndarray) -> bool:
         """Adaptive policies: should frame ``t`` (animated from the last key frame) be a key frame instead?"""
         return False
@@ -189,6 +193,13 @@ class AdaptivePolicy(KeyFramePolicy):
 
     def start(self) -> None:
         self._sum, self._n = 0.0, 0
+        self._key_quality: float | None = None
+
+    def key_frame(self, original: np.ndarray, decoded: np.ndarray) -> None:
+        """A key frame was coded: with ``relative_to_key``, its quality is the new reference."""
+        if self.spec.relative_to_key:
+            self._key_quality = float(self.measure(original[None], decoded[None])[0])
+            self._sum, self._n = 0.0, 0
 
     def refresh(self, t: int, since_key: int, reference: np.ndarray, animated: np.ndarray) -> bool:
         if self.spec.max_interval and since_key >= self.spec.max_interval:
@@ -197,7 +208,11 @@ class AdaptivePolicy(KeyFramePolicy):
         self._sum += q
         self._n += 1
         value = self._sum / self._n if self.spec.average == "running" else q
-        ok = value <= self.spec.threshold if self.measure.lower_is_better else value >= self.spec.threshold
+        limit = self.spec.threshold
+        if self.spec.relative_to_key and self._key_quality is not None:
+            limit = (self._key_quality + self.spec.threshold if self.measure.lower_is_better
+                     else self._key_quality - self.spec.threshold)
+        ok = value <= limit if self.measure.lower_is_better else value >= limit
         return not ok
 
 

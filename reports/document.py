@@ -315,6 +315,8 @@ def context(model: ReportModel, *, figures: dict[str, Any] | None = None) -> dic
         "agg_texts": AGG_TEXT,
         "table1": tables.table1_both(model, prim_t),
         "table_ref": tables.table1_both(model, ref_t) if ref_t else None,
+        "variants": tables.variant_table(model, [m for m in model.bd_metrics if model.computed(m)])
+        if model.variant_base else None,
         "notes_full": notes_full,
         "flagged": tables.flagged(model),
         "seq_tables": seq_tables,
@@ -568,6 +570,10 @@ def terminal_summary(model: ReportModel) -> str:
             col += span
         lines += ["", f"{title}: BD-rate (%) vs {model.anchor}, {AGG_TEXT['mean-of-sequences']} / "
                   f"{AGG_TEXT['average-curve'].split(' (')[0]}"] + tables.text_table(header, trows)
+    if model.variant_base:
+        vh, vrows = tables.variant_table(model, [m for m in model.bd_metrics if model.computed(m)])
+        lines += ["", "Stage variants: BD-rate (%) of each variant vs its base codec (mean of sequences / "
+                  "averaged curve)"] + tables.text_table(vh, vrows)
     vm = model.vertex
     if vm is not None:
         tl = terminal_lines(vm, model)
@@ -591,6 +597,10 @@ def _write_tex(model: ReportModel, path: Path, f5: dict[str, Any] | None = None)
         h, rows = tables.sequence_table(model, m)
         parts.append(tables.tex_table(h, rows, f"Per-sequence BD-rate (%), Rate-{metric_label(m)}, vs {model.anchor}",
                                       f"tab:gfvc-bdrate-{m}"))
+    if model.variant_base:
+        h, rows = tables.variant_table(model, [m for m in model.bd_metrics if model.computed(m)])
+        parts.append(tables.tex_table(h, rows, "Stage variants: BD-rate (%) of each variant vs its base codec "
+                                      "(mean of sequences / averaged curve)", "tab:gfvc-variants"))
     vm = model.vertex
     if vm is not None and vm.measured:
         h, rows = summary_table(vm, model)

@@ -342,6 +342,10 @@ def write(path: Path, ctx: dict[str, Any], model: Any, *, figures: Sequence[dict
         g2, f2, r2 = ctx["table_ref"]
         _table(doc, ["Codec"] + sub_labels(f2), r2, groups=g2,
                caption=f"Table 2. BD-rate (%) vs {anchor}, reference metrics")
+    if ctx.get("variants"):
+        vh, vrows = ctx["variants"]
+        _table(doc, vh, vrows, caption="Stage variants: BD-rate (%) of each variant vs its base codec (mean of "
+                                       "sequences / averaged curve; negative = the variant saves bits)")
     for f in figures:
         if f["kind"] == "inline" and f.get("png"):
             _picture(doc, out_dir / f["png"], f["title"])

@@ -87,6 +87,11 @@ class ReportModel:
     # metric -> codec -> (kbps per rate point, value per rate point); BD-rate on the curves only.
     pooled: dict[str, dict[str, tuple[list[float], list[float]]]] = field(default_factory=dict)
     pooled_pairs: dict[tuple[str, str], bd.BdResult] = field(default_factory=dict)
+    # Stage variants (condition ``variants:``) against their base codec: (variant, metric) -> Pair whose
+    # anchor is ``variant_base[variant]``; ``stages`` = each codec's stage choices from its records.
+    variant_base: dict[str, str] = field(default_factory=dict)
+    variant_pairs: dict[tuple[str, str], Pair] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def condition(self) -> dict[str, Any]:
@@ -270,6 +275,11 @@ def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, an
                                                   bootstrap=bootstrap, seed=seed, anchor_note=model.anchor_note)
     model.bd_metrics = [m for m in model.bd_metrics if m not in model.skipped_bd
                         and (anchor not in present or (anchor in recorded_by(df, m) and len(recorded_by(df, m)) > 1))]
+    current = set(df["key"]) if "key" in df.columns else None  # the records the table holds (not superseded ones)
+    for rec in records or []:
+        if rec.get("stages") and rec.get("status") == "ok" and (current is None or rec.get("key") in current):
+            model.stages.setdefault(rec["codec"], rec["stages"])
+    _variant_pairs(model, cond, present, polarity, bootstrap, seed)
     for m, curves in (pooled or {}).items():
         model.pooled[m] = curves
         if anchor not in curves:
@@ -280,6 +290,22 @@ def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, an
                 (ra, qa), (rt, qt) = curves[anchor], curves[test]
                 model.pooled_pairs[(test, m)] = bd.bd_rate(ra, qa, rt, qt, method=method, lower_is_better=lower)
     return model
+
+
+def _variant_pairs(model: ReportModel, cond: dict[str, Any], present: list[str], polarity: dict[str, bool],
+                   bootstrap: int, seed: int) -> None:
+    """BD-rate of every variant that ran against its base codec (when that ran too), per BD metric."""
+    for name, spec in (cond.get("variants") or {}).items():
+        base = (spec or {}).get("codec")
+        if name not in present or base not in present:
+            continue
+        model.variant_base[name] = base
+        for m in model.bd_metrics:
+            if not model.computed(m) or not {name, base} <= recorded_by(model.df, m):
+                continue
+            lower = polarity[m] if m in polarity else bd.lower_is_better(m)
+            model.variant_pairs[(name, m)] = compare_pair(model.df, model.df, base, name, m, method=model.method,
+                                                          lower=lower, bootstrap=bootstrap, seed=seed)
 
 
 def finite(v: Any) -> bool:

@@ -439,6 +439,39 @@ def _optional_json(model: ReportModel) -> dict[str, Any]:
         out["pooled"] = {f"{t}:{m}": r.to_dict() for (t, m), r in model.pooled_pairs.items()}
     if model.skipped_bd:
         out["bd_skipped"] = dict(model.skipped_bd)
+    if model.variant_base:
+        out["variants"] = variants_json(model)
+    return out
+
+
+def _stage_text(model: ReportModel, codec: str) -> str:
+    st = model.stages.get(codec) or {}
+    parts = [str(st.get("key_frame_policy_text") or ""),
+             f"key frames by {st['key_frame_coder']}" if st.get("key_frame_coder") else "",
+             f"features by {st['feature_coder']}" if st.get("feature_coder") else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def variant_table(model: ReportModel, metrics: Sequence[str], digits: int = 2) -> tuple[list[str], list[list[str]]]:
+    """Stage variants against their base codec: one row per variant, per metric "mean of seq. / avg. curve"."""
+    header = ["Variant", "Base", "Stages of the variant"] + [f"Rate-{metric_label(m)} (mean / curve)" for m in metrics]
+    rows = []
+    for v, base in model.variant_base.items():
+        row = [v, base, _stage_text(model, v)]
+        for m in metrics:
+            pair = model.variant_pairs.get((v, m))
+            row.append("n/a" if pair is None else f"{short_cell(pair.mean, digits)} / {short_cell(pair.curve, digits)}")
+        rows.append(row)
+    return header, rows
+
+
+def variants_json(model: ReportModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v, base in model.variant_base.items():
+        out[v] = {"base": base, "stages": model.stages.get(v), "base_stages": model.stages.get(base),
+                  "bd_rate_vs_base": {m: {"mean_of_sequences": p.mean.to_dict(with_sequences=False),
+                                          "average_curve": p.curve.to_dict(with_sequences=False)}
+                                      for (vv, m), p in model.variant_pairs.items() if vv == v}}
     return out
 
 

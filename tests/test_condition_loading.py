@@ -71,3 +71,17 @@ def test_with_overrides_validates():
     assert c.frames == 8
     with pytest.raises(ConfigError):
         load_condition("demo").with_overrides(frames="x")
+
+
+def test_overrides_keep_relative_paths_relative_to_the_yaml(tmp_path):
+    """`gfvc run --frames N` on a user's YAML must still find its manifest next to that YAML."""
+    import yaml
+
+    demo = load_condition("demo")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "m.yaml").write_text(demo.manifest_path.read_text())
+    d = demo.to_dict()
+    d["manifest"] = "m.yaml"
+    (tmp_path / "sub" / "c.yaml").write_text(yaml.safe_dump(d))
+    c = load_condition(tmp_path / "sub" / "c.yaml")
+    assert c.with_overrides(frames=4).manifest_path == c.manifest_path == tmp_path / "sub" / "m.yaml"

@@ -302,3 +302,64 @@ def test_cheng2020_without_weights_names_the_file(tmp_path: Path, monkeypatch: p
     cond = _with_policy("single", key_frame_coder="cheng2020-attn", key_frame_qps=[1])
     with pytest.raises(NotAvailable, match="cheng2020_attn-mse-1"):
         ToyColour(cond, Environment()).check()
+
+
+def test_variants_run_and_the_report_compares_them_with_their_base(tmp_path: Path, fake_intra: FakeIntra) -> None:
+    from gfvc.codec import Environment
+    from reports.document import build_report
+    from suite.runner.plan import execute, plan_run, write_run_json
+
+    d = load_condition("demo").to_dict()
+    d.update(frames=9, codecs=["vvenc", "keyframe-repeat", "kr-p4"], manifest=str(load_condition("demo").manifest_path),
+             variants={"kr-p4": {"codec": "keyframe-repeat", "key_frame_policy": {"period": 4}}})
+    d["metrics"]["names"] = ["psnr", "ssim"]
+    d["bdrate"]["metrics"] = ["psnr", "ssim"]
+    p = tmp_path / "c.yaml"
+    p.write_text(json.dumps(d))
+    cond = load_condition(p)
+    plan = plan_run(cond, tmp_path / "run", Environment(), codecs=["keyframe-repeat", "kr-p4"])
+    recs = execute(plan.jobs)
+    write_run_json(plan, ["gfvc", "run"])
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    for r in recs:  # the rate is the container's size, key frames included
+        bs = tmp_path / "run" / r["artifacts"]["bitstream"]
+        c = container.read(bs)
+        assert r["bits"] == 8 * bs.stat().st_size
+        assert r["bits_breakdown"]["key_frame"] == 8 * sum(len(k) for k in c.key_payloads)
+        assert list(c.header.key_frames) == ([0, 4, 8] if r["codec"] == "kr-p4" else [0])
+        assert r["stages"]["key_frame_policy"]["kind"] == ("period" if r["codec"] == "kr-p4" else "single")
+    out = build_report(tmp_path / "run", anchor="keyframe-repeat", formats=("json", "md", "txt"))
+    summary = json.loads(out["json"].read_text())
+    v = summary["variants"]["kr-p4"]
+    assert v["base"] == "keyframe-repeat" and v["stages"]["key_frame_policy_text"] == "a key frame every 4 frames"
+    assert {"psnr", "ssim"} <= set(v["bd_rate_vs_base"])
+    md = out["md"].read_text()
+    assert "Stage variants" in md and "kr-p4 | keyframe-repeat | a key frame every 4 frames" in md
+
+
+@pytest.mark.slow
+def test_demo_keyframes_condition_end_to_end(tmp_path: Path) -> None:
+    """The built-in demo-keyframes condition (s2d and fomm: single, every 8 frames, adaptive) on 12 frames:
+    every stream's bits (key frames included) are its container's size, and the report compares each
+    variant with its single-key-frame codec."""
+    from suite.cli.main import main
+
+    run = tmp_path / "dk"
+    codecs = ["vvenc", "s2d", "s2d-p8", "s2d-adaptive", "fomm", "fomm-p8", "fomm-adaptive"]
+    argv = ["run", "--condition", "demo-keyframes", "--workdir", str(run), "--frames", "12", "-j", "2"]
+    for c in codecs:
+        argv += ["--codec", c]
+    assert main(argv) == 0
+    recs = [json.loads(p.read_text()) for p in (run / "records").glob("*.json")]
+    assert len(recs) == 4 * len(codecs) and all(r["status"] == "ok" for r in recs)
+    for r in recs:
+        bs = run / r["artifacts"]["bitstream"]
+        assert r["bits"] == 8 * bs.stat().st_size
+        if r["family"] == "generative":
+            c = container.read(bs)
+            assert r["bits_breakdown"]["key_frame"] == 8 * sum(len(k) for k in c.key_payloads)
+            if r["codec"].endswith("-p8"):
+                assert list(c.header.key_frames) == [0, 8]
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert {"s2d-p8", "s2d-adaptive", "fomm-p8", "fomm-adaptive"} <= set(summary["variants"])
+    assert summary["variants"]["fomm-p8"]["base"] == "fomm"
