@@ -284,7 +284,7 @@ def context(model: ReportModel, *, figures: dict[str, Any] | None = None) -> dic
         bits = [str(prov[k]) for k in ("model_id", "version", "tool", "libvvenc_version") if prov.get(k)]
         codecs.append({"name": c, "role": "anchor" if c == model.anchor else "test",
                        "family": str(fam.iloc[0]) if len(fam) else "", "summary": ", ".join(bits),
-                       "provenance": flatten(prov)})
+                       "stages": tables.stage_text(model, c), "provenance": flatten(prov)})
     run_dir_arg = str(model.run_dir) if model.run_dir else "RUN_DIR"
     seq_tables = [{"metric": m, "label": metric_label(m), "table": tables.sequence_table(model, m)}
                   for m in model.computed_bd_metrics]

@@ -444,7 +444,7 @@ def _optional_json(model: ReportModel) -> dict[str, Any]:
     return out
 
 
-def _stage_text(model: ReportModel, codec: str) -> str:
+def stage_text(model: ReportModel, codec: str) -> str:
     st = model.stages.get(codec) or {}
     parts = [str(st.get("key_frame_policy_text") or ""),
              f"key frames by {st['key_frame_coder']}" if st.get("key_frame_coder") else "",
@@ -457,7 +457,7 @@ def variant_table(model: ReportModel, metrics: Sequence[str], digits: int = 2) -
     header = ["Variant", "Base", "Stages of the variant"] + [f"Rate-{metric_label(m)} (mean / curve)" for m in metrics]
     rows = []
     for v, base in model.variant_base.items():
-        row = [v, base, _stage_text(model, v)]
+        row = [v, base, stage_text(model, v)]
         for m in metrics:
             pair = model.variant_pairs.get((v, m))
             row.append("n/a" if pair is None else f"{short_cell(pair.mean, digits)} / {short_cell(pair.curve, digits)}")
