@@ -34,7 +34,7 @@ from gfvc import container, entropy
 from gfvc.codec import Codec, Decoded, EncodeResult, RatePoint, Sequence
 from gfvc.condition import KeyFramePolicySpec
 from gfvc.errors import BitstreamError, InputError, ModelMismatch, NotAvailable
-from gfvc.stages import KeyFrameCoder, KeyFramePolicy, key_frame_coder, key_frame_policy
+from gfvc.stages import KEY_FRAME_CODERS, KeyFrameCoder, KeyFramePolicy, key_frame_coder, key_frame_policy
 
 # Frames per analyse() call: bounds memory on long sequences; the key frame is
 # always analysed alone so encoder and decoder see identical batches.
@@ -131,6 +131,19 @@ class GenerativeCodec(Codec):
 
     def _key_features(self, key: np.ndarray) -> np.ndarray:
         return self._features(key[None])[0]
+
+    def _stream_key_coder(self, key_format: str, source: str) -> KeyFrameCoder:
+        """The key-frame coder that decodes a stream's key frames: the condition's when its format matches,
+        else the registered coder of that format (a stream says what its key frames are)."""
+        coder = self._key_coder()
+        if coder.payload_format == key_format:
+            return coder
+        for name in KEY_FRAME_CODERS.names():
+            other = key_frame_coder(name, self.condition, self.env)
+            if other.payload_format == key_format:
+                return other
+        raise ModelMismatch(f"{source} holds {key_format!r} key frames and no installed key-frame coder decodes "
+                            f"them (installed: {', '.join(KEY_FRAME_CODERS.names())})")
 
     def _policy(self) -> KeyFramePolicy:
         return key_frame_policy(self.condition.generative.key_frame_policy, self.env)
@@ -266,11 +279,7 @@ class GenerativeCodec(Codec):
                                    model_checksum=self.model_checksum(), feature_dim=int(self.feature_dim),
                                    quant_scale=float(self.quant_scale), source=str(bitstream))
         self._check_size(hd.width, hd.height, f"bitstream {bitstream}")
-        key_coder = self._key_coder()
-        if hd.key_format != key_coder.payload_format:
-            raise ModelMismatch(f"bitstream {bitstream} holds {hd.key_format!r} key frames, but the condition's "
-                                f"key-frame coder {key_coder.name!r} decodes {key_coder.payload_format!r}: decode "
-                                "with the condition (or variant) that wrote it")
+        key_coder = self._stream_key_coder(hd.key_format, str(bitstream))
         coder = entropy.feature_coder_for(hd.feature_coder, hd.feature_coder_name)
         segments = _segments(list(hd.key_frames), hd.frames)
         # Decode the features first: a corrupt feature payload fails before any model work.

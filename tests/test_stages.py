@@ -216,16 +216,24 @@ def test_v2_header_fields_parsed_with_their_checks() -> None:
         entropy.feature_coder_for(0, "my-coder")
 
 
-def test_other_key_frame_format_is_refused(tmp_path: Path, fake_intra: FakeIntra) -> None:
-    codec = ToyColour(_with_policy({"period": 4}))
-    res = codec.encode(_sequence(), RatePoint(32), tmp_path / "e")
+def test_key_frame_format_comes_from_the_stream(tmp_path: Path, fake_intra: FakeIntra) -> None:
+    """A stream names its key-frame format: decoded by the coder of that format whatever the condition says;
+    a format no installed coder decodes is refused naming the installed ones."""
+    from gfvc.codec import Environment
+
+    env = Environment(extra={"cheng2020_random_seed": 0, "cheng2020_channels": 8})
+    lic = ToyColour(_with_policy("single", key_frame_coder="cheng2020-attn", key_frame_qps=[1]), env)
+    seq = _sequence(t=3, h=64, w=64)
+    res = lic.encode(seq, RatePoint(1), tmp_path / "e")
+    vvc_condition = ToyColour(demo_condition(), env)  # condition says vvenc; the stream says cheng2020-attn
+    assert np.array_equal(vvc_condition.decode(res.bitstream, tmp_path / "d").frames,
+                          lic.decode(res.bitstream, tmp_path / "d2").frames)
     c = container.read(res.bitstream)
-    other = container.pack(dataclasses.replace(c.header, key_format="cheng2020-attn"), c.key_payloads,
-                           c.feature_payload)
+    other = container.pack(dataclasses.replace(c.header, key_format="jpeg-xl"), c.key_payloads, c.feature_payload)
     p = tmp_path / "other.gfvc"
     p.write_bytes(other)
-    with pytest.raises(ModelMismatch, match="'cheng2020-attn' key frames"):
-        codec.decode(p, tmp_path / "d")
+    with pytest.raises(ModelMismatch, match="'jpeg-xl' key frames and no installed key-frame coder"):
+        vvc_condition.decode(p, tmp_path / "d3")
 
 
 # ----------------------------------------------------------------------------- variants
