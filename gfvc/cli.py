@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "gfvc.status",
     "metrics.cli",
     "reports.cli",
+    "reports.subjective_cli",
     "s2d_model.cli",
     "gfvc.model_commands",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 from gfvc.argtypes import nonnegative_float, nonnegative_int
 from gfvc.errors import RegressionDetected
 
-FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
+FORMATS = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg", "viewer")
 METHODS = ("jvet", "pchip", "cubic", "akima")
 
 
@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--allow-mixed-devices", action="store_true",
                    help="report records computed on different device types (CPU and CUDA) together")
+    p.add_argument("--subjective", type=Path, action="append", metavar="RESULT.json",
+                   help="subjective result of `gfvc subjective analyse` to plot; repeat (default: every "
+                        "RUN_DIR/subjective/**/subjective_result.json)")
+    p.add_argument("--manifest", type=Path, help="sequence manifest, for the original in the viewer")
+    p.add_argument("--data-dir", type=Path, help="folder of the sequence files, for the original in the viewer")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
@@ -81,12 +86,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the report and print its Table-1 summary (the text of summary.txt), then the files."""
     from gfvc.fileio import check_output_dir
     from reports.document import report_model, terminal_summary, write_report
+    from reports.originals import original_source
 
     check_output_dir(args.out if args.out else Path(args.run_dir) / "report", what="report folder (--out)")
     model = report_model(args.run_dir, anchor=args.anchor, method=args.method, aggregation=args.aggregation,
                          bootstrap=args.bootstrap, seed=args.seed, allow_mixed_devices=args.allow_mixed_devices)
     out = args.out if args.out else args.run_dir / "report"
-    paths = write_report(model, out, tuple(args.formats or FORMATS))
+    paths = write_report(model, out, tuple(args.formats or FORMATS), subjective=args.subjective,
+                         originals=original_source(args.run_dir, manifest=args.manifest, data_dir=args.data_dir))
     print(terminal_summary(model))
     print()
     for key in sorted(paths):

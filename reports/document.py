@@ -26,7 +26,7 @@ from reports import plots, tables
 from reports.model import KNOWN_METRICS, PLOT_AXIS, SUB_LABELS, ReportModel, build_model, load_run, metric_label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg")
+ALL_FORMATS: tuple[str, ...] = ("md", "html", "csv", "xlsx", "tex", "json", "txt", "png", "svg", "viewer")
 
 METHOD_TEXT = {
     "jvet": "piecewise cubic Hermite interpolation with the slope rules of the JVET/JCT-VC CTC spreadsheet "
@@ -337,7 +337,9 @@ def render(template: str, ctx: dict[str, Any]) -> str:
 
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,
                  out_dir: Path | None = None, method: str | None = None, aggregation: str | None = None,
-                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False) -> dict[str, Path]:
+                 bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False,
+                 originals: Callable[[str], Any] | None = None, subjective: list[Path] | None = None
+                 ) -> dict[str, Path]:
     """Write the report of a run; returns {format or "format:name": path}.
 
     Primary keys: ``md`` report.md, ``html`` report.html, ``tex`` tables.tex,
@@ -345,7 +347,10 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     ``xlsx`` report.xlsx, ``csv`` summary.csv (plus ``csv:rd`` rd_data.csv,
     ``csv:bdrate`` bdrate_per_sequence.csv and ``csv:vertices`` vertices.csv),
     ``png``/``svg`` the Figure-4 plot (plus ``png:<name>``/``svg:<name>``:
-    reference metrics, per-sequence plots, vertex curves, Figure-6 pictures).
+    reference metrics, per-sequence plots, vertex curves, Figure-6 pictures),
+    ``viewer`` viewer.html (reports/viewer.py; ``originals`` offers the source
+    frames there), ``png:subjective_rd_<method>`` for each subjective result
+    (``subjective``, else found under RUN_DIR/subjective/).
     """
     from gfvc.errors import ConfigError
     from gfvc.records import results_table
@@ -364,7 +369,7 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     model = build_model(df, run, run_dir=run_dir, anchor=anchor, method=method, aggregation=aggregation,
                         bootstrap=bootstrap, seed=seed, pooled=pooled_curves(run_dir))
     out = Path(out_dir) if out_dir else run_dir / "report"
-    return write_report(model, out, formats)
+    return write_report(model, out, formats, originals=originals, subjective=subjective)
 
 
 def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -400,7 +405,9 @@ def report_model(run_dir: Path, *, allow_mixed_devices: bool = False, **kw: Any)
     return build_model(results_table(run_dir), load_run(run_dir), run_dir=run_dir, **kw)
 
 
-def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS) -> dict[str, Path]:
+def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS, *,
+                 originals: Callable[[str], Any] | None = None, subjective: list[Path] | None = None
+                 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     fmts = set(formats)
@@ -512,6 +519,14 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
         from reports import pooled_fvd
 
         paths.update(pooled_fvd.add_to_report(Path(model.run_dir), model.anchor, model.method, out, paths))
+    if "viewer" in fmts and model.run_dir is not None:  # side-by-side viewer (reports/viewer.py)
+        from reports.viewer import write_viewer
+
+        paths.update(write_viewer(Path(model.run_dir), out, originals=originals,
+                                  title=f"GFVC side-by-side viewer: {model.condition_name}"))
+    from reports import subjective_report  # MOS-vs-rate curves of subjective tests, when there are any
+
+    paths.update(subjective_report.add_to_report(model, out, paths, subjective))
     return paths
 
 
