@@ -19,6 +19,7 @@ import pytest
 from synthetic_media_run import BLOCK, N, index_of, make_run
 
 from gfvc.cli import main
+from gfvc.errors import InputError
 from gfvc.video import is_viewing_copy
 from reports import media, subjective
 
@@ -273,3 +274,32 @@ def test_unknown_codec_filter_is_refused(run, tmp_path, capsys):
     assert main(["subjective", "prepare", str(run), "--method", "dcr", "--codecs", "gamma",
                  "--out", str(tmp_path / "x"), "--data-dir", str(run / "data")]) == 2
     assert "gamma" in capsys.readouterr().err
+
+
+def test_report_shows_mos_vs_rate_next_to_the_objective_curves(tmp_path):
+    """`gfvc report --subjective RESULT.json`: a figure, a section in report.md/html, an entry in summary.json."""
+    from reports import build_report
+
+    data = Path(__file__).parent / "data" / "reports" / "run"
+    sheet = tmp_path / "scores.csv"
+    _acr_sheet(sheet)
+    text = sheet.read_text().replace(",a,", ",s2d,").replace(",b,", ",vvenc,")
+    sheet.write_text(text)
+    assert main(["subjective", "analyse", str(sheet), "--out", str(tmp_path / "res")]) == 0
+    result = tmp_path / "res" / "subjective_result.json"
+    paths = build_report(data, formats=("md", "html", "json", "png"), out_dir=tmp_path / "rep", subjective=[result])
+    png = paths["png:subjective_rd_acr-hr"]
+    assert png.stat().st_size > 10_000
+    md = paths["md"].read_text()
+    assert "## Subjective test: Absolute category rating with hidden reference" in md and png.name in md
+    assert "rejected O16" in md and "P.910" in md
+    html = paths["html"].read_text()
+    assert html.count("<svg") >= 2 and "Subjective test" in html
+    entry = json.loads(paths["json"].read_text())["subjective"][0]
+    assert entry["method"] == "acr-hr" and entry["rejected"] == [OUTLIER]
+    assert {c["codec"] for c in entry["conditions"]} == {"s2d", "vvenc", "reference"}
+    # a file that is not a result: one clear error
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(InputError, match="not a subjective result"):
+        build_report(data, formats=("md",), out_dir=tmp_path / "rep2", subjective=[other])

@@ -172,6 +172,13 @@ def test_viewer_works_from_a_local_http_server(viewer, browser):
         p = Page(browser, f"http://127.0.0.1:{srv.server_address[1]}/viewer.html")
         p.page.keyboard.press("ArrowRight")
         assert p.state()["counter"] == f"frame 2 / {N}" and p.shown() == (1, "original")
+        # every clip on the left, twice round (more clips than the page keeps decoded: evicted ones reload)
+        for _ in range(2):
+            for cid in ("alpha@qp42", "alpha@qp32", "beta@qp42", "beta@qp32", "original"):
+                p.page.select_option("#left", cid)
+                p.page.wait_for_function(f"document.getElementById('status').textContent.startsWith('ready') && "
+                                         f"window.gfvcViewer.state().left === '{cid}'")
+                assert p.shown() == (1, cid.split("@")[0])
         _check_clean(p)
     finally:
         srv.shutdown()
