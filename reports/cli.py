@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames chosen per sequence when --figure-frames is not given (default 1)")
     g.add_argument("--figure-crop", default="auto", metavar="x,y,w,h|auto|none",
                    help="zoomed crop row (default auto: the window where the codecs differ most)")
+    p.add_argument("--subjective", type=Path, action="append", metavar="RESULT.json",
+                   help="subjective result of `gfvc subjective analyse` to plot; repeat (default: every "
+                        "RUN_DIR/subjective/**/subjective_result.json)")
+    p.add_argument("--manifest", type=Path, help="sequence manifest, for the original in the viewer")
+    p.add_argument("--data-dir", type=Path, help="folder of the sequence files, for the original in the viewer")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="BD-rate of a codec of one run against a codec of another run",
@@ -116,6 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # lazy: loads matplotlib; loads pandas (start-up time of the modules that import this one)
     from reports.document import report_model, terminal_summary, write_report
     from reports.docx_report import load_meta  # lazy: loads pandas (through reports.tables)
+    from reports.originals import original_source  # lazy: reads sequences (numpy I/O) only for the viewer
 
     meta = load_meta(args.docx_meta)  # a bad title-block file: one line, exit 2, before any work
     opts = figure5_options(args)
@@ -123,7 +129,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     model = report_model(args.run_dir, anchor=args.anchor, method=args.method, aggregation=args.aggregation,
                          bootstrap=args.bootstrap, seed=args.seed, allow_mixed_devices=args.allow_mixed_devices)
     out = args.out if args.out else args.run_dir / "report"
-    paths = write_report(model, out, tuple(args.formats or FORMATS), figure5=opts, docx_meta=meta)
+    paths = write_report(model, out, tuple(args.formats or FORMATS), figure5=opts, docx_meta=meta,
+                         subjective=args.subjective,
+                         originals=original_source(args.run_dir, manifest=args.manifest, data_dir=args.data_dir))
     print(terminal_summary(model))
     print()
     for key in sorted(paths):

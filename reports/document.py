@@ -29,12 +29,13 @@ from gfvc.errors import ConfigError
 from gfvc.fileio import atomic_write_text
 from gfvc.records import iter_records, results_table
 from reports import figure5 as fig5
-from reports import plots, pooled_fvd, tables
+from reports import plots, pooled_fvd, subjective_report, tables
 from reports import vertices as vx
 from reports.formats import ALL_FORMATS
 from reports.model import KNOWN_METRICS, PLOT_AXIS, SUB_LABELS, ReportModel, build_model, load_run, metric_label
 from reports.vertices import frame as vertex_frame
 from reports.vertices import summary_table, terminal_lines
+from reports.viewer import write_viewer
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -346,7 +347,9 @@ def render(template: str, ctx: dict[str, Any]) -> str:
 def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str, ...] = ALL_FORMATS,
                  out_dir: Path | None = None, method: str | None = None, aggregation: str | None = None,
                  bootstrap: int = 0, seed: int = 0, allow_mixed_devices: bool = False,
-                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None) -> dict[str, Path]:
+                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None,
+                 originals: Callable[[str], Any] | None = None, subjective: list[Path] | None = None
+                 ) -> dict[str, Path]:
     """Write the report of a run; returns {format or "format:name": path}.
 
     Primary keys: ``md`` report.md, ``html`` report.html, ``tex`` tables.tex,
@@ -357,7 +360,10 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     ``png``/``svg`` the Figure-4 plot (plus ``png:<name>``/``svg:<name>``:
     reference metrics, per-sequence plots, vertex curves, Figure-6 pictures,
     ``figure5_<sequence>``: the Figure-5 visual comparison chosen by ``figure5``)
-    and ``json:figure5`` figure5.json (what Figure 5 shows and why).
+    and ``json:figure5`` figure5.json (what Figure 5 shows and why),
+    ``viewer`` viewer.html (reports/viewer.py; ``originals`` offers the source
+    frames there), ``png:subjective_rd_<method>`` for each subjective result
+    (``subjective``, else found under RUN_DIR/subjective/).
     """
     unknown = sorted(set(formats) - set(ALL_FORMATS))
     if unknown:
@@ -371,7 +377,8 @@ def build_report(run_dir: Path, *, anchor: str | None = None, formats: tuple[str
     model = build_model(df, run, run_dir=run_dir, anchor=anchor, method=method, aggregation=aggregation,
                         bootstrap=bootstrap, seed=seed, pooled=pooled_curves(run_dir))
     out = Path(out_dir) if out_dir else run_dir / "report"
-    return write_report(model, out, formats, figure5=figure5, docx_meta=docx_meta)
+    return write_report(model, out, formats, figure5=figure5, docx_meta=docx_meta, originals=originals,
+                        subjective=subjective)
 
 
 def pooled_curves(run_dir: Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -402,7 +409,9 @@ def report_model(run_dir: Path, *, allow_mixed_devices: bool = False, **kw: Any)
 
 
 def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FORMATS, *,
-                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None) -> dict[str, Path]:
+                 figure5: fig5.Options | None = None, docx_meta: dict[str, str] | None = None,
+                 originals: Callable[[str], Any] | None = None, subjective: list[Path] | None = None
+                 ) -> dict[str, Path]:
     """Write every output of ``formats`` into ``out``; ``figure5`` chooses the Figure-5 comparison,
     ``docx_meta`` fills the Word title block (see build_report for the keys of the result)."""
     fmts = set(formats)
@@ -518,6 +527,12 @@ def write_report(model: ReportModel, out: Path, formats: Sequence[str] = ALL_FOR
                                           out_dir=out, meta=docx_meta)
     if model.run_dir is not None:  # pooled FVD: its own section (protocol, clips, BD-rate of averaged curves)
         paths.update(pooled_fvd.add_to_report(Path(model.run_dir), model.anchor, model.method, out, paths))
+    if "viewer" in fmts and model.run_dir is not None:  # side-by-side viewer (reports/viewer.py)
+
+        paths.update(write_viewer(Path(model.run_dir), out, originals=originals,
+                                  title=f"GFVC side-by-side viewer: {model.condition_name}"))
+
+    paths.update(subjective_report.add_to_report(model, out, paths, subjective))
     return paths
 
 

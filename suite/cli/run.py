@@ -24,6 +24,7 @@ from gfvc.fileio import check_output_dir
 from gfvc.progress import RunProgress
 from metrics import weights
 from metrics.weights import FETCH_FIX
+from reports.originals import original_source
 from suite.cli.common import add_env_args, check_model_choices, env_from_args, local_device
 from suite.runner import executors
 from suite.runner.control import RunLock, sigterm_as_interrupt
@@ -186,7 +187,9 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
     if not args.no_report:
         try:
             check_uniform_devices(records, allow=args.allow_mixed_devices, what=f"the records of {run_dir}")
-            _write_report(run_dir, allow_mixed_devices=args.allow_mixed_devices)
+            _write_report(run_dir, allow_mixed_devices=args.allow_mixed_devices,
+                          manifest=Path(args.manifest) if args.manifest else None,
+                          data_dir=Path(args.data_dir) if args.data_dir else None)
         except GfvcError as e:  # the run's results stand; say why there is no report
             print(f"gfvc: no report: {e}", file=sys.stderr)
     print(f"results: {run_dir}")
@@ -300,8 +303,10 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
         print(f"n/a = not computed ({', '.join(sorted(missing))}): {note}")
 
 
-def _write_report(run_dir: Path, allow_mixed_devices: bool = False) -> None:
-    out = reports.build_report(run_dir, allow_mixed_devices=allow_mixed_devices)
+def _write_report(run_dir: Path, allow_mixed_devices: bool = False, manifest: Path | None = None,
+                  data_dir: Path | None = None) -> None:
+    out = reports.build_report(run_dir, allow_mixed_devices=allow_mixed_devices,
+                               originals=original_source(run_dir, manifest=manifest, data_dir=data_dir))
     if out.get("txt"):  # the report's Table-1 summary, vertex numbers and caveats
         print(out["txt"].read_text().rstrip())
     main = out.get("html") or out.get("md")
