@@ -33,7 +33,8 @@ ROLES: dict[str, str] = {
     "s2d_model": "Sparse2Dense",
     "baselines": "the nine baselines",
     "reports": "BD-rate, tables, plots, documents (reads records; knows no codec)",
-    "model_parts": "shared by the models: frame datasets, losses, checkpoint I/O, training loop, vertex drawing",
+    "model_parts": "shared by the models: frame datasets, losses, checkpoint I/O, training loop, vertex drawing, "
+                   "the learned key-frame coder (cheng2020-attn)",
     "anchors": "VVC anchors (VVenC, VTM) and key-frame coders",
     "metrics": "PSNR, SSIM, DISTS, LPIPS, FVD, vertex metrics; weight registry",
     "test_conditions": "versioned CTC definitions (YAML) + loader, sequence manifests, the demo sequence",
