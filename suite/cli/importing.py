@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", metavar="NAME|FILE",
                    help="built-in name or YAML path (required with --ahg; overrides the manifest's)")
     p.add_argument("--frames", type=positive_int, help="the condition's frame count override, as for `gfvc run`")
-    p.add_argument("--qps", type=int, nargs="+", metavar="QP", help="with --ahg: import only these QPs "
-                                                                    "(each must be there for every sequence)")
+    p.add_argument("--qps", type=int, nargs="+", metavar="QP", help="with --ahg: import only these QPs (a "
+                                                                    "sequence that has one of them must have all)")
     p.add_argument("--family", choices=FAMILIES, default=None, help="codec family (default: generative)")
     for key, opt in STATEMENT_OPTIONS:
         p.add_argument(opt, dest=f"stated_{key}", metavar="TEXT",
