@@ -18,6 +18,7 @@ from gfvc.records import results_table
 from reports import regress
 from reports.compare import bdrate_from_csv, compare_runs
 from reports.formats import ALL_FORMATS as FORMATS
+from reports.imported import imported_note
 from reports.model import build_model, load_run
 
 METHODS = ("jvet", "pchip", "cubic", "akima")
@@ -151,15 +152,28 @@ def _pair_text(title: str, pair: Any) -> list[str]:
 def cmd_compare(args: argparse.Namespace) -> int:
     c = compare_runs(args.run_a, args.run_b, anchor_run=args.anchor_run, test=args.test, anchor=args.anchor,
                      method=args.method, metrics=args.metrics, allow_mixed_devices=args.allow_mixed_devices)
+    notes = _imported_notes([(c.anchor_run, c.anchor), (c.test_run, c.test)])
     if args.json:
-        print(json.dumps(c.to_dict(), indent=1, sort_keys=True))
+        print(json.dumps({**c.to_dict(), **({"imported": notes} if notes else {})}, indent=1, sort_keys=True))
         return 0
     print(f"BD-rate (%) of {c.test} ({c.test_run}) vs {c.anchor} ({c.anchor_run}), method {c.method}")
     for m, pair in c.pairs.items():
         print("\n".join(_pair_text(f"Rate-{m}", pair)))
     for m, why in c.skipped.items():
         print(f"Rate-{m}: not computed ({why})")
+    for note in notes.values():
+        print(f"note: {note}")
     return 0
+
+
+def _imported_notes(codecs: list[tuple[Path, str]]) -> dict[str, str]:
+    """codec -> the report's sentence for each of these codecs whose results were imported (`gfvc import`)."""
+    out: dict[str, str] = {}
+    for run_dir, codec in codecs:
+        note = imported_note(codec, (load_run(run_dir).get("codecs") or {}).get(codec))
+        if note:
+            out[codec] = note
+    return out
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
@@ -201,6 +215,8 @@ def cmd_regress(args: argparse.Namespace) -> int:
         atomic_write_text(args.junit, regress.junit_xml(checks))
     for c in checks:
         print(f"{c.status.upper():<8} {c.codec} {c.metric}: {c.message}")
+    for note in _imported_notes([(args.run_dir, c) for c in dict.fromkeys(c.codec for c in checks)]).values():
+        print(f"note: {note}")
     print(regress.summary(checks))
     regress.require_comparisons(checks, args.baseline)
     fails = [c for c in checks if c.status == "fail"]

@@ -29,6 +29,7 @@ from gfvc.errors import ConfigError
 from gfvc.fileio import atomic_write_text
 from gfvc.records import iter_records, results_table
 from reports import figure5 as fig5
+from reports import imported as imp
 from reports import plots, pooled_fvd, subjective_report, tables
 from reports import vertices as vx
 from reports.formats import ALL_FORMATS
@@ -174,13 +175,17 @@ def banner(model: ReportModel) -> list[str]:
         items.append(f"The anchor {model.anchor} stands in for {aprov['approximates']}: every BD-rate here is "
                      f"against {model.anchor}, not against the CTC's VTM anchor.")
     gen = model.condition.get("generative") or {}
-    fams = set(model.df["family"]) if "family" in model.df.columns else set()
+    native = ~model.df["codec"].isin(imp.imported_codecs(model.run))  # imported codecs coded their own key frames
+    fams = set(model.df.loc[native, "family"]) if "family" in model.df.columns else set()
     if gen.get("key_frame_coder") == "vvenc" and "generative" in fams:
         items.append("Key frames of the generative codecs are coded by VVenC intra, not VTM intra.")
     if model.anchor_note:
         items.append(f"Anchor missing: {model.anchor_note}.")
     for c in model.codecs:
         items += _model_caveats(c, codecs.get(c) or {})
+        note = imp.imported_note(c, codecs.get(c))  # results produced elsewhere (`gfvc import`)
+        if note:
+            items.append(note)
     groups: dict[str, list[str]] = {}
     partial = []
     for n in model.notes.values():
@@ -283,6 +288,8 @@ def context(model: ReportModel, *, figures: dict[str, Any] | None = None) -> dic
         fam = model.df.loc[model.df["codec"] == c, "family"]
         prov = (model.run.get("codecs") or {}).get(c) or {}
         bits = [str(prov[k]) for k in ("model_id", "version", "tool", "libvvenc_version") if prov.get(k)]
+        if imp.is_imported(prov):
+            bits.insert(0, "imported (not run by the suite)")
         codecs.append({"name": c, "role": "anchor" if c == model.anchor else "test",
                        "family": str(fam.iloc[0]) if len(fam) else "", "summary": ", ".join(bits),
                        "stages": tables.stage_text(model, c), "provenance": flatten(prov)})

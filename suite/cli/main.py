@@ -19,10 +19,11 @@ from metrics import cli as metrics_cli
 from reports import cli as reports_cli
 from reports import subjective_cli
 from s2d_model import cli as s2d_cli
-from suite.cli import coding, info, models, run, sequences, status
+from suite.cli import coding, importing, info, models, run, sequences, status
 
 # The areas that add sub-commands, in help order (each defines register(subparsers)).
-COMMAND_MODULES = (run, sequences, coding, info, status, metrics_cli, reports_cli, subjective_cli, s2d_cli, models)
+COMMAND_MODULES = (run, sequences, coding, info, status, importing, metrics_cli, reports_cli, subjective_cli, s2d_cli,
+                   models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: int, timeout_s: float,
                 retries: int, session: Any, stack: Any, sigterm_as_interrupt: Any) -> int:
     cond, run_dir = plan.condition, plan.run_dir
-    weights = _prepare_weights(cond, env)
+    weights = prepare_weights(cond, env)
     run_json = write_run_json(plan, ["gfvc", *getattr(args, "argv", sys.argv[1:])], metric_weights=weights)
     for name, history in (run_json.get("superseded") or {}).items():
         if history and history[-1].get("replaced") == run_json["updated"]:
@@ -198,7 +198,7 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
     return 0
 
 
-def _prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
+def prepare_weights(cond: Any, env: Environment) -> dict[str, dict[str, str]]:
     """Fetch missing weight files once, before any job; say once which metrics will not be computed.
 
     Returns {metric: {"status", "reason"}} for run.json (the report states it once).

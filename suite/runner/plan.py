@@ -157,7 +157,13 @@ def _read_run_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any] | None = None) -> dict[str, Any]:
+def _imported(prov: Any) -> bool:
+    """A codec whose results `gfvc import` brought in (the suite did not run it)."""
+    return isinstance(prov, dict) and bool(prov.get("imported"))
+
+
+def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any] | None = None,
+                   reproduce: bool = True) -> dict[str, Any]:
     """Write (or merge into) RUN_DIR/run.json: condition, every codec's provenance, a reproducing command.
 
     A partial rerun (e.g. ``--codec s2d`` in a folder that also holds the
@@ -165,6 +171,9 @@ def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any
     a command that reproduces all of them, and ``invocations`` lists every
     command that wrote into the folder. A folder holding another condition
     (other fingerprint, e.g. other --frames) is refused: its records would mix.
+    Imported codecs (provenance with ``imported``, `gfvc import`) are kept like
+    native ones but left out of the reproducing command; ``reproduce=False``
+    (an import) keeps the folder's reproducing command as it was.
     """
     path = plan.run_dir / RUN_JSON
     old = _read_run_json(path) or {}
@@ -204,7 +213,8 @@ def write_run_json(plan: RunPlan, argv: list[str], metric_weights: dict[str, Any
         "codecs": codecs,
         "sequences": list(seqs.values()),
         "provenance": prov,
-        "argv": reproducing_argv(list(argv), order, list(plan.condition.codecs)),
+        "argv": (reproducing_argv(list(argv), [c for c in order if not _imported(codecs[c])],
+                                  list(plan.condition.codecs)) if reproduce else list(old.get("argv") or [])),
         "invocations": invocations,
         "metric_weights": weights,
         "superseded": superseded,
