@@ -22,7 +22,6 @@ reports leave them out, as for a native codec rerun with another build).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from suite.runner.jobs import (
     base_record,
     decoder_plane_psnr,
     failure_record,
+    fresh_job_dir,
     score_job,
     valid_record,
 )
@@ -155,10 +155,7 @@ def _import_record(job: Job, item: ImportItem, digest: dict[str, Any], seq: Any)
     """Load the decoded frames, fill the record's rate fields, score it with the runner's score_job."""
     t0 = time.perf_counter()
     run_dir = Path(job.run_dir)
-    jdir = run_dir / "jobs" / job.key
-    if jdir.exists():
-        shutil.rmtree(jdir)  # leftovers of an interrupted import
-    jdir.mkdir(parents=True)
+    jdir = fresh_job_dir(job)
     try:
         frames, planes = load_decoded(item, job.condition)
     except GfvcError as e:

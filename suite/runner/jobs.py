@@ -76,6 +76,15 @@ def make_codec(name: str, condition: Condition, env: Environment, module: str = 
     return build_codec(name, condition, env)
 
 
+def fresh_job_dir(job: Job) -> Path:
+    """The job's folder, emptied of what a killed or interrupted attempt left there."""
+    jdir = Path(job.run_dir) / "jobs" / job.key
+    if jdir.exists():
+        shutil.rmtree(jdir)
+    jdir.mkdir(parents=True)
+    return jdir
+
+
 def _set_threads(env: Environment) -> None:
     n = int(env.extra.get("threads_per_job", 1))
     try:
@@ -183,10 +192,7 @@ def code_job(job: Job, keep_sequence: bool = False) -> dict[str, Any]:
     _set_threads(job.env)
     t0 = time.perf_counter()
     run_dir = Path(job.run_dir)
-    jdir = run_dir / "jobs" / job.key
-    if jdir.exists():
-        shutil.rmtree(jdir)  # leftovers of a killed attempt
-    jdir.mkdir(parents=True)
+    jdir = fresh_job_dir(job)
     rec = base_record(job)
     timings = rec["timings"]
     out: dict[str, Any] = {"rec": rec, "frames": None, "seq": None, "t0": t0}
