@@ -154,8 +154,7 @@ def write_import_run_json(plan: ImportPlan, argv: list[str], metric_weights: dic
 def _import_record(job: Job, item: ImportItem, digest: dict[str, Any], seq: Any) -> dict[str, Any]:
     """Load the decoded frames, fill the record's rate fields, score it with the runner's score_job."""
     t0 = time.perf_counter()
-    run_dir = Path(job.run_dir)
-    jdir = fresh_job_dir(job)
+    fresh_job_dir(job)  # leftovers of an interrupted import
     try:
         frames, planes = load_decoded(item, job.condition)
     except GfvcError as e:
