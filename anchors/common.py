@@ -62,12 +62,48 @@ def failure_cause(stderr: str, stdout: str = "") -> str:
     return text if len(text) <= CAUSE_MAX_CHARS else text[:CAUSE_MAX_CHARS - 3] + "..."
 
 
+# How a decoder says it met bad data and went on: ffmpeg's native VVC decoder exits 0 after "Invalid data
+# found when processing input" / "Error submitting packet" and writes fewer (or concealed) pictures; VTM's
+# DecoderApp marks a failed picture-hash check with ***ERROR***.
+_DECODER_ERROR = re.compile(r"invalid data|error while decoding|decoding error|error submitting packet|error parsing|"
+                            r"conceal|corrupt|task finished with error|missing reference|\*\*\*\s*error", re.I)
+_LOG_PREFIX = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*")  # ffmpeg's "[vist#0:0/vvc @ 0x55...]" context tags
+
+
+def decoder_errors(output: str) -> list[str]:
+    """The lines of a decoder's output that report bad data (each once, ffmpeg's context tags removed)."""
+    found = [" ".join(_LOG_PREFIX.sub("", ln).split()) for ln in output.splitlines()
+             if _DECODER_ERROR.search(ln) and not _NOISE.search(ln)]
+    return list(dict.fromkeys(found))
+
+
+def check_decoded(bitstream: Path, output: str, decoded: int | None, expected: int, *, what: str,
+                  log: Path) -> None:
+    """A VVC decode counts only when the decoder reported no bad data and output every picture of the stream.
+
+    ``output``: the decoder's stdout + stderr; ``decoded``: pictures it wrote
+    (None: not read yet, only the messages are checked); ``expected``: pictures
+    the stream's own headers hold (:func:`vvc_stream_info`).
+    """
+    errs = decoder_errors(output)
+    if errs:
+        tail = " / ".join(errs[-2:])
+        tail = tail if len(tail) <= CAUSE_MAX_CHARS else tail[:CAUSE_MAX_CHARS - 3] + "..."
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: {what} reported {len(errs)} error(s), "
+                             f"last: {tail}; full log: {log}")
+    if decoded is not None and decoded != expected:
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: {what} output {decoded} pictures, the "
+                             f"stream's headers hold {expected}; full log: {log}")
+
+
 def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = None,
-             what: str = "") -> subprocess.CompletedProcess[str]:
+             what: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (never through a shell) and append command + output to ``log``.
 
     A non-zero exit or a timeout raises ExternalToolError with the tail of the
     program's output, because that tail is what a user needs to fix the run.
+    ``check=False`` returns a non-zero exit to the caller (a decoder whose own
+    error lines say more than its exit code); timeouts and signals still raise.
     """
     argv = [str(a) for a in argv]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +135,7 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
     if proc.returncode < 0:  # killed by a signal (crash, OOM killer): transient, --retries may rerun it
         raise ExternalToolCrash(f"{what} was killed by signal {-proc.returncode}: "
                                 f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
-    if proc.returncode != 0:
+    if proc.returncode != 0 and check:
         raise ExternalToolError(f"{what} failed (exit code {proc.returncode}): "
                                 f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
     return proc
