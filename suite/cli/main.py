@@ -19,6 +19,7 @@ from metrics import cli as metrics_cli
 from reports import cli as reports_cli
 from s2d_model import cli as s2d_cli
 from suite.cli import coding, info, models, run, sequences, status
+from suite.runner.control import sigterm_as_interrupt
 
 # The areas that add sub-commands, in help order (each defines register(subparsers)).
 COMMAND_MODULES = (run, sequences, coding, info, status, metrics_cli, reports_cli, s2d_cli, models)
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     apply_offline(args)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # kill, scancel, a script's `kill $!`: exactly what Ctrl-C does, every command
+            return int(args.func(args) or 0)
     except GfvcError as e:
         print(f"gfvc: error: {e}", file=sys.stderr)
         return e.exit_code
