@@ -129,6 +129,25 @@ def test_a_cut_at_a_picture_boundary_decodes_the_pictures_it_holds(stream, tmp_p
     assert out.read_bytes() == stream["ref"][: (FRAMES - 1) * FRAME_BYTES]
 
 
+def test_vtm_decoderapp_writing_fewer_pictures_is_refused(stream, tmp_path, capsys, monkeypatch):
+    """The same check on VTM's DecoderApp (the fake one decodes with ffmpeg, so a cut stream gives fewer)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fakevtm", Path(__file__).parent / "fake_vtm" / "fakevtm.py")
+    fakevtm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fakevtm)
+    vtm = fakevtm.install(tmp_path / "VTM", layout="bin")
+    monkeypatch.delenv("GFVC_VTM_DIR", raising=False)
+    data = stream["bytes"]
+    bs, out = tmp_path / "cut.266", tmp_path / "cut.yuv"
+    bs.write_bytes(data[: int(len(data) * 0.7)])
+    capsys.readouterr()
+    rc = main(["decode", str(bs), "-o", str(out), "--vtm-dir", str(vtm)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert "corrupt or truncated VVC stream: VTM DecoderApp output" in err and not out.exists(), err
+
+
 def test_check_decoded_reads_the_decoders_messages_and_counts(tmp_path):
     from anchors.common import check_decoded, decoder_errors
 
