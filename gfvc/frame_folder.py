@@ -104,9 +104,21 @@ def list_frame_files(folder: str | Path, suffixes: Iterable[str] = (".png",), *,
 
 
 def is_frame_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder holding at least one PNG frame (how video lists recognise one)."""
-    return path.is_dir() and any(q.suffix.lower() == ".png" and not q.name.startswith(".") and q.is_file()
-                                 for q in path.iterdir())
+    """Whether ``path`` is a folder of PNG frames (how video lists recognise one).
+
+    A folder of pictures in another format (``.jpg`` frames) is refused rather
+    than passed over: a video list must not lose a video silently.
+    """
+    if not path.is_dir():
+        return False
+    names = [q for q in path.iterdir() if not q.name.startswith(".") and q.is_file()]
+    if any(q.suffix.lower() == ".png" for q in names):
+        return True
+    foreign = [q for q in names if q.suffix.lower() in OTHER_PICTURE_SUFFIXES]
+    if foreign:
+        raise InputError(f"{path}: a folder of {foreign[0].suffix.lower()} pictures ({_names(foreign)}); frame "
+                         "folders are read from PNG files only: convert them to PNG or move the folder out")
+    return False
 
 
 def png_header(path: Path) -> tuple[int, int, int, int]:

@@ -348,3 +348,15 @@ def test_other_files_next_to_frames_are_ignored(tmp_path, twelve):
     (d / ".DS_Store").write_bytes(b"\x00\x01")
     (d / "sub").mkdir()
     assert np.array_equal(read_png_folder(d), twelve[:3])
+
+
+def test_a_video_folder_of_other_pictures_is_refused_not_skipped(tmp_path, twelve, capsys):
+    from model_parts.data import list_videos
+
+    write_named(tmp_path / "train" / "a", twelve[:2], ["0.png", "1.png"])
+    (tmp_path / "train" / "b").mkdir()
+    Image.fromarray(twelve[0]).save(tmp_path / "train" / "b" / "0.jpg")
+    with pytest.raises(InputError, match="a folder of .jpg pictures"):
+        list_videos(tmp_path)
+    _one_line(capsys, main(["sequences", "prepare", str(tmp_path / "train"), "--out", str(tmp_path / "seq"),
+                            "--size", "64", "--frames", "2"]), "a folder of .jpg pictures")
