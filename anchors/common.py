@@ -406,8 +406,11 @@ def vvc_stream_info(bitstream: Path, *, ffmpeg: Path | None = None, timeout: flo
     if log is not None:
         with open(log, "a", encoding="utf-8") as lf:
             lf.write(f"$ {format_command(argv)}\n[header trace: {len(p.stdout or '')} chars, not logged]\n")
-    if p.returncode != 0:
-        raise ExternalToolError(f"ffmpeg could not parse {bitstream} as VVC: {failure_cause(p.stdout or '')}")
+    if p.returncode != 0:  # the parser's own complaints say why (e.g. "Failed to read unit 0 (type 15)": the SPS)
+        errs = [ln for ln in decoder_errors(p.stdout or "") if "trace_headers" not in ln]
+        why = " / ".join(errs[:2]) if errs else failure_cause(p.stdout or "")
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: ffmpeg cannot parse its headers: "
+                             f"{why[:CAUSE_MAX_CHARS]}")
     sps: dict[str, int] = {}
     init_qp = 0
     cu_dqp = False
