@@ -24,6 +24,7 @@ from gfvc.codec import Codec, Environment
 from gfvc.errors import BitstreamError, ExternalToolError, InputError, NotAvailable
 from gfvc.process import (  # noqa: F401  (re-exported: the anchors' names for the shared runner)
     CAUSE_MAX_CHARS,
+    OUTPUT_NOISE,
     failure_cause,
     format_command,
     run_tool,
@@ -38,6 +39,40 @@ def job_timeout(condition: Any, env: Any) -> float:
             float(getattr(env, "timeout_s", 0) or 0)]
     vals = [v for v in vals if v > 0]
     return min(vals) if vals else 3600.0
+
+
+# How a decoder says it met bad data and went on: ffmpeg's native VVC decoder exits 0 after "Invalid data
+# found when processing input" / "Error submitting packet" and writes fewer (or concealed) pictures; VTM's
+# DecoderApp marks a failed picture-hash check with ***ERROR***.
+_DECODER_ERROR = re.compile(r"invalid data|error while decoding|decoding error|error submitting packet|error parsing|"
+                            r"conceal|corrupt|task finished with error|missing reference|\*\*\*\s*error", re.I)
+_LOG_PREFIX = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*")  # ffmpeg's "[vist#0:0/vvc @ 0x55...]" context tags
+
+
+def decoder_errors(output: str) -> list[str]:
+    """The lines of a decoder's output that report bad data (each once, ffmpeg's context tags removed)."""
+    found = [" ".join(_LOG_PREFIX.sub("", ln).split()) for ln in output.splitlines()
+             if _DECODER_ERROR.search(ln) and not OUTPUT_NOISE.search(ln)]
+    return list(dict.fromkeys(found))
+
+
+def check_decoded(bitstream: Path, output: str, decoded: int | None, expected: int, *, what: str,
+                  log: Path) -> None:
+    """A VVC decode counts only when the decoder reported no bad data and output every picture of the stream.
+
+    ``output``: the decoder's stdout + stderr; ``decoded``: pictures it wrote
+    (None: not read yet, only the messages are checked); ``expected``: pictures
+    the stream's own headers hold (:func:`vvc_stream_info`).
+    """
+    errs = decoder_errors(output)
+    if errs:
+        tail = " / ".join(errs[-2:])
+        tail = tail if len(tail) <= CAUSE_MAX_CHARS else tail[:CAUSE_MAX_CHARS - 3] + "..."
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: {what} reported {len(errs)} error(s), "
+                             f"last: {tail}; full log: {log}")
+    if decoded is not None and decoded != expected:
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: {what} output {decoded} pictures, the "
+                             f"stream's headers hold {expected}; full log: {log}")
 
 
 def fps_arg(fps: float) -> str:
@@ -290,8 +325,11 @@ def vvc_stream_info(bitstream: Path, *, ffmpeg: Path | None = None, timeout: flo
     if log is not None:
         with open(log, "a", encoding="utf-8") as lf:
             lf.write(f"$ {format_command(argv)}\n[header trace: {len(p.stdout or '')} chars, not logged]\n")
-    if p.returncode != 0:
-        raise ExternalToolError(f"ffmpeg could not parse {bitstream} as VVC: {failure_cause(p.stdout or '')}")
+    if p.returncode != 0:  # the parser's own complaints say why (e.g. "Failed to read unit 0 (type 15)": the SPS)
+        errs = [ln for ln in decoder_errors(p.stdout or "") if "trace_headers" not in ln]
+        why = " / ".join(errs[:2]) if errs else failure_cause(p.stdout or "")
+        raise BitstreamError(f"{bitstream}: corrupt or truncated VVC stream: ffmpeg cannot parse its headers: "
+                             f"{why[:CAUSE_MAX_CHARS]}")
     sps: dict[str, int] = {}
     init_qp = 0
     cu_dqp = False

@@ -137,7 +137,7 @@ def decode_intra(payload: bytes, *, width: int, height: int, coder: str, chroma:
         if coder == "vvenc":
             try:
                 _, d = _vvenc.decode_planes(bs, workdir, timeout=timeout, log=log)
-            except ExternalToolError as e:
+            except (ExternalToolError, BitstreamError) as e:
                 raise BitstreamError(f"key-frame payload does not decode as VVC: {e}") from None
             if d.chroma != chroma:
                 raise BitstreamError(f"key-frame payload is {d.chroma}, expected {chroma}")
@@ -146,7 +146,7 @@ def decode_intra(payload: bytes, *, width: int, height: int, coder: str, chroma:
             tools = _vtm.find_vtm(env)
             try:
                 _, planes, got_chroma, _ = _vtm.decode_planes(tools, bs, workdir, timeout=timeout, log=log)
-            except ExternalToolError as e:
+            except (ExternalToolError, BitstreamError) as e:
                 raise BitstreamError(f"key-frame payload does not decode as VVC: {e}") from None
             if got_chroma != chroma:
                 raise BitstreamError(f"key-frame payload is {got_chroma}, expected {chroma}")

@@ -34,8 +34,10 @@ import numpy as np
 
 from anchors.common import (
     AnchorCodec,
+    check_decoded,
     check_qp,
     check_size,
+    failure_cause,
     ffmpeg_exe,
     file_sha256,
     read_yuv_file,
@@ -242,7 +244,12 @@ def decode_planes(tools: VtmTools, bitstream: Path, workdir: Path, *, timeout: f
     out = workdir / (Path(bitstream).stem + ".decoded.yuv")
     cmd = decoder_command(tools.decoder, bitstream, out)
     try:
-        run_tool(cmd, timeout=timeout, log=log, what="VTM DecoderApp", cwd=workdir)
+        proc = run_tool(cmd, timeout=timeout, log=log, what="VTM DecoderApp", cwd=workdir, check=False)
+        check_decoded(bitstream, (proc.stderr or "") + (proc.stdout or ""), None, len(sinfo.pictures),
+                      what="VTM DecoderApp", log=log)
+        if proc.returncode != 0:
+            raise ExternalToolError(f"VTM DecoderApp failed (exit code {proc.returncode}): "
+                                    f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
         if not out.is_file():
             raise ExternalToolError(f"VTM DecoderApp wrote no output {out}; log {log}")
         n = len(sinfo.pictures)
@@ -256,8 +263,7 @@ def decode_planes(tools: VtmTools, bitstream: Path, workdir: Path, *, timeout: f
         planes = read_yuv_file(out, sinfo.width, sinfo.height, chroma=chroma)
     finally:
         out.unlink(missing_ok=True)
-    if planes[0].shape[0] != n:
-        raise ExternalToolError(f"VTM DecoderApp wrote {planes[0].shape[0]} frames, the stream has {n} pictures")
+    check_decoded(bitstream, "", planes[0].shape[0], n, what="VTM DecoderApp", log=log)
     return [cmd], planes, chroma, n
 
 

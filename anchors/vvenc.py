@@ -38,8 +38,10 @@ from anchors.common import (
     AnchorCodec,
     FfmpegInfo,
     VvcStreamInfo,
+    check_decoded,
     check_qp,
     check_size,
+    failure_cause,
     ffmpeg_exe,
     ffmpeg_info,
     fps_arg,
@@ -160,15 +162,28 @@ def encode_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, out: Path, *, fps
 
 
 def decode_planes(bitstream: Path, workdir: Path, *, timeout: float, log: Path) -> tuple[list[list[str]], Y4M]:
-    """Decode a VVC elementary stream with the bundled ffmpeg (stream alone defines size/depth)."""
+    """Decode a VVC elementary stream with the bundled ffmpeg (stream alone defines size/depth).
+
+    ffmpeg's decoder exits 0 on a damaged stream, skipping what it cannot decode;
+    so its messages are checked and the pictures it wrote are counted against the
+    stream's own headers (:func:`anchors.common.check_decoded`).
+    """
     info = require_vvenc()
+    sinfo = vvc_stream_info(Path(bitstream), ffmpeg=Path(info.path), timeout=timeout, log=log)
     out = workdir / (Path(bitstream).stem + ".decoded.y4m")
     cmd = decode_command(info.path, Path(bitstream), out)
+    what = "ffmpeg's VVC decoder"
     try:
-        run_tool(cmd, timeout=timeout, log=log, what="ffmpeg VVC decoder")
+        proc = run_tool(cmd, timeout=timeout, log=log, what="ffmpeg VVC decoder", check=False)
+        output = (proc.stderr or "") + (proc.stdout or "")
+        check_decoded(Path(bitstream), output, None, len(sinfo.pictures), what=what, log=log)
+        if proc.returncode != 0:
+            raise ExternalToolError(f"ffmpeg VVC decoder failed (exit code {proc.returncode}): "
+                                    f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
         y4m = read_y4m(out)
     finally:
         out.unlink(missing_ok=True)
+    check_decoded(Path(bitstream), "", y4m.frames, len(sinfo.pictures), what=what, log=log)
     return [cmd], y4m
 
 

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the whole suite: atomic writes, output checks, YAML mappings.
+"""Small file helpers shared by the whole suite: atomic writes, output checks, YAML mappings, numpy files.
 
 Atomic writes (records, run.json, manifests, reports, checkpoints, weight
 files): a temporary file in the target folder, fsync, then ``os.replace``, so a
@@ -22,13 +22,15 @@ import os
 import shutil
 import stat
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import yaml
 
-from gfvc.errors import ConfigError, OutputError
+from gfvc.errors import ConfigError, InputError, OutputError
 
 # --- permissions ---------------------------------------------------------------------------
 
@@ -95,8 +97,6 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -230,6 +230,65 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} is a folder, not a YAML file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file (YAML expected)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level")
     return data
+
+
+# --- numpy files -------------------------------------------------------------------------------
+# Every .npy/.npz the suite reads from a user or a run folder goes through these two readers, so a
+# junk, truncated or pickled file is one line that says what the file is not and what to do
+# (numpy's own text would advise loading pickles, which the suite never does).
+
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_MAGIC = b"PK\x03\x04"
+
+
+def _npy_error(path: Path, what: str, problem: str, hint: str) -> InputError:
+    try:
+        size = f" ({path.stat().st_size} bytes)"
+    except OSError:
+        size = ""
+    return InputError(f"{what} {path}{size} {problem}" + (f"; {hint}" if hint else ""))
+
+
+def _magic(path: Path, what: str, magic: bytes, kind: str, hint: str) -> None:
+    if not path.is_file():
+        raise InputError(f"{what} {path}: no such file" if not path.exists() else f"{what} {path} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(len(magic))
+    if head != magic:
+        raise _npy_error(path, what, "is empty" if not head else f"is not a numpy {kind} file", hint)
+
+
+def read_npy(path: str | Path, what: str = "array file", hint: str = "") -> np.ndarray:
+    """A numeric numpy ``.npy`` array (pickled objects are refused, never loaded); InputError names the file."""
+    path = Path(path)
+    _magic(path, what, NPY_MAGIC, ".npy", hint)
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise _npy_error(path, what, "holds Python objects (a pickled object array), which the suite never "
+                                         "loads; save a numeric array (numpy.save with a float or int dtype)",
+                             hint) from None
+        raise _npy_error(path, what, f"is a corrupt or truncated .npy file ({str(e).splitlines()[0]})", hint) from None
+    except (OSError, EOFError) as e:
+        raise _npy_error(path, what, f"is a corrupt or truncated .npy file ({e})", hint) from None
+
+
+def read_npz(path: str | Path, what: str = "array archive", hint: str = "") -> dict[str, np.ndarray]:
+    """All arrays of a numpy ``.npz`` archive, read eagerly (pickles refused); InputError names the file."""
+    path = Path(path)
+    _magic(path, what, NPZ_MAGIC, ".npz", hint)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise _npy_error(path, what, "holds Python objects (pickled), which the suite never loads", hint) from None
+        raise _npy_error(path, what, f"is a corrupt or truncated .npz file ({str(e).splitlines()[0]})", hint) from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise _npy_error(path, what, f"is a corrupt or truncated .npz file ({e})", hint) from None

@@ -84,7 +84,7 @@ def watch_parent(parent_pid: int, interval: float = 0.5) -> threading.Thread:
 
 
 # Lines that identify a program, never why it failed (VTM/ffmpeg banners, build info, progress).
-_NOISE = re.compile(r"^\s*(VVCSoftware:|VTM |HM software|ffmpeg version|built with|configuration:|lib\w+\s+\d|"
+OUTPUT_NOISE = re.compile(r"^\s*(VVCSoftware:|VTM |HM software|ffmpeg version|built with|configuration:|lib\w+\s+\d|"
                     r"Input #|Output #|Stream #|Duration:|Metadata:|encoder\s*:|frame=|POC\s+\d|\[exit )", re.I)
 _CAUSE = re.compile(r"error|fail|unknown|unhandled|cannot|can't|could not|couldn't|invalid|not supported|"
                     r"no such|missing|out of range|refus|abort|not found|denied|unable|illegal|wrong", re.I)
@@ -98,7 +98,7 @@ def failure_cause(stderr: str, stdout: str = "") -> str:
     count; otherwise the last meaningful line is used.
     """
     def lines(text: str) -> list[str]:
-        return [" ".join(ln.split()) for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)]
+        return [" ".join(ln.split()) for ln in text.splitlines() if ln.strip() and not OUTPUT_NOISE.search(ln)]
 
     err, out = lines(stderr), lines(stdout)
     causes = [ln for ln in err if _CAUSE.search(ln)] or [ln for ln in out if _CAUSE.search(ln)]
@@ -108,12 +108,14 @@ def failure_cause(stderr: str, stdout: str = "") -> str:
 
 
 def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = None,
-             what: str = "", timeout_hint: str = "raise anchor.timeout_s / --timeout"
+             what: str = "", timeout_hint: str = "raise anchor.timeout_s / --timeout", check: bool = True
              ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (never through a shell) and append command + output to ``log``.
 
     A non-zero exit or a timeout raises ExternalToolError with the tail of the
     program's output, because that tail is what a user needs to fix the run.
+    ``check=False`` returns a non-zero exit to the caller (a decoder whose own
+    error lines say more than its exit code); timeouts and signals still raise.
     """
     argv = [str(a) for a in argv]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ def run_tool(argv: list[str], *, timeout: float, log: Path, cwd: Path | None = N
     if proc.returncode < 0:  # killed by a signal (crash, OOM killer): transient, --retries may rerun it
         raise ExternalToolCrash(f"{what} was killed by signal {-proc.returncode}: "
                                 f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
-    if proc.returncode != 0:
+    if proc.returncode != 0 and check:
         raise ExternalToolError(f"{what} failed (exit code {proc.returncode}): "
                                 f"{failure_cause(proc.stderr or '', proc.stdout or '')}; full log: {log}")
     return proc

@@ -28,6 +28,7 @@ import numpy as np
 
 from gfvc.errors import ConfigError, GfvcError
 from gfvc.fileio import atomic_write_bytes, atomic_write_json
+from gfvc.frame_folder import read_png_frame
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,8 @@ def png_bytes(frame: np.ndarray) -> bytes:
 
 
 def read_png(path: Path) -> np.ndarray:
-    """A PNG still as uint8 RGB (H, W, 3)."""
-    from PIL import Image  # lazy: Pillow only where stills are read
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """A PNG still as uint8 RGB (H, W, 3), read by the one PNG reader of the suite."""
+    return read_png_frame(path)
 
 
 def original_dir(run_dir: Path, sequence_sha256: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gfvc.errors import ChecksumError, InputError
+from gfvc.fileio import read_npy
 from gfvc.video import sha256_file
 
 NUM_VERTICES = 10475  # SMPL-X vertex count
@@ -79,9 +80,6 @@ def read_reference(path: Path, sha256: str | None = None, frames: int | None = N
         if got != sha256:
             raise ChecksumError(f"{what}: sha256 mismatch for reference vertices {path}: manifest says {sha256}, "
                                 f"file has {got}; the file is not the one the manifest describes")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{what}: {path} is not a .npy array: {e}") from None
+    arr = read_npy(path, f"{what}: reference-vertex file")
     check_array(arr, what, frames)
     return arr

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from gfvc import frame_folder
 from gfvc.errors import InputError, NotAvailable, OutputError
 from gfvc.fileio import check_output_dir, check_output_file
 
@@ -235,22 +236,8 @@ def write_rgb_planar(path: str | Path, frames: np.ndarray) -> None:
 
 
 def read_png_folder(path: str | Path, frames: int | None = None) -> np.ndarray:
-    """Read a folder of PNG frames sorted by name."""
-    from PIL import Image
-
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-    if not files:
-        raise InputError(f"{path}: no .png files in folder")
-    files = files[: _want(path, len(files), frames)]
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB")))
-    shapes = {a.shape for a in out}
-    if len(shapes) != 1:
-        raise InputError(f"{path}: PNG frames have different sizes: {sorted(shapes)}")
-    return np.stack(out)
+    """Read a folder of PNG frames in natural order (the rules of :mod:`gfvc.frame_folder`)."""
+    return frame_folder.read_png_folder(path, frames)
 
 
 def write_png_folder(path: str | Path, frames: np.ndarray) -> None:

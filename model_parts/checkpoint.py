@@ -15,6 +15,7 @@ keys (a few are named), or tensors of other shapes (ModelMismatch).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +89,10 @@ def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False, *,
 
     Every torch file the suite reads (checkpoints of any codec, training states, conformance
     vectors) goes through here, so a truncated or foreign file always gets the same one-line
-    message: its size, torch's first line, and ``hint`` (the fix for that kind of file).
-    ``allow_numpy_arrays`` also accepts plain numpy arrays (training checkpoints
-    written before the RNG state was stored as tensors).
+    message: its size, what the file is instead of a torch file (:func:`not_a_torch_file`, in the
+    suite's words: torch's own text advises loading untrusted code), and ``hint`` (the fix for
+    that kind of file). ``allow_numpy_arrays`` also accepts plain numpy arrays (training
+    checkpoints written before the RNG state was stored as tensors).
     """
     import contextlib
 
@@ -98,18 +100,52 @@ def read_torch_file(path: Path, what: str, allow_numpy_arrays: bool = False, *,
 
     path = Path(path)
     if not path.is_file():
-        raise NotAvailable(f"{what} {path} not found")
+        raise NotAvailable(f"{what} {path} not found" if not path.exists() else f"{what} {path} is not a file")
     ctx = torch.serialization.safe_globals(_numpy_array_globals()) if allow_numpy_arrays else contextlib.nullcontext()
     try:
         with ctx:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with foreign classes, not a torch file...
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if len(first) > 160:  # torch's long messages: keep whole sentences, never a cut-off one
-            end = first.rfind(". ", 0, 160)
-            first = first[:end + 1] if end > 0 else first[:157] + "..."
         size = path.stat().st_size
-        raise error(f"{what} {path} ({size} bytes) cannot be read as a torch {kind}: {first} ({hint})") from None
+        raise error(f"{what} {path} ({size} bytes) cannot be read as a torch {kind}: it {not_a_torch_file(path, e)} "
+                    f"({hint})") from None
+
+
+_TORCH_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+_OTHER_MAGIC = {b"\x93NUMPY": "a numpy .npy array", b"\x89PNG": "a PNG picture", b"\x00\x00\x00\x01": "a VVC stream",
+                b"GFVC": "a gfvc bitstream", b"\x1f\x8b": "a gzip archive", b"\xff\xd8\xff": "a JPEG picture"}
+
+
+def not_a_torch_file(path: Path, e: BaseException) -> str:
+    """What a file that torch.load refused is, from its first bytes and the refusal (never torch's advice text).
+
+    torch's messages for these cases are its internals ("Unsupported operand 101", "EOFError") or advice to
+    load the file with weights_only=False, i.e. to run code from it -- which the suite never does.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as oe:
+        return f"cannot be read ({oe.strerror or oe})"
+    text = str(e)
+    foreign = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
+    if not head:
+        return "is empty"
+    if foreign:
+        return (f"holds Python objects ({', '.join(foreign[:3])}) besides tensors and plain containers; the suite "
+                "never runs code from a file: save only the state_dicts (torch.save({name: module.state_dict()}))")
+    if head.startswith(_TORCH_ZIP):
+        return "is a damaged or truncated torch file (its zip archive is incomplete)"
+    for magic, name in _OTHER_MAGIC.items():
+        if head.startswith(magic):
+            return f"is {name}"
+    if head.startswith(_PICKLE):
+        return "is a damaged or truncated torch file (an old-style pickle that ends early or is corrupt)"
+    try:
+        head.decode("utf-8")
+        return "is a text file"
+    except UnicodeDecodeError:
+        return "is not a torch file (neither a torch zip archive nor a pickle)"
 
 
 def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> CheckpointFile:

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from gfvc.errors import InputError
+from gfvc.fileio import read_npy
+from gfvc.frame_folder import check_frame_folder, is_frame_folder
 from gfvc.video import read_container, read_png_folder
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
@@ -56,11 +58,19 @@ def list_videos(root: Path) -> list[VideoEntry]:
     for p in sorted(base.iterdir()):
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
             out.append(VideoEntry(p.stem, p, "container"))
-        elif p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir()):
+        elif is_frame_folder(p):
             out.append(VideoEntry(p.name, p, "png"))
     if not out:
         raise InputError(f"{base}: no videos (.mp4/.mkv/... files or folders of .png frames)")
     return out
+
+
+def stopped_by_data(e: InputError, step: int, checkpoint: Path) -> InputError:
+    """A data file that fails mid-training (a frame is decoded when first sampled): one line naming the file,
+    the step, and the checkpoint that is left as it was (the loop never saves on this path)."""
+    kept = (f"the last checkpoint {checkpoint} is kept: fix or remove the file, then continue with "
+            f"--resume {checkpoint}" if Path(checkpoint).is_file() else "no checkpoint was written yet")
+    return InputError(f"{e} (training stopped at step {step}; {kept})")
 
 
 class PairDataset:
@@ -85,6 +95,9 @@ class PairDataset:
         self.affine_augment = float(affine_augment)
         self._variants: dict[str, list[np.ndarray]] = {}
         self.videos = list_videos(self.root)
+        for v in self.videos:  # names, PNG signatures and sizes of every frame, before the first step
+            if v.kind == "png":
+                check_frame_folder(v.path)
         self.image_size = image_size
         self.vertex_root = Path(vertices) if vertices else None
         if self.vertex_root is not None and not self.vertex_root.is_dir():
@@ -115,7 +128,7 @@ class PairDataset:
             return None
         one = self.vertex_root / f"{v.name}.npy"
         if one.is_file():
-            arr = np.load(one).astype(np.float32)
+            arr = read_npy(one, "vertex targets").astype(np.float32)
             if arr.shape != (n, self.num_vertices, 2):
                 raise InputError(f"{one}: vertex targets have shape {arr.shape}, "
                                  f"expected ({n}, {self.num_vertices}, 2)")
@@ -126,7 +139,7 @@ class PairDataset:
             for i in range(n):
                 f = folder / f"{i:05d}.npy"
                 if f.is_file():
-                    a = np.load(f)
+                    a = read_npy(f, "vertex target")
                     if a.shape != (self.num_vertices, 2):
                         raise InputError(f"{f}: shape {a.shape}, expected ({self.num_vertices}, 2)")
                     arr[i] = a

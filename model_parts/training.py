@@ -36,7 +36,7 @@ from gfvc.errors import ConfigError, InputError, ModelMismatch
 from gfvc.fileio import atomic_write_json, atomic_write_text
 from gfvc.registry import Registry
 from model_parts import checkpoint as ck
-from model_parts.data import PairDataset
+from model_parts.data import PairDataset, stopped_by_data
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -323,7 +323,10 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
             for o in optims.values():
                 for g in o.param_groups:
                     g["lr"] = lr * f
-            raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
+            try:
+                raw = data.batch(py_rng, opts.batch, hflip=opts.hflip)
+            except InputError as e:  # a frame that cannot be read: one line, the last checkpoint untouched
+                raise stopped_by_data(e, step, out / TRAIN_CHECKPOINT) from None
             batch = {k: v.to(device) for k, v in raw.items()}
             terms, cache = recipe.generator_losses(modules, batch, step)
             if not terms:

@@ -159,6 +159,8 @@ def bdrate_from_csv(path: Path, *, anchor: str, test: str, metric: str, method: 
         raise InputError(f"{path}: no such file") from None
     except (ValueError, pd.errors.ParserError) as e:
         raise InputError(f"{path}: not a readable CSV: {e}") from None
+    except OSError as e:  # a folder, no permission
+        raise InputError(f"{path}: cannot be read: {e.strerror or e}") from None
     if "rate_kbps" not in df.columns and "kbps" in df.columns:  # the suite's own rd_data.csv
         df = df.rename(columns={"kbps": "rate_kbps"})
     need = ["codec", "sequence", "rate_kbps", metric]

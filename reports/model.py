@@ -119,10 +119,12 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     p = Path(run_dir) / "run.json"
     try:
         data = json.loads(p.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"{run_dir}: no run.json; is this a gfvc run directory?") from None
     except ValueError as e:
         raise InputError(f"{p}: not valid JSON: {e}") from None
+    except OSError as e:  # a folder named run.json, no permission
+        raise InputError(f"{p}: cannot be read: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a JSON object")
     return data

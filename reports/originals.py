@@ -19,7 +19,7 @@ import numpy as np
 
 from gfvc.errors import GfvcError, InputError, NotAvailable
 from test_conditions import load_condition
-from test_conditions.manifest import SequenceEntry, load_sequence
+from test_conditions.manifest import SequenceEntry, load_manifest, load_sequence
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def original_source(run_dir: Path, *, manifest: Path | None = None, data_dir: Pa
         raise InputError(f"{run_dir}: cannot read run.json ({e}); is this a gfvc run directory?") from None
     cond = run.get("condition") or {}
     frames = int(cond.get("frames") or 0)
+    if manifest:  # a manifest the user names must be one (read and checked, as `gfvc run --manifest`)
+        load_manifest(manifest)
     mdir = Path(manifest).parent if manifest else _condition_manifest_dir(run)
     fields = {f.name for f in dataclasses.fields(SequenceEntry)}
     entries = {}

@@ -28,10 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.fileio import read_npy
 from gfvc.records import iter_records
 from reports import bdrate as bd
 
 AGGREGATION = "average-curve"
+FEATURES_WHAT = "kept FVD clip features"
+FEATURES_FIX = "the run folder was damaged: rerun that job with --force (or remove the record) and report again"
 
 
 @dataclass
@@ -103,8 +106,10 @@ def compute(run_dir: Path, records: Iterable[dict[str, Any]], *, anchor: str, me
         if not recs:
             points.append(PooledPoint(codec, qp, label, None, None, 0, 0, "no sequence common to all points"))
             continue
-        dist = np.concatenate([np.load(run_dir / r["artifacts"]["fvd_clip_features"]) for r in recs])
-        ref = np.concatenate([np.load(run_dir / r["artifacts"]["fvd_ref_clip_features"]) for r in recs])
+        dist = np.concatenate([read_npy(run_dir / r["artifacts"]["fvd_clip_features"], FEATURES_WHAT, FEATURES_FIX)
+                               for r in recs])
+        ref = np.concatenate([read_npy(run_dir / r["artifacts"]["fvd_ref_clip_features"], FEATURES_WHAT,
+                                       FEATURES_FIX) for r in recs])
         kbps = float(np.mean([r["kbps"] for r in recs]))
         if min(len(dist), len(ref)) < 2:
             points.append(PooledPoint(codec, qp, label, kbps, None, len(recs), len(dist),

@@ -20,6 +20,7 @@ some metrics.
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,38 @@ def load_baseline(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise InputError(f"baseline {path} not found; create one with --update-baseline") from None
-    except ValueError as e:
+    except ValueError as e:  # includes a binary file (UnicodeDecodeError)
         raise InputError(f"baseline {path}: not valid JSON: {e}") from None
+    except OSError as e:  # a folder, no permission
+        raise InputError(f"baseline {path}: cannot be read: {e.strerror or e}") from None
     if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND or not isinstance(data.get("entries"), dict):
         raise InputError(f"baseline {path}: not a {BASELINE_KIND} file (see docs/reports.md)")
+    _check_baseline_values(data, path)
     return data
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_baseline_values(data: dict[str, Any], path: Path) -> None:
+    """Every value the gate reads has its type (a hand-edited baseline is reviewed like code; say which key)."""
+    fix = "BD-rates are numbers in percent or null (see docs/reports.md); rewrite it with --update-baseline"
+    for key in ("anchor", "method", "aggregation", "condition", "condition_fingerprint", "values"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise InputError(f"baseline {path}: key {key!r} is {data[key]!r}, expected a string")
+    tol = data.get("tolerance_pct")
+    if tol is not None and not (_is_number(tol) and tol >= 0):
+        raise InputError(f"baseline {path}: key 'tolerance_pct' is {tol!r}, expected a number >= 0 "
+                         "(percentage points)")
+    for codec, values in data["entries"].items():
+        if not isinstance(values, dict):
+            raise InputError(f"baseline {path}: key 'entries.{codec}' is {values!r}, expected a mapping "
+                             f"metric -> BD-rate; {fix}")
+        for metric, v in values.items():
+            if v is not None and not _is_number(v):
+                raise InputError(f"baseline {path}: key 'entries.{codec}.{metric}' is {v!r}, expected a number "
+                                 f"or null; {fix}")
 
 
 # Baselines store BD-rates as exact floats (JSON round-trips them), so a run identical to the baseline's

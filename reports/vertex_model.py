@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.fileio import read_npz
 from metrics.vertices import pck_key
 from reports.curves import compare_pair
 
@@ -189,5 +190,5 @@ def load_sample(vm: VertexModel, codec: str, sequence: str) -> dict[str, np.ndar
     p = Path(vm.run_dir) / vm.samples[(codec, sequence)][1]
     if not p.is_file():
         return None
-    with np.load(p, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(p, "vertex sample of the report",
+                    hint=f"rerun the job with --force (gfvc run --codec {codec}) to write it again")

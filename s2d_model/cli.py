@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int
-from gfvc.errors import InputError
-from gfvc.fileio import check_output_dir, check_output_file
+from gfvc.fileio import check_output_dir, check_output_file, read_npy
 from gfvc.video import check_video_output, parse_size, read_container, read_video, video_format, write_video
 from model_parts.overlay import draw_vertices
 
@@ -82,7 +81,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _overlay(args: argparse.Namespace) -> int:
-    import numpy as np
 
     check_video_output(args.output, what="overlay output (-o)")
     size = parse_size(args.size) if args.size else None
@@ -93,9 +91,8 @@ def _overlay(args: argparse.Namespace) -> int:
             fps, fps_from = file_fps, "the input video"
     else:
         frames = read_video(args.video, size=size)
-    if not args.vertices.is_file():
-        raise InputError(f"{args.vertices}: no such vertices file")
-    verts = np.load(args.vertices)
+    verts = read_npy(args.vertices, "--vertices", hint="give the (T, 10475, 2) vertices.npy that `gfvc decode` "
+                                                       "writes next to decoded s2d frames")
     out = draw_vertices(frames, verts, stride=args.stride)
     write_video(args.output, out, fps)  # by suffix: .mp4/.mkv/.mov viewing copy, .rgb/.yuv, or a PNG folder
     rate = f" at {fps:g} fps ({fps_from})" if video_format(args.output, must_exist=False) == "container" else ""

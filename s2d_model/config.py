@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gfvc.errors import ConfigError, UnknownName
+from gfvc.fileio import read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 NUM_VERTICES = 10475  # SMPL-X vertex count
@@ -228,8 +227,5 @@ def load_config(name_or_path: str | Path) -> S2DConfig:
         if not p.is_file():
             raise UnknownName(f"unknown s2d config {str(name_or_path)!r}; available: "
                               f"{', '.join(available_configs())} (or a path to a .yaml file)")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {e}") from None
-    return config_from_dict(d, name=d.get("name", p.stem) if isinstance(d, dict) else p.stem)
+    d = read_yaml_mapping(p, "s2d config")
+    return config_from_dict(d, name=d.get("name", p.stem))

@@ -31,7 +31,7 @@ from gfvc.errors import ConfigError, InputError, ModelMismatch, NotAvailable
 from gfvc.fileio import atomic_open
 from gfvc.video import sha256_file
 from model_parts import checkpoint as ck
-from model_parts.data import PairDataset
+from model_parts.data import PairDataset, stopped_by_data
 from s2d_model import losses as L
 from s2d_model.config import S2DConfig, config_from_dict, load_config
 from s2d_model.networks import MultiScaleDiscriminator, Sparse2Dense
@@ -112,7 +112,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         rp = Path(opts.resume)
         if not rp.is_file():
             raise InputError(f"--resume {rp}: no such checkpoint")
-        state = torch.load(rp, map_location="cpu", weights_only=False)
+        state = read_training_state(rp, "--resume")
         if state.get("format") != TRAIN_FORMAT:
             raise ModelMismatch(f"{rp} is not a training checkpoint (format {state.get('format')!r}); "
                                 "resume from OUT/checkpoint.pt of a `gfvc train s2d` run")
@@ -207,7 +207,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     disc.train()
     stopped_early = False
     while step < total_steps:
-        b = data.batch(py_rng, batch, hflip=tc.hflip)
+        try:
+            b = data.batch(py_rng, batch, hflip=tc.hflip)
+        except InputError as e:  # a frame that cannot be read: one line, the last checkpoint untouched
+            raise stopped_by_data(e, step, out / "checkpoint.pt") from None
         src, drv = b["source"].to(device), b["driving"].to(device)
         with torch.autocast(device.type, enabled=use_amp):
             out_g = g_model(src, drv)
@@ -287,13 +290,23 @@ def write_model_checkpoint(state_dict: dict[str, torch.Tensor], cfg: S2DConfig, 
 
 def export_model(train_checkpoint: Path, out: Path, fp16: bool = True, meta: dict[str, Any] | None = None) -> Path:
     """Write the inference checkpoint (model only, optional fp16) the codec loads."""
-    st = torch.load(train_checkpoint, map_location="cpu", weights_only=False)
+    st = read_training_state(Path(train_checkpoint), "training checkpoint")
     if st.get("format") != TRAIN_FORMAT:
         raise ModelMismatch(f"{train_checkpoint}: not a `gfvc train s2d` checkpoint")
     cfg = config_from_dict(st["config"], name=st["config"].get("name", "exported"))
     info = {"step": st["step"], "perceptual": st["perceptual"], "data": st["data"], "init": st.get("init"),
             "wall_seconds": st.get("wall_seconds"), "batch": st.get("batch"), "lr": st.get("lr"), **(meta or {})}
     return write_model_checkpoint(st["model"], cfg, out, fp16=fp16, meta=info)
+
+
+def read_training_state(path: Path, what: str) -> dict[str, Any]:
+    """A `gfvc train s2d` training checkpoint through the suite's torch reader (weights_only: no code runs)."""
+    st = ck.read_torch_file(path, f"{what} (Sparse2Dense training checkpoint)", allow_numpy_arrays=True,
+                            hint="truncated copy or not a training checkpoint: resume from OUT/checkpoint.pt "
+                                 "of a `gfvc train s2d` run")
+    if not isinstance(st, dict):
+        raise ModelMismatch(f"{path}: not a `gfvc train s2d` training checkpoint (it holds a {type(st).__name__})")
+    return st
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

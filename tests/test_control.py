@@ -334,3 +334,71 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sigint_ignored(pid: int) -> bool:
+    """Whether SIGINT is in the process's ignored-signal mask (/proc/PID/status SigIgn)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    raise AssertionError(f"no SigIgn line for pid {pid}")
+
+
+def start_in_script_background(cmd: list[str], env: dict[str, str], err: Path) -> tuple[subprocess.Popen, int]:
+    """Start ``cmd &`` from a non-interactive sh, as a CI script does; return (the shell, the command's pid).
+
+    The shell starts the background command with SIGINT (and SIGQUIT) ignored, which it inherits.
+    """
+    quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in cmd)
+    sh = subprocess.Popen(["sh", "-c", f"{quoted} 2>'{err}' & echo $!; wait $!; echo rc=$?"],
+                          env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert sh.stdout is not None
+    return sh, int(sh.stdout.readline())
+
+
+@pytest.mark.parametrize("executor", [["-j", "2"], ["--executor", "dask", "-j", "2"]], ids=["pool", "dask"])
+def test_sigterm_stops_a_background_run_like_ctrl_c(cond_file, tmp_path, plugin_env, executor):
+    """`gfvc run ... &` in a script: SIGINT is ignored there, SIGTERM stops it exactly as Ctrl-C does."""
+    tag = uuid.uuid4().hex
+    cond = cond_file(["test-tool"], [20, 24, 28, 32])
+    run = tmp_path / "r"
+    err = tmp_path / "stderr.txt"
+    sh, pid = start_in_script_background(gfvc_cmd(cond, run, *executor),
+                                         run_env(tag, GFVC_TEST_TOOL_S="20:0,24:0,28:120,32:120"), err)
+    try:
+        wait_for(lambda: len(tool_pids(tag)) >= 2 and len(list((run / "records").glob("*.json"))) >= 2, 180,
+                 "two finished records and two running encoders")
+        assert sigint_ignored(pid)  # the situation of a script: Ctrl-C's signal cannot reach it
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)  # what `kill $!` in a script sends
+        out, _ = sh.communicate(timeout=60)
+        took = time.monotonic() - t0
+        text = err.read_text()
+        assert out.strip().endswith("rc=130"), (out, text)  # the exit code of Ctrl-C
+        assert took < 10, f"SIGTERM took {took:.1f} s"
+        assert "interrupted" in text and "resume with: gfvc run" in text and "Traceback" not in text, text
+        wait_for(lambda: not tagged_pids(tag), 10, "every process of the run (job processes, encoders) to be gone")
+    finally:
+        kill_tagged(tag)
+    kept = {r["key"]: r for r in iter_records(run)}
+    assert len(kept) == 2 and all(r["status"] == "ok" for r in kept.values())
+
+
+def test_sigterm_is_ctrl_c_for_every_command(monkeypatch, tmp_path, capsys):
+    """Not only the run loop: SIGTERM anywhere in a command gives Ctrl-C's message and exit code."""
+    import suite.cli.status
+    from suite.cli.main import main
+
+    def slow_command(_args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(suite.cli.status, "cmd_status", slow_command)
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert main(["status", str(tmp_path)]) == 130
+    assert time.monotonic() - t0 < 10
+    err = capsys.readouterr().err
+    assert "interrupted" in err and err.strip().count("\n") == 0, err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only

@@ -15,7 +15,7 @@ original image, with OSX's config constants (focal 5000, body input 256x192):
     u  = X / Z * fx + cx     v  = Y / Z * fy + cy          (pinhole, as the demo renders the mesh)
 
 so a user saves, per frame, the box or the camera next to the mesh. This
-tool reads one video's frames in name order from FOLDER, each one of:
+tool reads one video's frames in natural name order (gfvc.frame_folder) from FOLDER, each one of:
 
 * ``FRAME.obj`` (or ``FRAME/person_K.obj``) with ``FRAME.json`` (or
   ``FRAME/person_K.json`` / ``FRAME/camera.json``) holding ``{"bbox": [x, y, w, h]}``
@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from gfvc.errors import ConfigError, GfvcError, InputError
+from gfvc.fileio import read_npy, read_npz
+from gfvc.frame_folder import list_frame_files
 from gfvc.vertices import NUM_VERTICES, from_pixels
 
 # OSX main/config.py (facts): virtual focal length and the body-crop input size (H, W).
@@ -127,8 +129,7 @@ def frame_pixels(item: Path, person: int, **cam: Any) -> tuple[np.ndarray | None
         f, c = camera_from(_json(side), str(side), **cam)
         return project(read_obj_vertices(item), f, c), item.name
     if item.suffix == ".npz":
-        with np.load(item, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+        d = read_npz(item, "OSX output")
         if "vertices_px" in d:
             return np.asarray(d["vertices_px"], np.float64), item.name
         if "smplx_mesh_cam" not in d:
@@ -137,7 +138,7 @@ def frame_pixels(item: Path, person: int, **cam: Any) -> tuple[np.ndarray | None
         f, c = camera_from(d, str(item), **cam)
         return project(mesh, f, c), item.name
     if item.suffix == ".npy":
-        arr = np.asarray(np.load(item, allow_pickle=False), np.float64)
+        arr = np.asarray(read_npy(item, "OSX output"), np.float64)
         arr = arr.reshape(arr.shape[-2], arr.shape[-1]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
         if arr.ndim == 2 and arr.shape[1] == 2:
             return arr, item.name
@@ -151,14 +152,8 @@ def frame_pixels(item: Path, person: int, **cam: Any) -> tuple[np.ndarray | None
 
 
 def frame_items(folder: Path) -> list[Path]:
-    """Per-frame items of a folder in name order (camera JSON files are companions, not frames)."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
-    items = sorted(p for p in folder.iterdir()
-                   if p.is_dir() or p.suffix in (".obj", ".npz", ".npy"))
-    if not items:
-        raise InputError(f"{folder}: no per-frame OSX outputs (.obj, .npz, .npy or per-frame folders)")
-    return items
+    """Per-frame items of a folder in natural name order (camera JSON files are companions, not frames)."""
+    return list_frame_files(folder, (".obj", ".npz", ".npy"), dirs=True, what="folder of per-frame OSX outputs")
 
 
 def convert(folder: Path, image_size: tuple[int, int], *, size: tuple[int, int] | None = None, person: int = 0,
@@ -207,7 +202,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.osx_vertices", description=__doc__.splitlines()[0])
-    ap.add_argument("folder", type=Path, help="one video's per-frame OSX outputs, frames in name order")
+    ap.add_argument("folder", type=Path, help="one video's per-frame OSX outputs, frames in natural name order")
     ap.add_argument("-o", "--out", type=Path, required=True, help="output .npy (a .json description is written too)")
     ap.add_argument("--image-size", required=True, help="WxH of the frames OSX was run on")
     ap.add_argument("--size", help="WxH of the test sequence (default: --image-size)")

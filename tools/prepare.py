@@ -26,7 +26,8 @@ import numpy as np
 
 from gfvc.argtypes import positive_float, positive_int, warn
 from gfvc.errors import ConfigError, InputError
-from gfvc.fileio import check_output_dir, check_output_file
+from gfvc.fileio import check_output_dir, check_output_file, read_npy
+from gfvc.frame_folder import is_frame_folder, list_frame_files
 from gfvc.vertices import check_array
 from gfvc.video import (
     CONTAINER_SUFFIXES,
@@ -67,7 +68,7 @@ def _is_video(p: Path) -> bool:
 
 
 def _is_frame_folder(p: Path) -> bool:
-    return p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir())
+    return is_frame_folder(p)
 
 
 def discover(inputs: list[Path], count: int | None, names: list[str] | None) -> list[Path]:
@@ -109,16 +110,14 @@ def read_vertex_folder(vdir: Path, name: str, frames: int) -> np.ndarray:
     """Reference vertices of video ``name`` from VDIR (NAME.npy or NAME/*.npy), first ``frames`` rows."""
     one, folder = vdir / f"{name}.npy", vdir / name
     if one.is_file():
-        try:
-            arr = np.load(one, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise InputError(f"{one}: not a .npy array: {e}") from None
+        arr = read_npy(one, f"reference vertices of {name!r}")
     elif folder.is_dir() and any(folder.glob("*.npy")):
-        files = sorted(folder.glob("*.npy"))[:frames]
-        try:
-            arr = np.stack([np.load(f, allow_pickle=False) for f in files])
-        except (ValueError, OSError) as e:
-            raise InputError(f"{folder}: per-frame vertex files must all be (10475, 2) arrays: {e}") from None
+        files = list_frame_files(folder, (".npy",), what="folder of per-frame vertices")[:frames]
+        rows = [read_npy(f, f"reference vertices of {name!r}") for f in files]
+        if len({r.shape for r in rows}) != 1:
+            raise InputError(f"{folder}: per-frame vertex files must all be (10475, 2) arrays, found shapes "
+                             f"{sorted({r.shape for r in rows})}")
+        arr = np.stack(rows)
     else:
         raise InputError(f"no reference vertices for {name!r} in {vdir} (expected {one.name} or {name}/*.npy); "
                          "convert OSX outputs with `python -m tools.osx_vertices`, or drop --vertices")
@@ -167,6 +166,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             names = [ln.strip() for ln in Path(args.names_file).read_text().splitlines() if ln.strip()]
         except OSError as e:
             raise InputError(f"--list {args.names_file}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"--list {args.names_file}: not a text file (one video name per line)") from None
     sources = discover([Path(p) for p in args.inputs], args.count, names)
     entries = load_manifest(manifest) if manifest.exists() else []
     by_name = {e.name: e for e in entries}

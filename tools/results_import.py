@@ -37,6 +37,7 @@ from gfvc.codec import RatePoint, YuvPlanes
 from gfvc.condition import Condition
 from gfvc.errors import ConfigError, InputError
 from gfvc.fileio import read_yaml_mapping
+from gfvc.frame_folder import list_frame_files, png_header
 from gfvc.video import (
     CONTAINER_SUFFIXES,
     read_png_folder,
@@ -181,15 +182,19 @@ def check_decoded(path: Path, fmt: str | None, entry: SequenceEntry, frames: int
             return (f"{where}: decoded video {path} has {size} bytes = {held} of {w}x{h} {kind}; {want} "
                     f"({frames * fb} bytes): size or frame count differs")
         return None
-    pngs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+    try:
+        pngs = list_frame_files(path)
+    except InputError as e:
+        return f"{where}: {e}"
     if len(pngs) != frames:
         return f"{where}: decoded PNG folder {path} holds {len(pngs)} PNG frames; {want}: frame count differs"
-    from PIL import Image  # lazy: only PNG folders need Pillow
-
     for p in pngs:
-        with Image.open(p) as im:
-            if im.size != (w, h):
-                return f"{where}: {p} is {im.size[0]}x{im.size[1]}; {want}: size differs"
+        try:
+            pw, ph = png_header(p)[:2]
+        except InputError as e:
+            return f"{where}: {e}"
+        if (pw, ph) != (w, h):
+            return f"{where}: {p} is {pw}x{ph}; {want}: size differs"
     return None
 
 
@@ -213,7 +218,7 @@ def _decoded_sha256(item: ImportItem) -> str:
     if item.decoded_format != "png":
         return sha256_file(item.decoded)
     h = hashlib.sha256()
-    for p in sorted(p for p in item.decoded.iterdir() if p.suffix.lower() == ".png"):
+    for p in list_frame_files(item.decoded):
         h.update(sha256_file(p).encode())
     return h.hexdigest()
 

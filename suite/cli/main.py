@@ -20,6 +20,7 @@ from reports import cli as reports_cli
 from reports import subjective_cli
 from s2d_model import cli as s2d_cli
 from suite.cli import coding, importing, info, models, run, sequences, status
+from suite.runner.control import sigterm_as_interrupt
 
 # The areas that add sub-commands, in help order (each defines register(subparsers)).
 COMMAND_MODULES = (run, sequences, coding, info, status, importing, metrics_cli, reports_cli, subjective_cli, s2d_cli,
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     apply_offline(args)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # kill, scancel, a script's `kill $!`: exactly what Ctrl-C does, every command
+            return int(args.func(args) or 0)
     except GfvcError as e:
         print(f"gfvc: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -17,7 +17,7 @@ from baselines.base import BaselineConfig
 from gfvc import models
 from gfvc.codec import get_codec
 from gfvc.errors import ConfigError, NotAvailable
-from gfvc.fileio import read_yaml_mapping
+from gfvc.fileio import check_output_dir, check_output_file, read_yaml_mapping
 from model_parts.training import RECIPES, TrainOptions, export, read_training_checkpoint, train
 
 # Codecs `gfvc train NAME` offers besides s2d (their recipes register on import of baselines.registry;
@@ -97,6 +97,8 @@ def cmd_models_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models_install(args: argparse.Namespace) -> int:
+    if args.dest is not None:  # outputs before any work, as the weights commands do
+        check_output_dir(args.dest, what="--dest")
     rows = models.install(args.dir, args.dest)
     if not rows:
         names = ", ".join(sorted({e.filename for e in models.registry().entries}))
@@ -108,6 +110,8 @@ def cmd_models_install(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
+    if args.dest is not None:
+        check_output_dir(args.dest, what="--dest")
     for r in models.fetch(args.names or None, args.dest, args.timeout):
         print(f"{r.entry.name:20s} {r.state}: {r.reason}")
     return 0
@@ -192,6 +196,9 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     name = args.train_codec
+    check_output_dir(args.out, what="training folder (--out)")  # outputs before any work (README)
+    if args.export:
+        check_output_file(args.export, what="--export")
     codec_cls = get_codec(name)  # imports the model modules (which register their recipes)
     if name not in RECIPES:
         raise NotAvailable(f"codec {name!r} has no training recipe registered (recipes: "
