@@ -68,6 +68,22 @@ class CheckpointFile:
     other_keys: list[str] = field(default_factory=list)
     # models whose checkpoint layout the file matches (registered signatures), for error messages
     looks_like: list[str] = field(default_factory=list)
+    # {top-level entry: {key: shape}} of every state_dict in the file (inference modules or not): what
+    # configuration matching (baselines.matching) compares with the layouts of the known configurations
+    shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+
+
+def state_dict_shapes(obj: Any) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{name: {key: shape}} of every top-level mapping of tensors in a loaded checkpoint (no copies)."""
+    out: dict[str, dict[str, tuple[int, ...]]] = {}
+    if not isinstance(obj, Mapping):
+        return out
+    for name, sd in obj.items():
+        if name == META_KEY or not isinstance(sd, Mapping) or not sd:
+            continue
+        if all(hasattr(v, "shape") for v in sd.values()):
+            out[str(name)] = {str(k): tuple(int(d) for d in v.shape) for k, v in sd.items()}
+    return out
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -131,7 +147,7 @@ def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> Checkp
     modules = {m: dict(obj[m]) for m in required}
     others = sorted(str(k) for k in obj if k not in required and k != META_KEY)
     return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others,
-                          looks_like=looks_like(obj))
+                          looks_like=looks_like(obj), shapes=state_dict_shapes(obj))
 
 
 def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name: str, source: str) -> None:

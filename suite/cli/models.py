@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from baselines import conformance
+from baselines import conformance, matching
 from baselines.base import BaselineConfig
 from gfvc import models
 from gfvc.codec import get_codec
@@ -97,20 +97,22 @@ def cmd_models_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models_install(args: argparse.Namespace) -> int:
-    rows = models.install(args.dir, args.dest)
+    rows = models.install(args.dir, args.dest, inspect=matching.inspect_entry)
     if not rows:
         names = ", ".join(sorted({e.filename for e in models.registry().entries}))
         print(f"no registry checkpoints found in {args.dir} (file names: {names})")
         return 1
     for r in rows:
-        print(f"{r.entry.name:20s} {'REFUSED' if r.state == 'mismatch' else 'ok'}: {r.reason}")
+        label = {"mismatch": "REFUSED", "unverified": "ok, UNVERIFIED"}.get(r.state, "ok")
+        print(f"{r.entry.name:20s} {label}: {r.reason}")
     return 1 if any(r.state == "mismatch" for r in rows) else 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    for r in models.fetch(args.names or None, args.dest, args.timeout):
-        print(f"{r.entry.name:20s} {r.state}: {r.reason}")
-    return 0
+    rows = models.fetch(args.names or None, args.dest, args.timeout, inspect=matching.inspect_entry)
+    for r in rows:
+        print(f"{r.entry.name:20s} {'REFUSED' if r.state == 'mismatch' else r.state}: {r.reason}")
+    return 1 if any(r.state == "mismatch" for r in rows) else 0
 
 
 # ----------------------------------------------------------------------------- train

@@ -180,6 +180,7 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
         progress.close()
     records = list(kept) + new
     _print_summary(records, weights)
+    _print_checkpoint_notes(plan.codecs)
     if not args.no_report:
         try:
             check_uniform_devices(records, allow=args.allow_mixed_devices, what=f"the records of {run_dir}")
@@ -297,6 +298,14 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
         print(f"n/a = not computed ({', '.join(sorted(missing))}): {note}")
 
 
+def _print_checkpoint_notes(codecs: dict[str, dict[str, Any]]) -> None:
+    """Say, under the results, which codecs ran a checkpoint that no published hash vouches for."""
+    for name, prov in codecs.items():
+        if prov.get("checkpoint_verification") == "unverified":
+            print(f"{name}: checkpoint {prov.get('model_id', '?')} is UNVERIFIED: "
+                  f"{prov.get('checkpoint_verification_note', '')}")
+
+
 def _write_report(run_dir: Path, allow_mixed_devices: bool = False) -> None:
     out = reports.build_report(run_dir, allow_mixed_devices=allow_mixed_devices)
     if out.get("txt"):  # the report's Table-1 summary, vertex numbers and caveats
@@ -351,6 +360,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     env = env_from_args(args)
     cond = load_condition(args.condition or "demo")
     load_builtin_codecs()
+    check_model_choices(env, cond)
     problems: list[str] = []
     print(f"gfvc {__import__('gfvc').__version__}, python {sys.version.split()[0]}")
     try:
