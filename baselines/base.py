@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from baselines import matching
 from gfvc import models
 from gfvc.devices import resolve_device
 from gfvc.errors import ModelMismatch
 from gfvc.fileio import read_yaml_mapping
 from gfvc.generative import GenerativeCodec
-from baselines import matching
 from model_parts import checkpoint as ck
 
 if TYPE_CHECKING:  # pragma: no cover

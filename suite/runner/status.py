@@ -17,6 +17,7 @@ from gfvc.fileio import atomic_write_json
 from gfvc.records import PLAN_FILE, RECORDS_DIR, read_plan, read_record
 from suite.runner.control import run_dir_holder
 
+
 def write_plan(run_dir: Path, jobs: list[Any]) -> None:
     """Merge this run's job matrix into RUN_DIR/jobs.json (key -> codec, sequence, rate point)."""
     path = Path(run_dir) / PLAN_FILE
