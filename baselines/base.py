@@ -298,7 +298,11 @@ class BaselineCodec(GenerativeCodec):
         if meta.get("model_id"):
             return str(meta["model_id"])
         entry = self.registry_entry()
-        return entry.name if entry is not None else f"{self.name}-{self.config().name}"
+        if entry is not None:
+            return entry.name
+        if meta.get("training"):  # trained by the suite, exported without an id: never a shipped id's twin
+            return f"{self.name}-{self.config().name}-{self.model_checksum()[:8]}"
+        return f"{self.name}-{self.config().name}"
 
     def model_checksum(self) -> str:
         if self._sha is None:

@@ -188,7 +188,7 @@ def choose(codec: str, condition: Any, env: Any, default: Path | None, env_var: 
     size = getattr(condition, "width", None)
     if size is not None and size == getattr(condition, "height", None):
         for entry, path in installed(codec, getattr(env, "weights_dir", None)):
-            if entry.image_size == size:
+            if entry.codes_at(size):
                 return ModelChoice(codec, path, f"installed:{entry.name}", pin or entry.sha256, cfg, env_var,
                                    cfg_name or entry.config, pin_source or f"the model registry ({entry.name})")
     if default is None:
@@ -216,10 +216,15 @@ class CheckpointEntry:
     hash_source: str
     licence: str
     notes: str = ""
+    # other condition sizes the codec codes with this file (LIA resamples to and from its network size)
+    coded_sizes: tuple[int, ...] = ()
 
     @property
     def hash_known(self) -> bool:
         return bool(self.sha256 or self.md5)
+
+    def codes_at(self, size: int | None) -> bool:
+        return size is None or size == self.image_size or size in self.coded_sizes
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,8 @@ def load_registry(path: Path | None = None) -> Registry:
                 description=str(d.get("description", "")), urls=tuple(d.get("urls") or ()),
                 pages=tuple(d.get("pages") or ()), size=int(d["size"]) if d.get("size") is not None else None,
                 sha256=d.get("sha256"), md5=d.get("md5"), hash_source=str(d.get("hash_source", "")),
-                licence=str(d.get("licence", "")), notes=str(d.get("notes", "")))
+                licence=str(d.get("licence", "")), notes=str(d.get("notes", "")),
+                coded_sizes=tuple(int(x) for x in d.get("coded_sizes") or ()))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{p}: checkpoint #{i}: {type(err).__name__}: {err}") from None
         if entry.sha256 is not None and not _SHA256_RE.match(entry.sha256):
@@ -339,7 +345,7 @@ class CheckpointStatus:
                 "where": self.where, "path": str(self.path) if self.path else None, "sha256_actual": self.sha256,
                 "sha256_expected": e.sha256, "md5_expected": e.md5, "size_expected": e.size,
                 "hash_source": e.hash_source, "licence": e.licence, "urls": list(e.urls), "pages": list(e.pages),
-                "description": e.description, "notes": e.notes}
+                "description": e.description, "notes": e.notes, "coded_sizes": list(e.coded_sizes)}
 
 
 def _md5(path: Path) -> str:
@@ -389,11 +395,13 @@ def how_to_get(entry: CheckpointEntry) -> str:
 def fix_for_size(codec: str, size: int | None) -> str:
     """What to do when ``codec`` has no checkpoint at ``size`` px: the registry files to get, else how to train one."""
     reg = registry()
-    entries = [e for e in reg.for_codec(codec) if size is None or e.image_size == size]
+    entries = [e for e in reg.for_codec(codec) if e.codes_at(size)]
     where = f"at {size}x{size}" if size else "at that size"
     tail = f"; or pass --model {codec}=PATH (a checkpoint {where}); `gfvc models status` shows what is installed"
     if entries:
-        gets = "; ".join(f"{e.name}: {how_to_get(e)}" for e in entries)
+        gets = "; ".join(f"{e.name}" + (f" ({e.image_size} px, coded at {size} px by resampling)"
+                                          if size and size != e.image_size else "") + f": {how_to_get(e)}"
+                         for e in entries)
         return f"get the registry checkpoint {where} ({gets}){tail}"
     why = reg.without_public_checkpoint.get(codec)
     if why:

@@ -179,6 +179,25 @@ def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name:
         raise ModelMismatch(f"{source}: module {name!r}: {str(e).splitlines()[0][:200]}") from None
 
 
+def derived_model_id(model: str, out: Path, source: Path) -> str:
+    """The model id of a checkpoint exported without ``--model-id``: the output's name plus a digest.
+
+    Bitstreams carry the model id, and a decoder with another model refuses them naming both ids;
+    so a trained file must never reuse a shipped id (``fomm-demo``) just because it was trained with
+    the same configuration. ``<name>-<first 8 hex of the training checkpoint's sha256>``, with
+    ``<name>`` the output's stem, prefixed by the model name when it does not already start with it.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    stem = Path(out).name.split(".")[0] or "trained"
+    name = stem if stem.startswith(model) else f"{model}-{stem}"
+    return f"{name}-{h.hexdigest()[:8]}"
+
+
 def save_checkpoint(path: Path, modules: Mapping[str, Any], meta: Mapping[str, Any],
                     extra: Mapping[str, Any] | None = None, fp16: bool = False) -> Path:
     """Write ``{module: state_dict, **extra, "gfvc": meta}`` atomically (official layout + suite metadata).

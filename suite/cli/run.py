@@ -110,10 +110,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         connect_dask(args.scheduler).close()
     use_dask = args.executor == "dask" or bool(args.scheduler)
     if args.dry_run:
-        plan = plan_run(cond, run_dir, env, codecs=args.codecs,
-                        manifest=Path(args.manifest) if args.manifest else None,
-                        data_dir=Path(args.data_dir) if args.data_dir else None, check=False)
-        return _dry_run(plan)
+        names = list(args.codecs or cond.codecs)
+        problems = codec_problems(cond, env, names)
+        ready = [n for n in names if n not in problems]
+        plan = None
+        try:
+            plan = plan_run(cond, run_dir, env, codecs=ready or names,
+                            manifest=Path(args.manifest) if args.manifest else None,
+                            data_dir=Path(args.data_dir) if args.data_dir else None, check=False) if ready else None
+        except GfvcError as e:  # no sequences, wrong sizes: said with the codecs' problems, not instead of them
+            problems["sequences"] = str(e)
+        return _dry_run(plan, cond, run_dir, problems)
     with contextlib.ExitStack() as stack:
         session = None
         if use_dask:
@@ -243,17 +250,43 @@ def _check_kept_devices(kept: list[dict[str, Any]], env: Environment, todo: list
                            "another --workdir, --force to recompute all, or --allow-mixed-devices")
 
 
-def _dry_run(plan: Any) -> int:
-    print(f"condition {plan.condition.name} v{plan.condition.version} ({plan.condition.fingerprint[:12]}), "
-          f"{len(plan.jobs)} jobs, run dir {plan.run_dir}")
-    for j in plan.jobs:
+def codec_problems(cond: Any, env: Environment, names: list[str]) -> dict[str, str]:
+    """{codec: why it cannot run here, with the fix} for the codecs of ``names`` that fail their check."""
+    load_builtin_codecs()
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            CODECS.get(name)(cond, env.replace(device="cpu")).check()
+        except GfvcError as e:
+            out[name] = str(e)
+    return out
+
+
+def _dry_run(plan: Any, cond: Any, run_dir: Path, problems: dict[str, str]) -> int:
+    """The job matrix of the codecs that can run, and for each codec that cannot, why and the fix.
+
+    Exit 0 when every codec can run, 1 otherwise (like `gfvc doctor --condition`): a dry run that
+    listed jobs the real run would refuse would promise more than it does.
+    """
+    n_jobs = len(plan.jobs) if plan is not None else 0
+    print(f"condition {cond.name} v{cond.version} ({cond.fingerprint[:12]}), {n_jobs} jobs, run dir {run_dir}")
+    for j in plan.jobs if plan is not None else []:
         print(f"  {j.key}  {j.codec:16s} {j.sequence.name:28s} {j.rate_point.key}")
-    for name, prov in plan.codecs.items():
+    for name, prov in (plan.codecs if plan is not None else {}).items():
         cmds = prov.get("command_templates")
         if cmds:
             print(f"  {name} commands:")
             for c in cmds:
                 print("    " + " ".join(map(str, c)))
+        if prov.get("checkpoint_verification") == "unverified":
+            print(f"  {name}: checkpoint {prov.get('model_id', '?')} is UNVERIFIED: "
+                  f"{prov.get('checkpoint_verification_note', '')}")
+    if problems:
+        print(f"{len(problems)} problem(s): the jobs of these codecs are not listed, and `gfvc run` refuses until "
+              "each is fixed (or the codec left out with --codec):")
+        for name, why in problems.items():
+            print(f"  - {name}: {why}")
+        return 1
     return 0
 
 
@@ -374,13 +407,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         problems.append("torch is not installed")
     _doctor_tools(env)
     names = list(cond.codecs) if args.condition else CODECS.names()
+    failing = codec_problems(cond, env, names)
     for name in names:
-        try:
-            CODECS.get(name)(cond, env).check()
+        if name in failing:
+            print(f"codec {name:16s} NOT AVAILABLE: {failing[name]}")
+            problems.append(f"codec {name}: {failing[name]}")
+        else:
             print(f"codec {name:16s} ok" + (f" for condition {cond.name}" if args.condition else ""))
-        except GfvcError as e:
-            print(f"codec {name:16s} NOT AVAILABLE: {e}")
-            problems.append(f"codec {name}: {e}")
     problems += _doctor_weights(env, cond if args.condition else None)
     if args.condition:
         problems += _doctor_sequences(cond, Path(args.data_dir) if args.data_dir else None)
