@@ -186,7 +186,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--weights-dir", type=Path, default=None, help="folder with VGG19 etc. for the losses")
         t.add_argument("--export", type=Path, default=None, help="also write the inference checkpoint here")
         t.add_argument("--fp16", action="store_true", help="store the exported weights as float16 (demo files)")
-        t.add_argument("--model-id", default=None, help="model id stored in bitstreams (with --export; default: the export's name + the "
+        t.add_argument("--model-id", default=None,
+                       help="model id stored in bitstreams (with --export; default: the export's name + the "
                             "first 8 hex digits of the training checkpoint's sha256, never a shipped id)")
         t.add_argument("--no-progress", action="store_true")
         t.set_defaults(func=cmd_train, train_codec=name)
