@@ -79,15 +79,19 @@ def _rate_point(rp: dict[str, Any]) -> str:
     return str(rp.get("label") or f"qp{rp.get('qp')}")
 
 
-def _expected_from_run(run: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(codec, sequence, rate point) for every codec of run.json, when no jobs.json exists."""
+def _expected_from_run(run: dict[str, Any], records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(codec, sequence, rate point) for every codec of run.json, when no jobs.json exists: its sequences
+    (run.json's, else those of the records) at the codec's rate points (by family: run.json, else a record)."""
     cond = run.get("condition") or {}
     anchor_qps = (cond.get("anchor") or {}).get("qps") or []
     key_qps = (cond.get("generative") or {}).get("key_frame_qps") or []
     seqs = [str(s.get("name")) for s in run.get("sequences") or [] if isinstance(s, dict)]
+    seqs = seqs or sorted({str((r.get("sequence") or {}).get("name")) for r in records})
+    family = {str(r.get("codec")): r.get("family") for r in records if r.get("family")}
     out = []
     for codec, prov in (run.get("codecs") or {}).items():
-        qps = anchor_qps if (prov or {}).get("family") == "anchor" else key_qps
+        fam = (prov or {}).get("family") or family.get(codec)
+        qps = anchor_qps if fam == "anchor" else key_qps if fam == "generative" else []
         out += [(codec, s, f"qp{q}") for s in seqs for q in qps]
     return out
 
@@ -96,21 +100,21 @@ def completeness(run_dir: Path, run: dict[str, Any]) -> Completeness:
     """What RUN_DIR planned and has no current ok record of."""
     run_dir = Path(run_dir)
     fp = run.get("condition_fingerprint")
+    try:
+        records = list(iter_records(run_dir))
+    except InputError:  # no records/ folder: nothing done
+        records = []
     plan = read_plan(run_dir)
     if plan:
         wanted = [(str(j.get("codec")), str(j.get("sequence")), str(j.get("rate_point"))) for j in plan.values()
                   if not fp or not j.get("condition_fingerprint") or j.get("condition_fingerprint") == fp]
         source = "jobs.json"
     else:
-        wanted, source = _expected_from_run(run), "run.json"
+        wanted, source = _expected_from_run(run, records), "run.json"
     expected = list(dict.fromkeys(wanted))
     current = current_records_filter(run_dir)
     done: set[tuple[str, str, str]] = set()
     failed: dict[tuple[str, str, str], str] = {}
-    try:
-        records = list(iter_records(run_dir))
-    except InputError:  # no records/ folder: nothing done
-        records = []
     for r in records:
         t = (str(r.get("codec")), str((r.get("sequence") or {}).get("name")), _rate_point(r.get("rate_point") or {}))
         if r.get("status") == "ok" and current(r):
