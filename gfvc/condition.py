@@ -203,7 +203,9 @@ class Condition:
         """A copy with top-level fields replaced (validated like loaded data)."""
         d = self.to_dict()
         d.update(kw)
-        return build_dataclass(Condition, d, self.source or "<overrides>", "")
+        # the copy keeps its file: relative manifest and models: paths, and messages, still refer to it
+        return dataclasses.replace(build_dataclass(Condition, d, self.source or "<overrides>", ""),
+                                   source=self.source)
 
     def validate(self) -> None:
         where = self.source or self.name
