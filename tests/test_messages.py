@@ -105,7 +105,8 @@ def test_conformance_json_errors_are_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 2
     data = json.loads(out)
-    assert data["passed"] is False and data["error"]["type"] == "InputError" and "missing.pt" in data["error"]["message"]
+    assert data["passed"] is False and data["error"]["type"] == "InputError"
+    assert "missing.pt" in data["error"]["message"]
 
 
 # ------------------------------------------------------------------ models status
