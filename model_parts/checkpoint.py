@@ -15,6 +15,7 @@ keys (a few are named), or tensors of other shapes (ModelMismatch).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,6 @@ def derived_model_id(model: str, out: Path, source: Path) -> str:
     the same configuration. ``<name>-<first 8 hex of the training checkpoint's sha256>``, with
     ``<name>`` the output's stem, prefixed by the model name when it does not already start with it.
     """
-    import hashlib
-
     h = hashlib.sha256()
     with open(source, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import baselines.registry  # noqa: F401
-from gfvc import models
 from gfvc.codec import get_codec
 from suite.cli.main import main
 from test_conditions import load_condition
