@@ -347,7 +347,10 @@ class BaselineCodec(GenerativeCodec):
                     raise ModelMismatch(f"{e}; its keys and shapes fit none of the known {self.name} configurations "
                                         f"({known}): pass its official YAML with --model-config {self.name}=FILE.yaml "
                                         "(or config: in the condition's models: entry)") from None
-                raise ModelMismatch(f"{e} (configuration from {self._cfg_how})") from None
+                mine = f"the file looks like a {self.name} checkpoint, but " if self.name in st.looks_like else ""
+                raise ModelMismatch(f"{e}; {mine}its tensors do not fit configuration {cfg.name!r} (from "
+                                    f"{self._cfg_how}): a damaged or edited file, or the wrong configuration "
+                                    "given for it") from None
             nets[name].to(self.device).eval()
         self.nets = nets
 

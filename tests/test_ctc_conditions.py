@@ -42,10 +42,12 @@ def test_demo_checkpoints_are_refused_at_384_with_the_fix(capsys, monkeypatch):
     monkeypatch.delenv("GFVC_VTM_DIR", raising=False)
     monkeypatch.setenv("GFVC_MODELS_DIR", "/nonexistent-gfvc-models")
     rc = main(["run", "--condition", "gfvc-human", "--dry-run", "--workdir", "/tmp/gfvc-test-dry-human"])
-    out = capsys.readouterr().out
-    assert rc == 1 and "0 jobs" in out
+    cap = capsys.readouterr()
+    out = cap.out
+    # no manifest yet: the codecs' problems are listed, then the manifest error (one line, exit 2)
+    assert rc == 2 and "0 jobs" in out and "lists no sequences" in cap.err and cap.err.count("\n") == 1
     lines = {ln.split(":", 1)[0].strip(" -"): ln for ln in out.splitlines() if ln.startswith("  - ")}
-    assert TABLE1 | {"vtm", "sequences"} <= set(lines)
+    assert TABLE1 | {"vtm"} <= set(lines)
     assert "works at 128x128 but condition 'gfvc-human' is 384x384" in lines["mraa"]
     assert "gfvc models fetch mraa-ted384" in lines["mraa"]                     # a public checkpoint to get
     assert "gfvc models install DIR" in lines["tpsm"]                           # a manual download
@@ -75,3 +77,10 @@ def test_conformance_tables_in_the_docs_are_the_tools_output():
 
     assert conformance_docs.current() == conformance_docs.generated(), \
         "docs/baselines.md: run `python -m tools.conformance_docs --write`"
+
+
+def test_dry_run_lists_the_jobs_that_can_run_and_exits_1_for_the_rest(tmp_path, capsys):
+    rc = main(["run", "--dry-run", "--workdir", str(tmp_path / "w"), "--model", f"fomm={tmp_path / 'nope.pt'}"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "44 jobs" in out and " fomm " not in out.split("problem(s)")[0]
+    assert "  - fomm: fomm checkpoint" in out and "not found" in out

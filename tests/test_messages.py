@@ -44,8 +44,8 @@ def test_same_model_id_other_checkpoint_shows_what_differs():
         container.check_compatible(hdr, codec="fomm", model_id="fomm-demo", model_checksum="b" * 64,
                                    feature_dim=60, quant_scale=64.0)
     msg = str(e.value)
-    assert "a" * 16 in msg and "b" * 16 in msg and "another checkpoint with that id" in msg
-    assert "needs model 'fomm-demo'" not in msg
+    assert "a" * 16 in msg and "b" * 16 in msg and "another checkpoint under the same id" in msg
+    assert "but codec 'fomm' has model 'fomm-demo'" not in msg  # never "needs X ... but has X"
 
 
 def test_derived_model_id_never_equals_a_shipped_id(tmp_path):

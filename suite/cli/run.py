@@ -118,8 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             plan = plan_run(cond, run_dir, env, codecs=ready or names,
                             manifest=Path(args.manifest) if args.manifest else None,
                             data_dir=Path(args.data_dir) if args.data_dir else None, check=False) if ready else None
-        except GfvcError as e:  # no sequences, wrong sizes: said with the codecs' problems, not instead of them
-            problems["sequences"] = str(e)
+        except GfvcError:  # no sequences, wrong sizes: the codecs' problems first, then the error (exit 2)
+            _dry_run(None, cond, run_dir, problems)
+            raise
         return _dry_run(plan, cond, run_dir, problems)
     with contextlib.ExitStack() as stack:
         session = None

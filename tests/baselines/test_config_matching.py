@@ -160,3 +160,28 @@ def test_suite_checkpoints_still_use_their_embedded_configuration(tmp_path):
     c = fc.TinyKPCodec(_cond(64), Environment(models={fc.NAME: str(p)}))
     assert c.config().name == "small64" and c._cfg_how == "embedded"
     assert torch.load(p, weights_only=True)["gfvc"]["config"]["name"] == "small64"
+
+
+def test_a_file_of_an_unknown_width_names_the_known_configurations(tmp_path):
+    mods = fc.TinyKPCodec.build_modules(fc._cfg(6, 128, "w6"))
+    p = tmp_path / "w6.pt"
+    torch.save({k: m.state_dict() for k, m in mods.items()}, p)
+    with pytest.raises(ModelMismatch) as e:
+        fc.TinyKPCodec(_cond(128), Environment(models={fc.NAME: str(p)})).check()
+    msg = str(e.value)
+    assert "fit none of the known tiny-kp configurations (official, demo, small64)" in msg
+    assert f"--model-config {fc.NAME}=FILE.yaml" in msg and "another configuration" not in msg and "\n" not in msg
+
+
+@pytest.mark.slow
+def test_official_mraa_vox256_file_under_the_face_condition(tmp_path, capsys):
+    """A random file in the official MRAA layout (280 MB, tensors from the listing) is vox256 at 256 px."""
+    obj = {m: {k: (torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s) * 0.01)
+               for k, s in keys.items()} for m, keys in read_listing("mraa_ted384").items()}
+    obj["epoch"] = 0
+    p = tmp_path / "vox256.pth"
+    torch.save(obj, p)
+    del obj
+    assert main(["info", "mraa", "--model", f"mraa={p}", "--condition", "gfvc-face"]) == 0
+    out = capsys.readouterr().out
+    assert "resolution:       256x256" in out and "vox256 is the one at the condition's 256x256" in out
