@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from baselines import matching
 from gfvc import models
 from gfvc.devices import resolve_device
 from gfvc.errors import ModelMismatch
@@ -231,12 +232,16 @@ class BaselineCodec(GenerativeCodec):
 
     def config(self) -> BaselineConfig:
         """The architecture of the chosen checkpoint, from (first found): the configuration embedded by
-        the suite, the official-config YAML of the condition's models: entry, the registry entry the
-        file's sha256 identifies (its named configuration), the codec's official configuration."""
+        the suite, the official-config YAML or named configuration given for it (condition models:
+        entry, ``--model-config``), the named configuration of the registry entry the file is installed
+        as or whose sha256 it has, the one known configuration its keys and shapes fit
+        (:mod:`baselines.matching`), else the codec's official configuration (whose strict load then
+        names the keys that differ)."""
         if self._cfg is None:
             st = self._checkpoint()
             if st.meta.get("config"):
                 cfg, how = BaselineConfig.from_dict(st.meta["config"]), "embedded"
+                self._check_installed_config(cfg)
             elif self.choice.config is not None:
                 cfg = self.config_from_official_yaml(read_yaml_mapping(self.choice.config, f"{self.name} config"))
                 how = f"yaml:{self.choice.config.name}"
@@ -247,17 +252,37 @@ class BaselineCodec(GenerativeCodec):
             self._cfg, self._cfg_how = cfg, how
         return self._cfg
 
+    def _check_installed_config(self, cfg: BaselineConfig) -> None:
+        """A file installed as a registry checkpoint must be that entry's architecture and size."""
+        if not self.choice.source.startswith("installed:") or not self.choice.config_name:
+            return
+        want = self.named_configs().get(self.choice.config_name)
+        if want is not None and (cfg.fingerprint() != want.fingerprint() or cfg.image_size != want.image_size):
+            entry = self.choice.source.split(":", 1)[1]
+            raise ModelMismatch(f"{self.choice.path} is installed as registry checkpoint {entry} ({want.name}, "
+                                f"{want.image_size} px) but holds configuration {cfg.name!r} at {cfg.image_size} px: "
+                                f"not that file; remove it and install the right one (`gfvc models status`)")
+
     def _registry_config(self) -> tuple[BaselineConfig, str]:
         entry = models.identify(self.model_checksum())
         name = self.choice.config_name or (entry.config if entry else None)
-        if not name:
-            return self.official_config(), "official"
-        configs = self.named_configs()
-        if name not in configs:
-            raise ModelMismatch(f"{self.choice.path}: the registry says this checkpoint needs configuration {name!r}, "
-                                f"which codec {self.name!r} does not provide (it has {', '.join(sorted(configs))}); "
-                                "give the official YAML as `config:` in the condition's models: entry")
-        return configs[name], f"named:{name}"
+        if name:
+            configs = self.named_configs()
+            if name not in configs:
+                who = ("the registry says this checkpoint needs" if not self.choice.config_name or
+                       self.choice.source.startswith("installed:") else "you asked for")
+                raise ModelMismatch(f"{self.choice.path}: {who} configuration {name!r}, which codec {self.name!r} "
+                                    f"does not provide (it has {', '.join(sorted(configs))}); give the official "
+                                    "YAML as `config:` in the condition's models: entry or --model-config "
+                                    f"{self.name}=FILE.yaml")
+            src = (f"registry:{entry.name}" if entry is not None and not self.choice.config_name
+                   else f"named:{name}")
+            return configs[name], src
+        size = self.condition.width if self.condition.width == self.condition.height else None
+        cfg, how = matching.choose_config(self.name, self._checkpoint().shapes, size, str(self.choice.path))
+        if cfg is None:
+            return self.official_config(), "official (the file fits none of the known configurations exactly)"
+        return cfg, how
 
     def registry_entry(self) -> Any:
         """The model-registry entry of the chosen file (by sha256), or None."""
@@ -273,7 +298,11 @@ class BaselineCodec(GenerativeCodec):
         if meta.get("model_id"):
             return str(meta["model_id"])
         entry = self.registry_entry()
-        return entry.name if entry is not None else f"{self.name}-{self.config().name}"
+        if entry is not None:
+            return entry.name
+        if meta.get("training"):  # trained by the suite, exported without an id: never a shipped id's twin
+            return f"{self.name}-{self.config().name}-{self.model_checksum()[:8]}"
+        return f"{self.name}-{self.config().name}"
 
     def model_checksum(self) -> str:
         if self._sha is None:
@@ -293,10 +322,11 @@ class BaselineCodec(GenerativeCodec):
         self.load()
         w, h = self.resolution
         if (self.condition.width, self.condition.height) != (w, h):
+            cw, chh = self.condition.width, self.condition.height
             raise ModelMismatch(
                 f"codec {self.name!r}: model {self.model_id()!r} ({self.choice.path.name}, from {self.choice.source}) "
-                f"works at {w}x{h} but condition {self.condition.name!r} is {self.condition.width}x"
-                f"{self.condition.height}: pass --model {self.name}=CHECKPOINT trained at that size")
+                f"works at {w}x{h} but condition {self.condition.name!r} is {cw}x{chh}: "
+                + models.fix_for_size(self.name, cw if cw == chh else None))
 
     def load(self) -> None:
         if self.nets is not None:
@@ -312,10 +342,15 @@ class BaselineCodec(GenerativeCodec):
                 other = [m for m in st.looks_like if m != self.name]
                 if other:
                     raise ModelMismatch(f"{e}; the file looks like a {' or '.join(other)} checkpoint") from None
-                if self.name in st.looks_like:
-                    raise ModelMismatch(f"{e}; the file looks like a {self.name} checkpoint of another "
-                                        "configuration") from None
-                raise
+                if self._cfg_how.startswith("official (the file fits none"):
+                    known = ", ".join(n for _, names, _ in matching.known_configs(self.name) for n in names)
+                    raise ModelMismatch(f"{e}; its keys and shapes fit none of the known {self.name} configurations "
+                                        f"({known}): pass its official YAML with --model-config {self.name}=FILE.yaml "
+                                        "(or config: in the condition's models: entry)") from None
+                mine = f"the file looks like a {self.name} checkpoint, but " if self.name in st.looks_like else ""
+                raise ModelMismatch(f"{e}; {mine}its tensors do not fit configuration {cfg.name!r} (from "
+                                    f"{self._cfg_how}): a damaged or edited file, or the wrong configuration "
+                                    "given for it") from None
             nets[name].to(self.device).eval()
         self.nets = nets
 
@@ -370,7 +405,10 @@ class BaselineCodec(GenerativeCodec):
         """Adds the checkpoint's identity (sha256, registry name, configuration, training record).
 
         ``checkpoint_path`` and ``checkpoint_source`` say where the file was and
-        how it was chosen; they are machine-local and left out of the job key
+        how it was chosen, ``checkpoint_verification`` what vouches for it
+        (:func:`gfvc.models.verification`: ``unverified`` for a registry file
+        without a public hash) and ``config_from`` why this configuration; they
+        describe this machine's choice, not the result, and are left out of the job key
         (suite.runner.jobs.identity_provenance), so the same file chosen two ways gives
         the same key.
         """
@@ -378,7 +416,10 @@ class BaselineCodec(GenerativeCodec):
         cfg = self.config()
         meta = self._checkpoint().meta
         entry = self.registry_entry()
+        state, why = models.verification(self.choice, self.model_checksum())
         p.update({"checkpoint_path": str(self.choice.path), "checkpoint_source": self.choice.source,
+                  "checkpoint_verification": state, "checkpoint_verification_note": why,
+                  "config_from": self._cfg_how,
                   "checkpoint_sha256": self.model_checksum(),
                   "checkpoint_registry": entry.name if entry is not None else None,
                   "config": cfg.to_dict(), "architecture": cfg.fingerprint(), "image_size": cfg.image_size,

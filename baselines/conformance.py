@@ -109,6 +109,8 @@ def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
             cands = sorted(p.glob("*.json"))
             if not cands:
@@ -120,8 +122,9 @@ def find_vectors(paths: list[Path]) -> list[tuple[Path, Path]]:
         for js in cands:
             pt = js.with_suffix(".pt")
             for f in (js, pt):
-                if not f.is_file():
-                    raise InputError(f"{f}: no such file (a vector is a <model>.pt + <model>.json pair)")
+                if not f.is_file():  # the given file exists (checked above): name its missing partner
+                    raise InputError(f"{f}: no such file: {p.name if p.is_file() else js.name} needs it (a vector "
+                                     "is a <model>.pt + <model>.json pair)")
             if js.resolve() not in seen:
                 seen.add(js.resolve())
                 pairs.append((pt, js))
@@ -215,8 +218,52 @@ def shipped_vectors_dir() -> Path:
 
 
 def check_paths(paths: list[Path] | None = None) -> list[VectorResult]:
-    """Check every vector under ``paths`` (default: the shipped ones); typed errors on a malformed vector."""
-    return [check_vector(pt, js) for pt, js in find_vectors(list(paths or [shipped_vectors_dir()]))]
+    """Check every vector under ``paths`` (default: the shipped ones); typed errors on a malformed vector.
+
+    Runs with one torch thread (restored after), so the differences printed, and the table that
+    docs/baselines.md holds (:func:`markdown`), do not depend on the machine's core count.
+    """
+    import torch  # lazy: start-up time of `gfvc` (torch only when vectors are checked)
+
+    pairs = find_vectors(list(paths or [shipped_vectors_dir()]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [check_vector(pt, js) for pt, js in pairs]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else ("0" if v == 0 else f"{v:.2g}")
+
+
+def markdown(results: list[VectorResult]) -> str:
+    """The conformance tables of docs/baselines.md (`gfvc conformance --markdown`).
+
+    One summary row per model (its worst output relative to the tolerance) and, per model, every
+    output's max |diff| and tolerance. tools/conformance_docs.py writes it into the page and a test
+    checks that the page equals it, so the documented differences are the tool's.
+    """
+    lines = ["| model | official code | outputs | result | worst output (max \\|diff\\| / atol) | max \\|diff\\| "
+             "| atol |", "|---|---|---:|---|---|---:|---:|"]
+    for r in results:
+        worst = max(r.outputs, key=lambda o: (o.max_abs_diff or 0.0) / o.atol if o.atol else 0.0, default=None)
+        if worst is None or not worst.max_abs_diff:
+            name, diff, tol = "(all outputs)", "0", "-"
+        else:
+            name, diff, tol = worst.name, _g(worst.max_abs_diff), _g(worst.atol)
+        lines.append(f"| {r.model} | {r.official} | {len(r.outputs)} | {'PASS' if r.passed else 'FAIL'} | {name} "
+                     f"| {diff} | {tol} |")
+    for r in results:
+        lines += ["", f"<details><summary>{r.model}: every output ({len(r.outputs)})</summary>", "",
+                  "| output | shape | max \\|diff\\| | atol | result |", "|---|---|---:|---:|---|"]
+        for o in r.outputs:
+            shape = "(" + ",".join(str(d) for d in o.shape) + ")"
+            lines.append(f"| {o.name} | {shape} | {_g(o.max_abs_diff)} | {_g(o.atol)} | "
+                         f"{'PASS' if o.passed else 'FAIL'} |")
+        lines += ["", "</details>"]
+    return "\n".join(lines)
 
 
 def format_results(results: list[VectorResult]) -> str:

@@ -641,19 +641,6 @@ class FV2VCodec(BaselineCodec):
         options = {**{str(k): v for k, v in extra.items()}, "variant": variant}
         return config_from_model_params(mp, size, options, "official-yaml")
 
-    def config(self) -> BaselineConfig:
-        if self._cfg is None:
-            st = self._checkpoint()
-            if not st.meta.get("config") and self.choice.config is None \
-                    and "down.weight" in st.modules.get("kp_detector", {}):
-                # An official file without config whose detector downsamples: the 9511d25a release.
-                self._cfg = self.named_configs()["vox256"]
-                self._cfg_how = "official 9511d25a release (kp_detector has down.weight)"
-            else:
-                super().config()
-        assert self._cfg is not None
-        return self._cfg
-
     @classmethod
     def build_modules(cls, cfg: BaselineConfig) -> dict[str, Any]:
         return {name: build_network(name, cfg.modules[name], cfg.options) for name in cls.inference_modules}

@@ -355,6 +355,10 @@ def check_compatible(header: Header, *, codec: str, model_id: str, model_checksu
         raise ModelMismatch(f"{source} was written by codec {header.codec!r}, not {codec!r}: "
                             f"decode it with `gfvc decode` (it picks the codec) or codec {header.codec!r}")
     want = checksum_prefix(model_checksum)
+    if header.model_id == model_id and header.model_checksum != want:  # same id, another file: say what differs
+        raise ModelMismatch(f"{source} needs model {model_id!r} with sha256 {header.model_checksum}..., but codec "
+                            f"{codec!r} has another checkpoint under the same id (sha256 {want}...): select the "
+                            f"checkpoint the stream was encoded with (--model {codec}=PATH)")
     if header.model_id != model_id or header.model_checksum != want:
         raise ModelMismatch(f"{source} needs model {header.model_id!r} (sha256 {header.model_checksum}...), "
                             f"but codec {codec!r} has model {model_id!r} (sha256 {want}...): "

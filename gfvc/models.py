@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Any, Literal
 
 from gfvc.codec import CODECS, load_builtin_codecs
 from gfvc.download import download_verified, mirror, sha256_of
-from gfvc.errors import ChecksumError, ConfigError, NotAvailable, UnknownName, WeightsError
+from gfvc.errors import ChecksumError, ConfigError, GfvcError, NotAvailable, UnknownName, WeightsError
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "model_registry.json"
 MODELS_DIR_ENV = "GFVC_MODELS_DIR"
@@ -90,16 +91,17 @@ def file_sha256(path: Path) -> str:
     return sha256_of(Path(path))
 
 
-def parse_model_args(values: list[str] | None) -> dict[str, str]:
+def parse_model_args(values: list[str] | None, option: str = "--model", example: str = "mraa=ted384.pth",
+                     value: str = "PATH") -> dict[str, str]:
     """``["mraa=/x/cpk.pth", ...]`` -> {"mraa": "/x/cpk.pth"}; ConfigError on bad syntax or repeats."""
     out: dict[str, str] = {}
     for v in values or []:
         name, sep, path = v.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"--model {v!r}: expected CODEC=PATH, e.g. --model mraa=ted384.pth")
+            raise ConfigError(f"{option} {v!r}: expected CODEC={value}, e.g. {option} {example}")
         name = name.strip()
         if name in out:
-            raise ConfigError(f"--model {name}=... given twice")
+            raise ConfigError(f"{option} {name}=... given twice")
         out[name] = path.strip()
     return out
 
@@ -113,13 +115,35 @@ def validate_model_names(names: list[str] | Any, what: str) -> None:
     """Every name must be a registered codec that takes a checkpoint (UnknownName / ConfigError)."""
     load_builtin_codecs()
     for name in names:
-        cls = CODECS.get(name)  # UnknownName with suggestions
+        try:
+            cls = CODECS.get(name)
+        except UnknownName as e:  # with suggestions; say where the name came from
+            raise UnknownName(f"{what}: {e}") from None
         if not takes_checkpoint(cls):
             users = ", ".join(n for n in CODECS.names() if takes_checkpoint(CODECS.get(n)))
             raise ConfigError(f"{what}: codec {name!r} takes no checkpoint (codecs that do: {users})")
 
 
-def _condition_spec(condition: Any, codec: str) -> tuple[Path | None, str | None, Path | None] | None:
+MODEL_CONFIGS_KEY = "model_configs"  # Environment.extra key of `--model-config CODEC=NAME|YAML`
+
+
+def split_config(value: Any, base: Path | None = None) -> tuple[Path | None, str | None]:
+    """A ``config:`` value (condition ``models:`` entry or ``--model-config``) -> (YAML path, named config).
+
+    A value ending in .yaml/.yml or naming an existing file is an official YAML config (relative to
+    ``base``); anything else is the name of one of the codec's configurations (`gfvc info CODEC`).
+    """
+    if not value:
+        return None, None
+    text = str(value)
+    q = Path(text).expanduser()
+    p = base / q if (base is not None and not q.is_absolute()) else q
+    if q.suffix.lower() in (".yaml", ".yml") or p.is_file():
+        return p, None
+    return None, text
+
+
+def _condition_spec(condition: Any, codec: str) -> tuple[Path | None, str | None, Path | None, str | None] | None:
     section = getattr(condition, "models", None) or {}
     spec = section.get(codec) if hasattr(section, "get") else None
     if spec is None:
@@ -133,38 +157,43 @@ def _condition_spec(condition: Any, codec: str) -> tuple[Path | None, str | None
         q = Path(str(p)).expanduser()
         return base / q if (base is not None and not q.is_absolute()) else q
 
-    return rel(get("path")), (get("sha256") or None), rel(get("config"))
+    cfg_path, cfg_name = split_config(get("config"), base)
+    return rel(get("path")), (get("sha256") or None), cfg_path, cfg_name
 
 
 def choose(codec: str, condition: Any, env: Any, default: Path | None, env_var: str | None = None,
            extra_key: str | None = None) -> ModelChoice:
     """The checkpoint ``codec`` uses under ``condition`` and ``env`` (see module docstring)."""
     spec = _condition_spec(condition, codec)
-    pin, cfg = (spec[1], spec[2]) if spec else (None, None)
+    pin, cfg, cfg_name = (spec[1], spec[2], spec[3]) if spec else (None, None, None)
+    extra = getattr(env, "extra", None) or {}
+    given = (extra.get(MODEL_CONFIGS_KEY) or {}).get(codec)
+    if given:  # --model-config CODEC=NAME|YAML overrides the condition's config:
+        cfg, cfg_name = split_config(given)
     where = getattr(condition, "source", "") or getattr(condition, "name", "condition")
     pin_source = f"the models: section of {where}" if pin else ""
     models = getattr(env, "models", None) or {}
+
+    def made(path: Path, source: str) -> ModelChoice:
+        return ModelChoice(codec, path, source, pin, cfg, env_var, cfg_name, pin_source=pin_source)
+
     if codec in models:
-        return ModelChoice(codec, Path(models[codec]).expanduser(), "--model", pin, cfg, env_var,
-                           pin_source=pin_source)
-    extra = getattr(env, "extra", None) or {}
+        return made(Path(models[codec]).expanduser(), "--model")
     if extra_key and extra.get(extra_key):
-        return ModelChoice(codec, Path(extra[extra_key]).expanduser(), f"Environment.extra[{extra_key!r}]", pin, cfg,
-                           env_var, pin_source=pin_source)
+        return made(Path(extra[extra_key]).expanduser(), f"Environment.extra[{extra_key!r}]")
     if spec is not None and spec[0] is not None:
-        return ModelChoice(codec, spec[0], "condition", pin, cfg, env_var, pin_source=pin_source)
+        return made(spec[0], "condition")
     if env_var and os.environ.get(env_var):
-        return ModelChoice(codec, Path(os.environ[env_var]).expanduser(), f"${env_var}", pin, cfg, env_var,
-                           pin_source=pin_source)
+        return made(Path(os.environ[env_var]).expanduser(), f"${env_var}")
     size = getattr(condition, "width", None)
     if size is not None and size == getattr(condition, "height", None):
         for entry, path in installed(codec, getattr(env, "weights_dir", None)):
-            if entry.image_size == size:
+            if entry.codes_at(size):
                 return ModelChoice(codec, path, f"installed:{entry.name}", pin or entry.sha256, cfg, env_var,
-                                   entry.config, pin_source or f"the model registry ({entry.name})")
+                                   cfg_name or entry.config, pin_source or f"the model registry ({entry.name})")
     if default is None:
         raise NotAvailable(f"codec {codec!r} has no checkpoint: pass --model {codec}=PATH (see `gfvc models status`)")
-    return ModelChoice(codec, Path(default), "default", pin, cfg, env_var, pin_source=pin_source)
+    return made(Path(default), "default")
 
 
 # ----------------------------------------------------------------------------- registry
@@ -187,10 +216,15 @@ class CheckpointEntry:
     hash_source: str
     licence: str
     notes: str = ""
+    # other condition sizes the codec codes with this file (LIA resamples to and from its network size)
+    coded_sizes: tuple[int, ...] = ()
 
     @property
     def hash_known(self) -> bool:
         return bool(self.sha256 or self.md5)
+
+    def codes_at(self, size: int | None) -> bool:
+        return size is None or size == self.image_size or size in self.coded_sizes
 
 
 @dataclass(frozen=True)
@@ -237,7 +271,8 @@ def load_registry(path: Path | None = None) -> Registry:
                 description=str(d.get("description", "")), urls=tuple(d.get("urls") or ()),
                 pages=tuple(d.get("pages") or ()), size=int(d["size"]) if d.get("size") is not None else None,
                 sha256=d.get("sha256"), md5=d.get("md5"), hash_source=str(d.get("hash_source", "")),
-                licence=str(d.get("licence", "")), notes=str(d.get("notes", "")))
+                licence=str(d.get("licence", "")), notes=str(d.get("notes", "")),
+                coded_sizes=tuple(int(x) for x in d.get("coded_sizes") or ()))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{p}: checkpoint #{i}: {type(err).__name__}: {err}") from None
         if entry.sha256 is not None and not _SHA256_RE.match(entry.sha256):
@@ -310,7 +345,7 @@ class CheckpointStatus:
                 "where": self.where, "path": str(self.path) if self.path else None, "sha256_actual": self.sha256,
                 "sha256_expected": e.sha256, "md5_expected": e.md5, "size_expected": e.size,
                 "hash_source": e.hash_source, "licence": e.licence, "urls": list(e.urls), "pages": list(e.pages),
-                "description": e.description, "notes": e.notes}
+                "description": e.description, "notes": e.notes, "coded_sizes": list(e.coded_sizes)}
 
 
 def _md5(path: Path) -> str:
@@ -357,6 +392,26 @@ def how_to_get(entry: CheckpointEntry) -> str:
     return f"download {entry.filename} by hand from {pages}, then `gfvc models install DIR`"
 
 
+def fix_for_size(codec: str, size: int | None) -> str:
+    """What to do when ``codec`` has no checkpoint at ``size`` px: the registry files to get, else how to train one."""
+    reg = registry()
+    entries = [e for e in reg.for_codec(codec) if e.codes_at(size)]
+    where = f"at {size}x{size}" if size else "at that size"
+    tail = f"; or pass --model {codec}=PATH (a checkpoint {where}); `gfvc models status` shows what is installed"
+    if entries:
+        gets = "; ".join(f"{e.name}" + (f" ({e.image_size} px, coded at {size} px by resampling)"
+                                          if size and size != e.image_size else "") + f": {how_to_get(e)}"
+                         for e in entries)
+        return f"get the registry checkpoint {where} ({gets}){tail}"
+    why = reg.without_public_checkpoint.get(codec)
+    if why:
+        return f"no public {codec} checkpoint exists {where} ({why}){tail}"
+    sizes = sorted({e.image_size for e in reg.for_codec(codec)})
+    known = f" (public ones are {', '.join(f'{s} px' for s in sizes)})" if sizes else ""
+    return (f"no public {codec} checkpoint {where}{known}: train one with `gfvc train {codec} --image-size "
+            f"{size or 'N'}`{tail}")
+
+
 def status(weights_dir: Path | None = None, codecs: list[str] | None = None) -> list[CheckpointStatus]:
     """One row per registry checkpoint (optionally only some codecs), for `gfvc models status`."""
     return [check_entry(e, weights_dir) for e in registry().entries if not codecs or e.codec in codecs]
@@ -373,12 +428,30 @@ def _copy_atomic(src: Path, target: Path) -> None:
             tmp.unlink()
 
 
-def install(src_dir: Path, dest: Path | None = None) -> list[CheckpointStatus]:
+Inspect = Callable[[CheckpointEntry, Path], str]
+
+
+def _inspected(entry: CheckpointEntry, path: Path, state: State, why: str,
+               inspect: Inspect | None) -> tuple[State, str]:
+    """A file no published hash vouches for must at least be what the entry describes (its contents)."""
+    if state != "unverified":
+        return state, why
+    if inspect is None:
+        return state, f"{why}; contents NOT checked"
+    try:
+        return state, f"{why}; {inspect(entry, path)}"
+    except GfvcError as e:
+        return "mismatch", str(e)
+
+
+def install(src_dir: Path, dest: Path | None = None, inspect: Inspect | None = None) -> list[CheckpointStatus]:
     """Copy every registry checkpoint found in ``src_dir`` (by file name) into DEST/<codec>/ after verifying it.
 
-    A file whose size or published hash differs is reported and not copied; a
-    file without a public hash is copied and reported as unverified with its
-    sha256.
+    A file whose size or published hash differs is reported and not copied. A
+    file without a public hash is checked by its contents with ``inspect``
+    (the CLI passes :func:`baselines.matching.inspect_entry`: loadable, the
+    entry's codec, keys and shapes of its configuration, resolution) and, when
+    it passes, copied and reported as unverified with its sha256.
     """
     src_dir = Path(src_dir)
     if not src_dir.is_dir():
@@ -390,6 +463,7 @@ def install(src_dir: Path, dest: Path | None = None) -> list[CheckpointStatus]:
         if src is None:
             continue
         state, why, sha = verify_entry_file(e, src)
+        state, why = _inspected(e, src, state, why, inspect)
         if state == "mismatch":
             out.append(CheckpointStatus(e, src, "source", state, f"not installed: {why}", sha or None))
             continue
@@ -399,7 +473,8 @@ def install(src_dir: Path, dest: Path | None = None) -> list[CheckpointStatus]:
     return out
 
 
-def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: float = 60.0) -> list[CheckpointStatus]:
+def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: float = 60.0,
+          inspect: Inspect | None = None) -> list[CheckpointStatus]:
     """Download registry checkpoints that have a direct URL into DEST/<codec>/, verifying what can be verified.
 
     Named entries without a direct URL raise NotAvailable naming the page to
@@ -437,8 +512,47 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, timeout: flo
             raise WeightsError(f"{err}. On a machine without internet, download {e.filename} elsewhere "
                                "and run `gfvc models install DIR`.") from None
         state, why, sha = seen["last"]
+        state, why = _inspected(e, target, state, why, inspect)
+        if state == "mismatch":  # downloaded, but not what the entry describes: do not leave it installed
+            target.unlink()
+            out.append(CheckpointStatus(e, None, "source", state, f"not installed: fetched from {url}: {why}", sha))
+            continue
         out.append(CheckpointStatus(e, target, "models-dir", state, f"fetched from {url}: {why}", sha))
     return out
+
+
+Verification = Literal["sha256", "md5", "pinned", "unverified", "shipped", "own"]
+
+
+def verification(choice: ModelChoice, sha256: str) -> tuple[Verification, str]:
+    """How the identity of a chosen checkpoint was established: (state, one-line explanation).
+
+    ``unverified`` is a registry checkpoint that no published hash vouches for (installed as
+    a registry entry without one, or a file carrying such an entry's file name): whatever its
+    contents, nobody can tell it is the file the registry describes. It is said wherever the
+    file is used (gfvc info, the run's summary, records' provenance, the report banner).
+    """
+    entry = identify(sha256)
+    if entry is not None:
+        return "sha256", f"sha256 equals the published one of registry checkpoint {entry.name}"
+    if choice.sha256 and choice.pin_source and not choice.source.startswith("installed:"):
+        return "pinned", f"sha256 pinned by {choice.pin_source}"
+    named: CheckpointEntry | None = None
+    if choice.source.startswith("installed:"):
+        named = registry().get(choice.source.split(":", 1)[1])
+        how = f"installed as registry checkpoint {named.name}"
+    else:
+        named = next((e for e in registry().for_codec(choice.codec) if e.filename == choice.path.name), None)
+        how = f"named like registry checkpoint {named.name} ({named.filename})" if named else ""
+    if named is not None:
+        if named.md5 and not named.sha256 and _md5(choice.path).lower() == named.md5.lower():
+            return "md5", f"{how}; md5 matches ({named.hash_source})"
+        return "unverified", (f"UNVERIFIED: {how}, for which no public hash exists: its contents fit the "
+                              "registry entry's codec, architecture and size, but nothing proves it is that file "
+                              "(pin its sha256 in the condition's models: section once you trust it)")
+    if choice.source == "default":
+        return "shipped", "the codec's demo checkpoint shipped with the suite"
+    return "own", "not a registry checkpoint: identified by its sha256 only"
 
 
 def identify(sha256: str) -> CheckpointEntry | None:

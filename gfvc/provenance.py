@@ -51,7 +51,10 @@ def suite_provenance() -> dict[str, Any]:
 
 
 # Provenance keys that describe this machine, not the result (besides keys ending in "path" / "_dir").
-MACHINE_LOCAL_KEYS = frozenset({"command_templates", "checkpoint_source"})
+# How a checkpoint was chosen, vouched for and its configuration found: the configuration itself and
+# the file's sha256 are in the key; these only explain them (the same file chosen another way = same key).
+MACHINE_LOCAL_KEYS = frozenset({"command_templates", "checkpoint_source", "checkpoint_verification",
+                                "checkpoint_verification_note", "config_from"})
 
 
 def identity_provenance(prov: Any) -> Any:

@@ -26,6 +26,21 @@ RECORDS_DIR = "records"
 VOLATILE_FIELDS = ("timings", "host", "worker", "created", "run_id")
 
 
+# A run's job matrix (key -> codec, sequence, rate point, condition), merged over the `gfvc run`
+# invocations in one folder: what was asked for, so a report and `gfvc status` can say what is missing.
+PLAN_FILE = "jobs.json"
+
+
+def read_plan(run_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """RUN_DIR/jobs.json's jobs, or None when the folder has none (or it is unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    return jobs if isinstance(jobs, dict) else None
+
+
 def content_key(condition_fp: str, sequence_sha: str, codec_prov_hash: str, rate_point: str) -> str:
     blob = "\n".join([condition_fp, sequence_sha, codec_prov_hash, rate_point])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

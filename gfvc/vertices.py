@@ -69,6 +69,29 @@ def check_array(arr: np.ndarray, what: str, frames: int | None = None, vertices:
                          "reference must be all NaN")
 
 
+# Plausibility of reference vertices (normalised coordinates, [-1, 1] = the frame): a file where fewer
+# than half the frames have a reference, or where under a quarter of the vertices fall inside the frame
+# (a body partly out of shot keeps far more), is a conversion error (pixels, another size, NaN output).
+MIN_REFERENCED_FRAMES = 0.5
+MIN_IN_FRAME = 0.25
+
+
+def check_plausible(arr: np.ndarray, what: str) -> None:
+    """InputError (one line naming ``what``) unless the vertices could be a body in these frames."""
+    fin = np.isfinite(arr).all(axis=(1, 2))
+    if arr.shape[0] == 0 or fin.mean() < MIN_REFERENCED_FRAMES:
+        raise InputError(f"{what}: only {int(fin.sum())} of {arr.shape[0]} frames have finite vertices (at least "
+                         f"{MIN_REFERENCED_FRAMES:.0%} must): an OSX run that failed, or the wrong file")
+    pts = arr[fin].reshape(-1, 2)
+    inside = float((np.abs(pts) <= 1.0).all(axis=1).mean())
+    if inside < MIN_IN_FRAME:
+        peak = float(np.abs(pts).max())
+        hint = (f" (values up to {peak:.0f}: pixel coordinates? convert them with `python -m tools.osx_vertices`)"
+                if peak > 4 else "")
+        raise InputError(f"{what}: only {inside:.1%} of the vertices lie inside the frame (at least "
+                         f"{MIN_IN_FRAME:.0%} must; coordinates are normalised to [-1, 1]){hint}")
+
+
 def read_reference(path: Path, sha256: str | None = None, frames: int | None = None, what: str = "") -> np.ndarray:
     """Load a reference-vertex file, verifying its sha256 (file bytes) and layout."""
     what = what or str(path)

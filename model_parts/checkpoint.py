@@ -15,6 +15,7 @@ keys (a few are named), or tensors of other shapes (ModelMismatch).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,22 @@ class CheckpointFile:
     other_keys: list[str] = field(default_factory=list)
     # models whose checkpoint layout the file matches (registered signatures), for error messages
     looks_like: list[str] = field(default_factory=list)
+    # {top-level entry: {key: shape}} of every state_dict in the file (inference modules or not): what
+    # configuration matching (baselines.matching) compares with the layouts of the known configurations
+    shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+
+
+def state_dict_shapes(obj: Any) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{name: {key: shape}} of every top-level mapping of tensors in a loaded checkpoint (no copies)."""
+    out: dict[str, dict[str, tuple[int, ...]]] = {}
+    if not isinstance(obj, Mapping):
+        return out
+    for name, sd in obj.items():
+        if name == META_KEY or not isinstance(sd, Mapping) or not sd:
+            continue
+        if all(hasattr(v, "shape") for v in sd.values()):
+            out[str(name)] = {str(k): tuple(int(d) for d in v.shape) for k, v in sd.items()}
+    return out
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -167,7 +184,7 @@ def read_checkpoint(path: Path, model: str, required: tuple[str, ...]) -> Checkp
     modules = {m: dict(obj[m]) for m in required}
     others = sorted(str(k) for k in obj if k not in required and k != META_KEY)
     return CheckpointFile(path=Path(path), modules=modules, meta=dict(meta or {}), other_keys=others,
-                          looks_like=looks_like(obj))
+                          looks_like=looks_like(obj), shapes=state_dict_shapes(obj))
 
 
 def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name: str, source: str) -> None:
@@ -197,6 +214,23 @@ def load_strict(module: Any, state_dict: Mapping[str, Any], *, model: str, name:
         module.load_state_dict(dict(state_dict), strict=True)
     except RuntimeError as e:  # dtype or other loader errors not caught above
         raise ModelMismatch(f"{source}: module {name!r}: {str(e).splitlines()[0][:200]}") from None
+
+
+def derived_model_id(model: str, out: Path, source: Path) -> str:
+    """The model id of a checkpoint exported without ``--model-id``: the output's name plus a digest.
+
+    Bitstreams carry the model id, and a decoder with another model refuses them naming both ids;
+    so a trained file must never reuse a shipped id (``fomm-demo``) just because it was trained with
+    the same configuration. ``<name>-<first 8 hex of the training checkpoint's sha256>``, with
+    ``<name>`` the output's stem, prefixed by the model name when it does not already start with it.
+    """
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    stem = Path(out).name.split(".")[0] or "trained"
+    name = stem if stem.startswith(model) else f"{model}-{stem}"
+    return f"{name}-{h.hexdigest()[:8]}"
 
 
 def save_checkpoint(path: Path, modules: Mapping[str, Any], meta: Mapping[str, Any],

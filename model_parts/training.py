@@ -23,6 +23,7 @@ import abc
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,20 @@ def read_training_checkpoint(path: Path, model: str) -> dict[str, Any]:
     return state
 
 
+def check_resume_steps(resume: Path | str, at_step: int, steps: int) -> None:
+    """``--steps`` is the total to reach: below the checkpoint's step it would train nothing, silently.
+
+    Refused (ConfigError, exit 2) with the fix; equal to it, one notice on stderr (nothing to train, an
+    ``--export`` still writes the checkpoint as it is). docs/training.md.
+    """
+    if steps < at_step:
+        raise ConfigError(f"--resume {resume} is at step {at_step} but --steps {steps} is below it: --steps is the "
+                          f"total to reach, so nothing would be trained; pass --steps above {at_step} to train on "
+                          f"(or --steps {at_step} to only export it)")
+    if steps == at_step:
+        print(f"gfvc: --resume {resume} is already at step {at_step} = --steps: nothing to train", file=sys.stderr)
+
+
 def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     """Train (or resume) with ``recipe``; writes OUT/checkpoint.pth.tar, OUT/log.jsonl, OUT/summary.json.
 
@@ -247,6 +262,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     state = read_training_checkpoint(Path(opts.resume), recipe.model) if opts.resume else None
     if state is not None:
         meta = state[ck.META_KEY]
+        check_resume_steps(opts.resume or "", int(state["gfvc_train"]["step"]), opts.steps)
         if type(recipe.config).from_dict(meta["config"]).fingerprint() != recipe.config.fingerprint():
             raise ModelMismatch(f"--resume {opts.resume} was trained with another configuration "
                                 f"({meta['config'].get('name')}); pass the same configuration")

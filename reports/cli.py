@@ -134,6 +134,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                          subjective=args.subjective,
                          originals=original_source(args.run_dir, manifest=args.manifest, data_dir=args.data_dir))
     print(terminal_summary(model))
+    if model.completeness is not None and not model.completeness.complete:
+        c = model.completeness
+        print(f"gfvc: report of an INCOMPLETE run: {len(c.missing)} of {c.planned} planned jobs have no result "
+              "(listed at the top of the report)", file=sys.stderr)
     print()
     for key in sorted(paths):
         print(f"{key}\t{paths[key]}")

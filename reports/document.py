@@ -129,6 +129,9 @@ def _model_caveats(codec: str, prov: dict[str, Any]) -> list[str]:
     checkpoint says (a demo checkpoint, untrained weights, proxy vertex targets, a fallback loss)."""
     out = [str(c) for c in (prov.get("caveats") or []) if str(c).strip()]
     model_id = str(prov.get("model_id") or "")
+    if prov.get("checkpoint_verification") == "unverified":
+        out.append(f"{codec}: checkpoint {model_id or '?'} is UNVERIFIED: "
+                   f"{str(prov.get('checkpoint_verification_note') or 'no public hash vouches for it')}.")
     ck = str(prov.get("checkpoint") or prov.get("checkpoint_path") or "")
     t = prov.get("training")
     training: dict[str, Any] = t if isinstance(t, dict) else {}
@@ -166,9 +169,15 @@ def _model_caveats(codec: str, prov: dict[str, Any]) -> list[str]:
     return out
 
 
+def incomplete_lines(model: ReportModel) -> list[str]:
+    """What the run planned and has no result of, per codec and rate point (first in every format)."""
+    c = model.completeness
+    return c.lines() if c is not None else []
+
+
 def banner(model: ReportModel) -> list[str]:
     """What the numbers of this report are not, each said once (shown at the top of every document)."""
-    items: list[str] = []
+    items: list[str] = incomplete_lines(model)
     codecs = model.run.get("codecs") or {}
     aprov = codecs.get(model.anchor) or {}
     if aprov.get("approximates"):
@@ -577,8 +586,11 @@ def terminal_summary(model: ReportModel) -> str:
     prim, ref = plots.primary_and_reference(model)
     prim_t = [m for m in prim if m in model.bd_metrics] or prim
     ref_t = [m for m in ref if m in model.bd_metrics and model.computed(m)]
+    missing = incomplete_lines(model)
     lines = [f"GFVC CTC {model.condition_name} v{model.condition.get('version', '?')}: BD-rate (%) vs "
              f"{model.anchor}, method {model.method}, {len(model.sequences)} sequence(s); negative = bit savings"]
+    if missing:
+        lines += [""] + [missing[0]] + [f"  - {m}" for m in missing[1:]]
     for title, ms in (("Table 1", prim_t), ("Reference metrics", ref_t)):
         if not ms or not model.tests:
             continue
@@ -601,7 +613,7 @@ def terminal_summary(model: ReportModel) -> str:
         tl = terminal_lines(vm, model)
         if tl:
             lines += [""] + tl
-    notes = banner(model)
+    notes = [n for n in banner(model) if n not in missing]
     if notes:
         lines += ["", "Read with care:"] + [f"  - {n}" for n in notes]
     return "\n".join(lines)
@@ -611,6 +623,9 @@ def _write_tex(model: ReportModel, path: Path, f5: dict[str, Any] | None = None)
     prim, _ = plots.primary_and_reference(model)
     parts = [f"% GFVC CTC tables: {model.condition_name}, anchor {model.anchor}, method {model.method}, "
              f"{model.aggregation}", "% requires \\usepackage{booktabs}"]
+    missing = incomplete_lines(model)
+    if missing:
+        parts.append("\n".join(f"% {m}" for m in missing))
     prim_t = [m for m in prim if m in model.bd_metrics] or prim
     _, h, rows = tables.table1_both(model, prim_t)
     parts.append(tables.tex_table(h, rows, f"BD-rate (%) vs {model.anchor}: {AGG_TEXT['mean-of-sequences']} "
@@ -640,6 +655,6 @@ def _write_tex(model: ReportModel, path: Path, f5: dict[str, Any] | None = None)
     if f5.get("missing"):
         parts.append(f"% {f5['missing']}")
     parts += [f"% Figure 5: {n}" for n in f5.get("notes") or []]
-    notes = [f"% Read with care: {n}" for n in banner(model)]
+    notes = [f"% Read with care: {n}" for n in banner(model) if n not in missing]
     atomic_write_text(path, "\n\n".join(parts + notes) + "\n")
     return path

@@ -19,6 +19,7 @@ import numpy as np
 from gfvc.errors import ConfigError, InputError
 from gfvc.records import iter_records
 from reports import bdrate as bd
+from reports.completeness import Completeness, completeness
 from reports.curves import Pair, compare_pair, curve  # noqa: F401  (public names of the result model)
 from reports.vertex_model import build_vertex_model
 
@@ -92,6 +93,8 @@ class ReportModel:
     variant_base: dict[str, str] = field(default_factory=dict)
     variant_pairs: dict[tuple[str, str], Pair] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # planned jobs without a result (reports.completeness), when the run directory is known
+    completeness: Completeness | None = None
 
     @property
     def condition(self) -> dict[str, Any]:
@@ -256,6 +259,8 @@ def build_model(df: Any, run: dict[str, Any], *, run_dir: Path | None = None, an
     if anchor not in present:
         model.anchor_note = (f"anchor {anchor!r} has no successful records in this run "
                              f"(codecs: {', '.join(present)}); BD-rates are not computed")
+    if run_dir is not None:
+        model.completeness = completeness(Path(run_dir), run)
     if records is None and run_dir is not None:
         records = load_records(run_dir)
     polarity: dict[str, bool] = {}

@@ -19,6 +19,7 @@ some metrics.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import metrics
 from gfvc.errors import InputError
 from reports.model import ReportModel
 
@@ -150,6 +152,37 @@ def require_comparisons(checks: list[Check], baseline_path: Any) -> None:
         "with --metrics")
 
 
+def _close(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=2)
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
+def check_names(model: ReportModel, entries: Any) -> None:
+    """Every codec and metric a baseline names must be one this run knows: a typo (``psnrr``, codec
+    ``zzz``) is the baseline's error (InputError, exit 2), never a regression (exit 1).
+
+    Known codecs: those of the run's condition, run.json and its records (a codec of the condition
+    without results is a regression, not a typo). Known metrics: every metric value name the suite
+    records (:data:`metrics.METRIC_VALUES`) and those of the run.
+    """
+    if not isinstance(entries, dict) or any(not isinstance(v, dict) for v in entries.values()):
+        raise InputError("baseline: 'entries' must map codec -> {metric: value}")
+    codecs = set(model.codecs) | set(model.condition.get("codecs") or []) | set(model.run.get("codecs") or {})
+    if model.completeness is not None:
+        codecs |= {m.codec for m in model.completeness.missing}
+    names = {v for vals in metrics.METRIC_VALUES.values() for v in vals} | set(metrics.METRIC_VALUES)
+    names |= set(model.metrics) | set(model.bd_metrics) | set((model.condition.get("bdrate") or {}).get("metrics")
+                                                              or [])
+    for codec, values in entries.items():
+        if codec not in codecs:
+            raise InputError(f"baseline names codec {codec!r}, which this run has no trace of: {_close(codec, codecs)}"
+                             f"(the run's codecs: {', '.join(sorted(codecs)) or 'none'}); fix the baseline file")
+        for m in values:
+            if m not in names:
+                raise InputError(f"baseline entry {codec}.{m}: unknown metric {m!r}: {_close(m, names)}"
+                                 f"(metric values: {', '.join(sorted(names))}); fix the baseline file")
+
+
 def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
           metrics: list[str] | None = None) -> list[Check]:
     """Compare the model (built with the baseline's anchor/method/aggregation) with the baseline."""
@@ -160,6 +193,7 @@ def check(model: ReportModel, baseline: dict[str, Any], tolerance: float,
             f"({model.fingerprint[:12]}); review the change and write a new baseline with --update-baseline")
     out = []
     exact = baseline.get("values") == EXACT
+    check_names(model, baseline["entries"])
     entries = select_metrics(baseline["entries"], metrics, "the baseline")
     for codec, values in sorted(entries.items()):
         for metric, base in sorted(values.items()):

@@ -433,6 +433,8 @@ def summary_json(model: ReportModel) -> dict[str, Any]:
 def _optional_json(model: ReportModel) -> dict[str, Any]:
     """Sections present only when the run has them (vertex metrics, pooled curves, metrics without polarity)."""
     out: dict[str, Any] = {}
+    if model.completeness is not None and not model.completeness.complete:
+        out["incomplete"] = model.completeness.to_dict()
     if model.vertex is not None:
         out["vertices"] = vertex_json(model.vertex)
     if model.pooled_pairs:

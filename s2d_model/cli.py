@@ -12,6 +12,7 @@ from pathlib import Path
 from gfvc.argtypes import add_offline_arg, positive_float, positive_int
 from gfvc.fileio import check_output_dir, check_output_file, read_npy
 from gfvc.video import check_video_output, parse_size, read_container, read_video, video_format, write_video
+from model_parts.checkpoint import derived_model_id
 from model_parts.overlay import draw_vertices
 
 
@@ -73,8 +74,10 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads, progress=not args.no_progress, max_minutes=args.max_minutes,
         checkpoint_every=args.checkpoint_every, init=args.init, source_variants=args.source_variants))
     if args.export:
-        meta = {k: v for k, v in (("model_id", args.model_id), ("vertex_targets", args.vertex_targets)) if v}
+        model_id = args.model_id or derived_model_id("s2d", args.export, Path(summary["checkpoint"]))
+        meta = {k: v for k, v in (("model_id", model_id), ("vertex_targets", args.vertex_targets)) if v}
         export_model(Path(summary["checkpoint"]), args.export, meta=meta)
+        summary["model_id"] = model_id
         summary["exported"] = str(args.export)
     print(json.dumps(summary, indent=2))
     return 0

@@ -156,7 +156,11 @@ class S2DCodec(GenerativeCodec):
 
     def model_id(self) -> str:
         meta = self._ck().get("meta") or {}
-        return str(meta.get("model_id") or f"s2d-{self._config().name}")
+        if meta.get("model_id"):
+            return str(meta["model_id"])
+        if meta.get("step") is not None:  # trained, exported without an id: never a shipped id's twin
+            return f"s2d-{self._config().name}-{self.model_checksum()[:8]}"
+        return f"s2d-{self._config().name}"
 
     def model_checksum(self) -> str:
         if self._sha is None:

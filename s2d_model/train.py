@@ -32,6 +32,7 @@ from gfvc.fileio import atomic_open
 from gfvc.video import sha256_file
 from model_parts import checkpoint as ck
 from model_parts.data import PairDataset, stopped_by_data
+from model_parts.training import check_resume_steps
 from s2d_model import losses as L
 from s2d_model.config import S2DConfig, config_from_dict, load_config
 from s2d_model.networks import MultiScaleDiscriminator, Sparse2Dense
@@ -131,6 +132,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     ckpt_every = opts.checkpoint_every or tc.checkpoint_every
     if batch < 1 or total_steps < 0:
         raise ConfigError("--batch must be >= 1 and --steps >= 0")
+    if state is not None:
+        check_resume_steps(opts.resume or "", int(state["step"]), total_steps)
 
     rank, world = _ddp_setup(dev_kind)
     device = torch.device("cpu" if dev_kind == "cpu" else

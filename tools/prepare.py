@@ -28,7 +28,7 @@ from gfvc.argtypes import positive_float, positive_int, warn
 from gfvc.errors import ConfigError, InputError
 from gfvc.fileio import check_output_dir, check_output_file, read_npy
 from gfvc.frame_folder import is_frame_folder, list_frame_files
-from gfvc.vertices import check_array
+from gfvc.vertices import check_array, check_plausible
 from gfvc.video import (
     CONTAINER_SUFFIXES,
     is_viewing_copy,
@@ -121,7 +121,9 @@ def read_vertex_folder(vdir: Path, name: str, frames: int) -> np.ndarray:
     else:
         raise InputError(f"no reference vertices for {name!r} in {vdir} (expected {one.name} or {name}/*.npy); "
                          "convert OSX outputs with `python -m tools.osx_vertices`, or drop --vertices")
-    check_array(arr, f"reference vertices of {name!r}", frames)
+    src = one if one.is_file() else folder
+    check_array(arr, f"reference vertices {src}", frames)
+    check_plausible(arr[:frames], f"reference vertices {src}")
     return np.ascontiguousarray(arr[:frames], dtype=np.float32)
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from anchors.vtm import vtm_root
 from gfvc import container
 from gfvc.argtypes import positive_float, positive_int, warn
 from gfvc.codec import Environment, RatePoint, Sequence
-from gfvc.errors import InputError
+from gfvc.errors import InputError, ModelMismatch
 from gfvc.fileio import atomic_copy, check_output_file, work_dir
 from gfvc.video import (
     WRITE_CONTAINER_SUFFIXES,
@@ -75,12 +76,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         frames = read_video(inp, size=size, frames=args.frames)
     if fps is None:
         fps, fps_from = 25.0, "default; pass --fps"
-    cond = load_condition(args.condition).with_overrides(
+    base = load_condition(args.condition)
+    cond = base.with_overrides(
         width=int(frames.shape[2]), height=int(frames.shape[1]), frames=int(frames.shape[0]), fps=float(fps))
     rp = RatePoint(args.qp)
     env = local_device(env_from_args(args))
     check_model_choices(env, cond)
     codec = make_codec(args.codec, cond, env)
+    _check_input_size(codec, inp, frames.shape[2], frames.shape[1], base)
     codec.check()
     seq = Sequence(name=inp.stem, frames=frames, fps=fps)
     with work_dir("gfvc-encode-") as tmp:  # kept on failure: error messages name its logs
@@ -90,6 +93,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
     print(f"{out}: {args.codec} QP {args.qp}, {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, "
           f"{bits} bits, {bits / 1000 / (frames.shape[0] / fps):.2f} kbps at {fps:g} fps ({fps_from})")
     return 0
+
+
+def _check_input_size(codec: Any, inp: Path, width: int, height: int, cond: Any) -> None:
+    """The input's size against the model's, said about the input (encode codes at the input's size, so
+    the codec's own check would call the input's size the condition's)."""
+    res = codec.resolution if getattr(codec, "takes_checkpoint", False) else None
+    if res is None or tuple(res) == (width, height):
+        return
+    w, h = res
+    model = codec.model_id() if hasattr(codec, "model_id") else "?"
+    note = (f"condition {cond.name!r} is {cond.width}x{cond.height}" if (cond.width, cond.height) != (width, height)
+            else f"as is condition {cond.name!r}")
+    raise ModelMismatch(f"input {inp} is {width}x{height} but the {codec.name} model {model!r} works at "
+                        f"{w}x{h} ({note}): resize the input to {w}x{h} (e.g. `gfvc sequences prepare`), or pass "
+                        f"--model {codec.name}=CHECKPOINT trained at {width}x{height}")
 
 
 def identify_bitstream(path: Path) -> tuple[str, float | None]:

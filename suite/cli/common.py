@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from gfvc.argtypes import positive_float
-from gfvc.codec import Environment
+from gfvc.codec import CODECS, Environment
 from gfvc.devices import resolve_device, validate_device
 from gfvc.errors import ConfigError
-from gfvc.models import parse_model_args, validate_model_names
+from gfvc.models import MODEL_CONFIGS_KEY, parse_model_args, split_config, validate_model_names
 from gfvc.stills import parse_frame_list
 
 
@@ -36,6 +36,11 @@ def env_from_args(args: argparse.Namespace) -> Environment:
     models = parse_model_args(getattr(args, "model", None))
     # checkpoint paths are resolved here, so workers in other folders (Dask) see the same files
     models = {k: str(Path(v).expanduser().resolve()) for k, v in models.items()}
+    configs = parse_model_args(getattr(args, "model_config", None), "--model-config", "mraa=vox256",
+                               "NAME|YAML")
+    if configs:  # a YAML path is resolved like a checkpoint path; a configuration name stays a name
+        extra[MODEL_CONFIGS_KEY] = {k: (str(Path(v).expanduser().resolve()) if split_config(v)[0] else v)
+                                    for k, v in configs.items()}
     return Environment(
         vtm_dir=Path(vtm_dir) if vtm_dir else None,
         vtm_cfg=Path(args.vtm_cfg) if getattr(args, "vtm_cfg", None) else None,
@@ -53,11 +58,32 @@ def local_device(env: Environment) -> Environment:
 
 
 def check_model_choices(env: Environment, cond: Any) -> None:
-    """--model and the condition's models: section name known codecs that take a checkpoint."""
+    """The one validation of checkpoint choices, shared by run, info, encode, decode and doctor.
+
+    ``--model``, ``--model-config`` and the condition's ``models:`` section must name known codecs
+    that take a checkpoint (an anchor takes none), and a configuration given by name must be one of
+    that codec's named configurations (`gfvc info CODEC`).
+    """
+    where = f"{cond.source or cond.name}: models"
     if env.models:
         validate_model_names(list(env.models), "--model")
-    if getattr(cond, "models", None):
-        validate_model_names(list(cond.models), f"{cond.source or cond.name}: models")
+    given = env.extra.get(MODEL_CONFIGS_KEY) or {}
+    if given:
+        validate_model_names(list(given), "--model-config")
+    section = getattr(cond, "models", None) or {}
+    if section:
+        validate_model_names(list(section), where)
+    base = Path(cond.source).parent if getattr(cond, "source", "") else None
+    named = {c: (split_config(v)[1], "--model-config") for c, v in given.items()}
+    for c, spec in section.items():
+        if c not in named:
+            named[c] = (split_config(getattr(spec, "config", None), base)[1], f"{where}.{c}.config")
+    for codec, (name, what) in named.items():
+        configs = getattr(CODECS.get(codec), "named_configs", None)
+        if name and callable(configs) and name not in configs():
+            known = ", ".join(sorted(configs()))
+            raise ConfigError(f"{what}: codec {codec!r} has no configuration {name!r} (named: {known}; or give "
+                              "the path of an official YAML config)")
 
 
 def add_env_args(p: argparse.ArgumentParser) -> None:
@@ -71,3 +97,7 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", metavar="CODEC=PATH",
                    help="checkpoint of a generative codec for this run (repeatable; overrides the condition's "
                         "models: section; `gfvc models status` lists known checkpoints)")
+    p.add_argument("--model-config", action="append", metavar="CODEC=NAME|YAML",
+                   help="configuration of that checkpoint when the file does not say: a named configuration "
+                        "(`gfvc info CODEC` lists them, e.g. mraa=vox256) or the official YAML config; needed only "
+                        "when its keys and shapes fit several (overrides the condition's models: config)")

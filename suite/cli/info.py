@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import s2d_model
+from gfvc import models
 from gfvc.codec import get_codec
 from gfvc.errors import ConfigError
 from s2d_model.config import config_from_dict
-from suite.cli.common import env_from_args
+from suite.cli.common import check_model_choices, env_from_args
 from suite.cli.models import resolve_config
 from test_conditions import load_condition
 
@@ -25,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="named configuration (no checkpoint needed)")
     p.add_argument("--condition", default="demo", help="condition whose models: section and size apply")
     p.add_argument("--model", action="append", metavar="CODEC=PATH", help="checkpoint to describe")
+    p.add_argument("--model-config", action="append", metavar="CODEC=NAME|YAML",
+                   help="configuration of that checkpoint when its keys and shapes fit several")
     p.add_argument("--weights-dir", help="folder with installed checkpoints (or $GFVC_WEIGHTS_DIR)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
@@ -49,8 +52,10 @@ def codec_info(name: str, config: str | None = None, condition: Any = None, env:
         cfg = codec.config()
         entry = codec.registry_entry()
         meta = codec._checkpoint().meta
+        state, why = models.verification(codec.choice, codec.model_checksum())
         ck = {"path": str(codec.choice.path), "source": codec.choice.source, "sha256": codec.model_checksum(),
               "registry": entry.name if entry is not None else None, "model_id": codec.model_id(),
+              "verification": state, "verification_note": why,
               "config_from": codec._cfg_how, "training": meta.get("training")}
     base.update({"values_per_inter_frame": cls.values_per_frame(cfg), "resolution": [cfg.image_size, cfg.image_size],
                  "checkpoint": ck, "config": cfg.to_dict(), "architecture": cfg.fingerprint(),
@@ -90,7 +95,10 @@ def print_info(info: dict[str, Any]) -> None:
         print(f"checkpoint:       {ck['path']}")
         print(f"  chosen by:      {ck['source']}")
         print(f"  sha256:         {ck['sha256']}" + (f"  (registry: {ck['registry']})" if ck.get("registry") else ""))
-        print(f"  model id:       {ck['model_id']}   configuration from: {ck['config_from']}")
+        print(f"  model id:       {ck['model_id']}")
+        print(f"  config from:    {ck['config_from']}")
+        if ck.get("verification"):
+            print(f"  verified:       {ck['verification']}: {ck.get('verification_note', '')}")
     elif "config" in info:
         print("checkpoint:       none (configuration only, --config)")
     if "config" in info:
@@ -112,7 +120,9 @@ def print_info(info: dict[str, Any]) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     cond = load_condition(getattr(args, "condition", None) or "demo")
-    info = codec_info(args.what, args.config, cond, env_from_args(args))
+    env = env_from_args(args)
+    check_model_choices(env, cond)
+    info = codec_info(args.what, args.config, cond, env)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
     else:

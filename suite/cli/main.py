@@ -11,9 +11,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gfvc import __version__
-from gfvc.argtypes import Parser, apply_offline
+from gfvc.argtypes import Parser, add_offline_arg, apply_offline
 from gfvc.errors import GfvcError
 from metrics import cli as metrics_cli
 from reports import cli as reports_cli
@@ -27,6 +28,23 @@ COMMAND_MODULES = (run, sequences, coding, info, status, importing, metrics_cli,
                    models)
 
 
+# Sub-commands that may download weight files on first use (metric networks; VGG19 of the training losses):
+# every command under them takes --offline (= GFVC_OFFLINE=1), added here so a new one cannot lack it.
+MAY_DOWNLOAD: tuple[str, ...] = ("run", "metrics", "train")
+
+
+def leaf_commands(p: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """{("train", "fomm"): parser, ...}: every sub-command that has no sub-commands of its own."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {path: p}
+    out: dict[tuple[str, ...], Any] = {}
+    for a in subs:
+        for name, sp in a.choices.items():
+            out.update(leaf_commands(sp, path + (name,)))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="gfvc",
@@ -37,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         mod.register(sub)
+    for path, leaf in leaf_commands(p).items():
+        if path[:1] and path[0] in MAY_DOWNLOAD and "--offline" not in leaf._option_string_actions:
+            add_offline_arg(leaf)
     return p
 
 

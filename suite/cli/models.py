@@ -7,17 +7,19 @@ through the shared loop :func:`model_parts.training.train`.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import shlex
 from pathlib import Path
 from typing import Any
 
-from baselines import conformance
+from baselines import conformance, matching
 from baselines.base import BaselineConfig
 from gfvc import models
 from gfvc.codec import get_codec
-from gfvc.errors import ConfigError, NotAvailable
+from gfvc.errors import ConfigError, GfvcError, NotAvailable, UnknownName
 from gfvc.fileio import check_output_dir, check_output_file, read_yaml_mapping
+from model_parts.checkpoint import derived_model_id
 from model_parts.training import RECIPES, TrainOptions, export, read_training_checkpoint, train
 
 # Codecs `gfvc train NAME` offers besides s2d (their recipes register on import of baselines.registry;
@@ -32,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with its tolerance. Default: the vectors shipped in baselines/vectors/. "
                                    "Exit 0 only when every output passes; 1 when one fails; 2 for a malformed vector.")
     p.add_argument("paths", nargs="*", type=Path, help="vector files or folders (default: the shipped vectors)")
-    p.add_argument("--json", action="store_true", help="machine-readable result (for CI)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="machine-readable result (for CI); an error is a JSON object too (exit 2)")
+    fmt.add_argument("--markdown", action="store_true",
+                     help="the tables docs/baselines.md holds (python -m tools.conformance_docs --write)")
     p.set_defaults(func=cmd_conformance)
 
     m = sub.add_parser("models", help="status, install or download the known public checkpoints",
@@ -61,10 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- conformance
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    results = conformance.check_paths(list(args.paths) or None)
+    try:
+        results = conformance.check_paths(list(args.paths) or None)
+    except GfvcError as e:
+        if not args.json:
+            raise
+        # a CI parsing the output gets JSON whatever happened: the error as an object, exit 2
+        print(json.dumps({"passed": False, "error": {"type": type(e).__name__, "message": str(e)},
+                          "vectors": []}, indent=1))
+        return e.exit_code
     ok = all(r.passed for r in results)
     if args.json:
         print(json.dumps({"passed": ok, "vectors": [r.to_dict() for r in results]}, indent=1))
+    elif args.markdown:
+        print(conformance.markdown(results))
     else:
         print(conformance.format_results(results))
     return 0 if ok else 1
@@ -72,7 +88,19 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- models
 
+def _check_codec_names(names: list[str] | None) -> None:
+    """`--codec NAME` of `gfvc models status`: a codec the registry knows, else UnknownName with close names."""
+    reg = models.registry()
+    known = sorted({e.codec for e in reg.entries} | set(reg.without_public_checkpoint))
+    for n in names or []:
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownName(f"--codec {n!r}: no checkpoints of such a codec{hint} (codecs: {', '.join(known)})")
+
+
 def cmd_models_status(args: argparse.Namespace) -> int:
+    _check_codec_names(args.codecs)
     rows = models.status(args.weights_dir, args.codecs)
     reg = models.registry()
     none = {c: why for c, why in reg.without_public_checkpoint.items() if not args.codecs or c in args.codecs}
@@ -99,22 +127,24 @@ def cmd_models_status(args: argparse.Namespace) -> int:
 def cmd_models_install(args: argparse.Namespace) -> int:
     if args.dest is not None:  # outputs before any work, as the weights commands do
         check_output_dir(args.dest, what="--dest")
-    rows = models.install(args.dir, args.dest)
+    rows = models.install(args.dir, args.dest, inspect=matching.inspect_entry)
     if not rows:
         names = ", ".join(sorted({e.filename for e in models.registry().entries}))
         print(f"no registry checkpoints found in {args.dir} (file names: {names})")
         return 1
     for r in rows:
-        print(f"{r.entry.name:20s} {'REFUSED' if r.state == 'mismatch' else 'ok'}: {r.reason}")
+        label = {"mismatch": "REFUSED", "unverified": "ok, UNVERIFIED"}.get(r.state, "ok")
+        print(f"{r.entry.name:20s} {label}: {r.reason}")
     return 1 if any(r.state == "mismatch" for r in rows) else 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
     if args.dest is not None:
         check_output_dir(args.dest, what="--dest")
-    for r in models.fetch(args.names or None, args.dest, args.timeout):
-        print(f"{r.entry.name:20s} {r.state}: {r.reason}")
-    return 0
+    rows = models.fetch(args.names or None, args.dest, args.timeout, inspect=matching.inspect_entry)
+    for r in rows:
+        print(f"{r.entry.name:20s} {'REFUSED' if r.state == 'mismatch' else r.state}: {r.reason}")
+    return 1 if any(r.state == "mismatch" for r in rows) else 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -160,7 +190,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--weights-dir", type=Path, default=None, help="folder with VGG19 etc. for the losses")
         t.add_argument("--export", type=Path, default=None, help="also write the inference checkpoint here")
         t.add_argument("--fp16", action="store_true", help="store the exported weights as float16 (demo files)")
-        t.add_argument("--model-id", default=None, help="model id stored in bitstreams (with --export)")
+        t.add_argument("--model-id", default=None,
+                       help="model id stored in bitstreams (with --export; default: the export's name + the "
+                            "first 8 hex digits of the training checkpoint's sha256, never a shipped id)")
         t.add_argument("--no-progress", action="store_true")
         t.set_defaults(func=cmd_train, train_codec=name)
 
@@ -213,10 +245,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, extra_meta={"command": _command_line(args)})
     summary = train(recipe, opts)
     if args.export:
-        meta = {"model_id": args.model_id} if args.model_id else {}
+        model_id = args.model_id or derived_model_id(name, args.export, Path(summary["checkpoint"]))
         export(Path(summary["checkpoint"]), args.export, name, tuple(recipe.inference_modules()), fp16=args.fp16,
-               meta=meta)
+               meta={"model_id": model_id})
         summary["exported"] = str(args.export)
+        summary["model_id"] = model_id
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -20,6 +20,7 @@ from gfvc.argtypes import add_offline_arg, positive_int
 from gfvc.codec import CODECS, Environment, load_builtin_codecs
 from gfvc.devices import MixedDevices, check_uniform_devices, device_type, device_types
 from gfvc.errors import ConfigError, GfvcError, NotAvailable
+from gfvc.factory import build_codec
 from gfvc.fileio import check_output_dir
 from gfvc.progress import RunProgress
 from metrics import weights
@@ -114,10 +115,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         connect_dask(args.scheduler).close()
     use_dask = args.executor == "dask" or bool(args.scheduler)
     if args.dry_run:
-        plan = plan_run(cond, run_dir, env, codecs=args.codecs,
-                        manifest=Path(args.manifest) if args.manifest else None,
-                        data_dir=Path(args.data_dir) if args.data_dir else None, check=False)
-        return _dry_run(plan)
+        names = list(args.codecs or cond.codecs)
+        problems = codec_problems(cond, env, names)
+        ready = [n for n in names if n not in problems]
+        plan = None
+        try:
+            plan = plan_run(cond, run_dir, env, codecs=ready or names,
+                            manifest=Path(args.manifest) if args.manifest else None,
+                            data_dir=Path(args.data_dir) if args.data_dir else None, check=False) if ready else None
+        except GfvcError:  # no sequences, wrong sizes: the codecs' problems first, then the error (exit 2)
+            _dry_run(None, cond, run_dir, problems)
+            raise
+        return _dry_run(plan, cond, run_dir, problems)
     with contextlib.ExitStack() as stack:
         session = None
         if use_dask:
@@ -184,6 +193,7 @@ def _run_locked(args: argparse.Namespace, plan: Any, env: Environment, workers: 
         progress.close()
     records = list(kept) + new
     _print_summary(records, weights)
+    _print_checkpoint_notes(plan.codecs)
     if not args.no_report:
         try:
             check_uniform_devices(records, allow=args.allow_mixed_devices, what=f"the records of {run_dir}")
@@ -248,17 +258,49 @@ def _check_kept_devices(kept: list[dict[str, Any]], env: Environment, todo: list
                            "another --workdir, --force to recompute all, or --allow-mixed-devices")
 
 
-def _dry_run(plan: Any) -> int:
-    print(f"condition {plan.condition.name} v{plan.condition.version} ({plan.condition.fingerprint[:12]}), "
-          f"{len(plan.jobs)} jobs, run dir {plan.run_dir}")
-    for j in plan.jobs:
+def codec_problems(cond: Any, env: Environment, names: list[str]) -> dict[str, str]:
+    """{codec: why it cannot run here, with the fix} for the codecs of ``names`` that fail their check.
+
+    A checkpoint the user gave on the command line (--model) that is not what it should be is a user
+    error, raised (exit 2); what a codec lacks by default (binary, weights, a checkpoint of its size)
+    is listed."""
+    load_builtin_codecs()
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            build_codec(name, cond, env.replace(device="cpu")).check()
+        except GfvcError as e:
+            if name in env.models and not isinstance(e, NotAvailable):
+                raise
+            out[name] = str(e)
+    return out
+
+
+def _dry_run(plan: Any, cond: Any, run_dir: Path, problems: dict[str, str]) -> int:
+    """The job matrix of the codecs that can run, and for each codec that cannot, why and the fix.
+
+    Exit 0 when every codec can run, 1 otherwise (like `gfvc doctor --condition`): a dry run that
+    listed jobs the real run would refuse would promise more than it does.
+    """
+    n_jobs = len(plan.jobs) if plan is not None else 0
+    print(f"condition {cond.name} v{cond.version} ({cond.fingerprint[:12]}), {n_jobs} jobs, run dir {run_dir}")
+    for j in plan.jobs if plan is not None else []:
         print(f"  {j.key}  {j.codec:16s} {j.sequence.name:28s} {j.rate_point.key}")
-    for name, prov in plan.codecs.items():
+    for name, prov in (plan.codecs if plan is not None else {}).items():
         cmds = prov.get("command_templates")
         if cmds:
             print(f"  {name} commands:")
             for c in cmds:
                 print("    " + " ".join(map(str, c)))
+        if prov.get("checkpoint_verification") == "unverified":
+            print(f"  {name}: checkpoint {prov.get('model_id', '?')} is UNVERIFIED: "
+                  f"{prov.get('checkpoint_verification_note', '')}")
+    if problems:
+        print(f"{len(problems)} problem(s): the jobs of these codecs are not listed, and `gfvc run` refuses until "
+              "each is fixed (or the codec left out with --codec):")
+        for name, why in problems.items():
+            print(f"  - {name}: {why}")
+        return 1
     return 0
 
 
@@ -301,6 +343,14 @@ def _print_summary(records: list[dict[str, Any]], weights: dict[str, dict[str, s
         new = sorted({why for whys in missing.values() for why in whys} - said)
         note = "missing weights (see the note above)" if not new else "; ".join(new)
         print(f"n/a = not computed ({', '.join(sorted(missing))}): {note}")
+
+
+def _print_checkpoint_notes(codecs: dict[str, dict[str, Any]]) -> None:
+    """Say, under the results, which codecs ran a checkpoint that no published hash vouches for."""
+    for name, prov in codecs.items():
+        if prov.get("checkpoint_verification") == "unverified":
+            print(f"{name}: checkpoint {prov.get('model_id', '?')} is UNVERIFIED: "
+                  f"{prov.get('checkpoint_verification_note', '')}")
 
 
 def _write_report(run_dir: Path, allow_mixed_devices: bool = False, manifest: Path | None = None,
@@ -359,6 +409,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     env = env_from_args(args)
     cond = load_condition(args.condition or "demo")
     load_builtin_codecs()
+    check_model_choices(env, cond)
     problems: list[str] = []
     print(f"gfvc {__import__('gfvc').__version__}, python {sys.version.split()[0]}")
     try:
@@ -372,13 +423,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         problems.append("torch is not installed")
     _doctor_tools(env)
     names = list(cond.codecs) if args.condition else CODECS.names()
+    failing = codec_problems(cond, env, names)
     for name in names:
-        try:
-            CODECS.get(name)(cond, env).check()
+        if name in failing:
+            print(f"codec {name:16s} NOT AVAILABLE: {failing[name]}")
+            problems.append(f"codec {name}: {failing[name]}")
+        else:
             print(f"codec {name:16s} ok" + (f" for condition {cond.name}" if args.condition else ""))
-        except GfvcError as e:
-            print(f"codec {name:16s} NOT AVAILABLE: {e}")
-            problems.append(f"codec {name}: {e}")
     problems += _doctor_weights(env, cond if args.condition else None)
     if args.condition:
         problems += _doctor_sequences(cond, Path(args.data_dir) if args.data_dir else None)

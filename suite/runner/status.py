@@ -8,17 +8,14 @@ that have no record yet can be listed. A pending job whose folder exists is
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from gfvc.errors import InputError
 from gfvc.fileio import atomic_write_json
-from gfvc.records import RECORDS_DIR, read_record
+from gfvc.records import PLAN_FILE, RECORDS_DIR, read_plan, read_record
 from suite.runner.control import run_dir_holder
-
-PLAN_FILE = "jobs.json"
 
 
 def write_plan(run_dir: Path, jobs: list[Any]) -> None:
@@ -29,15 +26,6 @@ def write_plan(run_dir: Path, jobs: list[Any]) -> None:
         data[j.key] = {"codec": j.codec, "sequence": j.sequence.name, "rate_point": j.rate_point.key,
                        "condition": j.condition.name, "condition_fingerprint": j.condition.fingerprint}
     atomic_write_json(path, {"schema": 1, "jobs": data})
-
-
-def read_plan(run_dir: Path) -> dict[str, dict[str, Any]] | None:
-    try:
-        data = json.loads((Path(run_dir) / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    jobs = data.get("jobs") if isinstance(data, dict) else None
-    return jobs if isinstance(jobs, dict) else None
 
 
 def run_status(run_dir: Path) -> dict[str, Any]:

@@ -304,7 +304,7 @@ def test_fetch_from_a_local_server(ckpts, tmp_path, monkeypatch, capsys):
              "urls": [f"{srv.url}/missing.pt", f"{srv.url}/a.pt"]},
             {"name": "tiny-wrong", "filename": "w.pt", "sha256": _sha(ckpts["a"]), "hash_source": "official: t",
              "urls": [f"{srv.url}/wrong.pt"], "image_size": 64},
-            {"name": "tiny-free", "filename": "f.pt", "urls": [f"{srv.url}/wrong.pt"], "image_size": 32},
+            {"name": "tiny-free", "filename": "f.pt", "urls": [f"{srv.url}/wrong.pt"]},
             {"name": "tiny-manual", "filename": "m.pt", "image_size": 16},
         ])
         monkeypatch.setattr(models, "registry", lambda: reg)
