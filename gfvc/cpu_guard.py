@@ -376,12 +376,13 @@ def guard_model(*modules: Any) -> dict[str, Any]:
     """Guard every convolution run by these modules (nn.Modules, or dicts/lists of them) in training.
 
     A no-op where :func:`status` is inactive. Hooks the submodules that own a 4-D weight (nn.Conv2d
-    and modules that call F.conv2d on their own weight alike); idempotent. Returns :func:`status` with
-    ``guarded_modules``: how many modules carry the hook after this call.
+    and modules that call F.conv2d on their own weight alike); idempotent. Returns what a training record
+    states: :func:`status` without its process-wide counters, plus ``guarded_modules`` (how many of these
+    modules carry the hook).
     """
     import torch  # lazy: torch is heavy
 
-    st = status()
+    st = {k: v for k, v in status().items() if k not in ("installed", "guarded_nodes")}
     if not st["active"]:
         return {**st, "guarded_modules": 0}
     stack: list[Any] = list(modules)

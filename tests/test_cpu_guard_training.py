@@ -75,6 +75,7 @@ def test_trainer_survives(codec, trained):
     if isa == "AVX2":
         assert st["isa_cap"] == "avx2" and st["isa"] in ISA_ORDER[:ISA_ORDER.index("avx2") + 1]
     assert st["active"] == (st["isa"] in AFFECTED_ISAS), st
+    assert (st["guarded_modules"] > 0) == st["active"]      # every trainer has convolutions to watch
 
 
 def test_tpsm_dies_without_the_guard(tmp_path):
