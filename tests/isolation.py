@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from _pytest.reports import TestReport
+from _pytest.runner import CallInfo
 
 CHILD_ENV = "GFVC_ISOLATED_CHILD"
 REPORT_ENV = "GFVC_ISOLATION_REPORT"
@@ -220,5 +221,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for rep in cache.pop(item.nodeid):
         ihook.pytest_runtest_logreport(report=rep)
+    # what this process set up for earlier tests (module/session fixtures) and nextitem does not need
+    # is torn down here, as pytest's own protocol would; an error there is reported against this test
+    # (only the setup stack: the other plugins' teardown hooks expect this test's own setup, which ran
+    # in the child)
+    call = CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem), when="teardown")
+    if call.excinfo is not None:
+        ihook.pytest_runtest_logreport(report=TestReport.from_item_and_call(item, call))
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True

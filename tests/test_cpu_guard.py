@@ -121,8 +121,8 @@ class FunctionalConv(torch.nn.Module):
 
 def net() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1, stride=2, bias=False), torch.nn.ReLU(),
-                               torch.nn.Conv2d(8, 8, 3, padding=1), FunctionalConv(8, 4))
+    return torch.nn.Sequential(torch.nn.Conv2d(4, 6, 1, stride=2, bias=False), torch.nn.ReLU(),
+                               torch.nn.Conv2d(6, 6, 3, padding=1), FunctionalConv(6, 4))
 
 
 def frames() -> torch.Tensor:
@@ -138,10 +138,10 @@ def test_guard_routes_only_the_faulty_nodes_and_restores_mkldnn(forced):
     x = frames()
     before = G.status()["guarded_nodes"]
     y = m(x)
-    node = y.grad_fn.next_functions[0][0]                    # FunctionalConv's convolution (8 ch: guarded)
+    node = y.grad_fn.next_functions[0][0]                    # FunctionalConv's convolution (6 ch: guarded)
     assert node.name() == "ConvolutionBackward0" and node.metadata.get("gfvc_cpu_guard")
     node.register_prehook(lambda g: seen.append(torch.backends.mkldnn.enabled))  # runs after the guard's
-    assert G.status()["guarded_nodes"] - before == 2         # the 4-ch and the 8-ch 1x1 stride-2 convs
+    assert G.status()["guarded_nodes"] - before == 2         # the two 1x1 stride-2 convs, not the 3x3
     g = torch.randn_like(y)
     y.backward(g)
     assert seen == [False] and torch.backends.mkldnn.enabled

@@ -116,6 +116,44 @@ def test_no_isolation_option_runs_in_process(tmp_path):
     assert "1 failed, 1 passed" in out, out
 
 
+MODULE_A = '''
+import pytest
+
+EVENTS = []
+
+
+@pytest.fixture(scope="module")
+def resource():
+    EVENTS.append("set up")
+    yield
+    EVENTS.append("torn down")
+
+
+def test_uses_module_fixture(resource):
+    assert EVENTS == ["set up"]
+
+
+@pytest.mark.isolated
+def test_isolated_last_in_module():
+    pass
+'''
+
+MODULE_B = '''
+from test_cases import EVENTS
+
+
+def test_next_module_sees_a_torn_down():
+    assert EVENTS == ["set up", "torn down"]
+'''
+
+
+def test_fixtures_of_earlier_tests_are_torn_down_around_isolated_ones(tmp_path):
+    (tmp_path / "test_z.py").write_text(MODULE_B)
+    p = run_cases(tmp_path, cases=MODULE_A)
+    out = p.stdout + p.stderr
+    assert "3 passed" in out and "error" not in out.lower(), out
+
+
 def test_a_hang_is_killed_and_the_module_goes_on(tmp_path):
     p = run_cases(tmp_path, cases=HANG, GFVC_ISOLATION_GRACE="2")
     out = p.stdout + p.stderr
