@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gfvc import cpu_guard
 from gfvc.errors import ConfigError, NotAvailable
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -91,6 +92,8 @@ def device_provenance(device: str) -> dict[str, Any]:
 
     info: dict[str, Any] = {"device": device, "torch": torch.__version__,
                             "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled())}
+    if device_type(device) == "cpu":
+        info["cpu_guard"] = cpu_guard.provenance()  # issue 16: which oneDNN convolutions avoid mkldnn, and why
     if device.startswith("cuda"):
         idx = int(device.split(":")[1]) if ":" in device else 0
         info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from gfvc.codec import get_codec
+from gfvc.cpu_guard import guard_model
 from gfvc.devices import resolve_device
 from gfvc.errors import ConfigError, InputError, ModelMismatch
 from gfvc.fileio import atomic_write_json, atomic_write_text
@@ -272,6 +273,7 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     modules = {k: m.to(device) for k, m in recipe.build().items()}
+    cpu_guard = guard_model(modules)  # issue 16: oneDNN's AVX2 1x1 weight-gradient kernel corrupts the heap
     lr = opts.lr or recipe.lr
     opt_map = recipe.optimizers()
     owner: dict[int, str] = {}
@@ -312,7 +314,8 @@ def train(recipe: TrainRecipe, opts: TrainOptions) -> dict[str, Any]:
     def record(final: bool = False) -> dict[str, Any]:
         return {"steps": step, "target_steps": opts.steps, "batch": opts.batch, "lr": lr, "seed": opts.seed,
                 "device": device, "wall_seconds": round(wall_before + time.time() - t0, 1),
-                "data": data.describe(), "losses": recipe.losses_info(), "final": final, **opts.extra_meta}
+                "data": data.describe(), "losses": recipe.losses_info(), "final": final, "cpu_guard": cpu_guard,
+                **opts.extra_meta}
 
     def save(final: bool = False) -> Path:
         extra: dict[str, Any] = {key: o.state_dict() for key, o in optims.items()}

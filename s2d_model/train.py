@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gfvc.cpu_guard import guard_model
 from gfvc.devices import device_provenance, device_type, resolve_device
 from gfvc.errors import ConfigError, InputError, ModelMismatch, NotAvailable
 from gfvc.fileio import atomic_open
@@ -148,6 +149,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     model = Sparse2Dense(cfg).to(device)
     disc = MultiScaleDiscriminator(cfg).to(device)
     perceptual = L.PerceptualLoss(cfg.loss.pyramid_scales).to(device)
+    cpu_guard = guard_model(model, disc)  # issue 16: oneDNN's 1x1 weight-gradient kernel corrupts the heap
     betas = (float(tc.betas[0]), float(tc.betas[1]))
     opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
@@ -274,7 +276,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                "stopped_early_by_time": stopped_early, "wall_seconds": round(wall_before + time.time() - t0, 1),
                "perceptual": perceptual.name, "final_losses": last, "batch": batch, "lr": lr,
                "data": data.describe(), "init": init_info, "checkpoint": str((out / "checkpoint.pt").resolve()),
-               "device": _device_info(str(device))}
+               "device": _device_info(str(device)), "cpu_guard": cpu_guard}
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

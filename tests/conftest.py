@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover
     pass
 
 TESTS = Path(__file__).resolve().parent
+pytest_plugins = ["isolation"]  # @pytest.mark.isolated: the test runs in a child process (tests/isolation.py)
 
 
 @pytest.fixture

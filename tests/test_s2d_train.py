@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     return tmp, cfg, data, out, s
 
 
+@pytest.mark.isolated
 def test_training_runs_and_logs(trained):
     _, _, _, out, s = trained
     assert s["step"] == 2
@@ -41,6 +42,7 @@ def test_training_runs_and_logs(trained):
     assert {"model", "discriminator", "opt_g", "opt_d", "rng", "config", "data"} <= set(ck)
 
 
+@pytest.mark.isolated
 def test_resume_continues_at_saved_step(trained):
     tmp, cfg, data, out, _ = trained
     out2 = tmp / "resumed"
@@ -52,6 +54,7 @@ def test_resume_continues_at_saved_step(trained):
     assert ck["step"] == 3
 
 
+@pytest.mark.isolated
 def test_resume_with_other_config_is_refused(trained, tmp_path):
     _, _, data, out, _ = trained
     other = write_tiny_config(tmp_path, name="other", generator={"num_resblocks": 2})
@@ -60,6 +63,7 @@ def test_resume_with_other_config_is_refused(trained, tmp_path):
                            progress=False))
 
 
+@pytest.mark.isolated
 def test_export_and_load_checks_config(trained, tmp_path):
     tmp, cfg, _, out, _ = trained
     exp = export_model(out / "checkpoint.pt", tmp_path / "m.pt")
@@ -82,6 +86,7 @@ def test_export_and_load_checks_config(trained, tmp_path):
         load_model(tmp_path / "edited.pt")
 
 
+@pytest.mark.isolated
 def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
     """A few optimiser steps on one fixed pair reduce the reconstruction (perceptual/pyramid) term."""
     from s2d_model.config import load_config

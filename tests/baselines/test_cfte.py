@@ -144,6 +144,7 @@ def test_official_layout_file_with_yaml_loads(tmp_path):
     (tmp_path / "vox-256.yaml").write_text(yaml.safe_dump(cfg))
 
 
+@pytest.mark.isolated
 def test_recipe_trains_and_exports(tmp_path):
     from test_s2d_networks import write_tiny_data
 

@@ -94,6 +94,7 @@ def test_stream_not_decodable_by_other_baseline(ckpt, fake_intra, tmp_path):
     K.stream_refused_by("fomm", "mraa", other, res.bitstream, tmp_path)
 
 
+@pytest.mark.isolated
 def test_recipe_trains(tmp_path):
     from test_s2d_networks import write_tiny_data
 

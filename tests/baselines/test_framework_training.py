@@ -52,6 +52,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m in ("analyser", "synth", "discriminator") for k, v in st[m].items()}
 
 
+@pytest.mark.isolated
 def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
     full = train(_recipe(), _opts(data, tmp_path / "full"))
     assert full["steps"] == 6 and full["final"] and not full["stopped_early_by_time"]
@@ -75,6 +76,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
     assert "d.gan" in json.loads((tmp_path / "cut" / "log.jsonl").read_text().splitlines()[-1])
 
 
+@pytest.mark.isolated
 def test_checkpoint_is_written_atomically(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(_recipe(), _opts(data, out, steps=3))
@@ -91,6 +93,7 @@ def test_checkpoint_is_written_atomically(data, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth.tar", "log.jsonl", "summary.json"]
 
 
+@pytest.mark.isolated
 def test_wall_time_limit_stops_with_a_resumable_checkpoint(data, tmp_path):
     s = train(_recipe(), _opts(data, tmp_path / "t", steps=1000, max_minutes=1e-6))
     assert s["stopped_early_by_time"] and s["steps"] == 1 and not s["final"]
@@ -100,6 +103,7 @@ def test_wall_time_limit_stops_with_a_resumable_checkpoint(data, tmp_path):
     assert s2["steps"] == 2 and s2["final"]
 
 
+@pytest.mark.isolated
 def test_export_loads_through_the_codec(data, tmp_path, fake_intra):
     train(_recipe(), _opts(data, tmp_path / "r", steps=2))
     out = export(tmp_path / "r" / TRAIN_CHECKPOINT, tmp_path / "tiny.pt", fc.NAME, ("analyser", "synth"), fp16=True,
@@ -119,6 +123,7 @@ def test_export_loads_through_the_codec(data, tmp_path, fake_intra):
     assert torch.allclose(got["conv.weight"], ref["conv.weight"].half().float())
 
 
+@pytest.mark.isolated
 def test_loop_errors_are_typed(data, tmp_path):
     with pytest.raises(ConfigError, match="--batch"):
         train(_recipe(), _opts(data, tmp_path / "e", batch=0))
@@ -143,6 +148,7 @@ def test_loop_errors_are_typed(data, tmp_path):
     assert (tmp_path / "e" / TRAIN_CHECKPOINT).read_bytes() == before
 
 
+@pytest.mark.isolated
 def test_gfvc_train_cli(data, tmp_path, capsys):
     out, exp = tmp_path / "cli", tmp_path / "exported.pt"
     args = ["train", fc.NAME, "--data", str(data), "--out", str(out), "--steps", "2", "--batch", "2",
@@ -192,6 +198,7 @@ def test_train_cli_lists_every_baseline_and_keeps_s2d():
     assert training.RECIPES.get(fc.NAME) is fc.TinyKPRecipe
 
 
+@pytest.mark.isolated
 def test_older_training_checkpoints_with_numpy_rng_state_still_resume(data, tmp_path):
     """Checkpoints written before the RNG state was stored as tensors held numpy's own tuple."""
     train(_recipe(), _opts(data, tmp_path / "old", steps=2))

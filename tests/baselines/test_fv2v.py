@@ -210,6 +210,7 @@ def test_keypoint_prior_matches_official_definition():
     assert torch.allclose(fv2v.keypoint_prior(kp), torch.as_tensor(total), atol=1e-5)
 
 
+@pytest.mark.isolated
 def test_recipe_trains_with_labelled_headpose_fallback(tmp_path):
     from test_s2d_networks import write_tiny_data
 

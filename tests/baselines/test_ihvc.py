@@ -263,6 +263,7 @@ def test_dataset_carries_mirrored_vectors(tmp_path):
         ihvc.IhvcPairDataset(write_data(tmp_path / "nop", with_params=False), SIZE, LAYOUT)
 
 
+@pytest.mark.isolated
 def test_recipe_trains_estimator_and_generator(tmp_path):
     from model_parts.training import RECIPES, TrainOptions, train
 

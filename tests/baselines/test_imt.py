@@ -83,6 +83,7 @@ def test_bad_files(ckpt, tmp_path):
     K.official_missing_key_refused("imt", tiny(), tmp_path)
 
 
+@pytest.mark.isolated
 def test_recipe_trains_and_exports(tmp_path):
     from test_s2d_networks import write_tiny_data
 

@@ -152,6 +152,7 @@ def test_stream_not_decodable_by_other_baseline(ckpt, fake_intra, tmp_path):
     K.stream_refused_by("lia", "fomm", other, res.bitstream, tmp_path)
 
 
+@pytest.mark.isolated
 def test_recipe_trains(tmp_path):
     from test_s2d_networks import write_tiny_data
 

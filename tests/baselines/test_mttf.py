@@ -170,6 +170,7 @@ def test_fallback_mask_marks_moving_regions():
     assert m.shape == (1, 1, 64, 64) and float(m[0, 0, 30, 30]) == 1 and float(m[0, 0, 2, 2]) == 0
 
 
+@pytest.mark.isolated
 def test_recipe_trains_and_exports(tmp_path):
     from test_s2d_networks import write_tiny_data
 
