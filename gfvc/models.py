@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -43,6 +42,7 @@ from typing import Any, Literal
 from gfvc.codec import CODECS, load_builtin_codecs
 from gfvc.download import download_verified, mirror, sha256_of
 from gfvc.errors import ChecksumError, ConfigError, GfvcError, NotAvailable, UnknownName, WeightsError
+from gfvc.fileio import atomic_copy
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "model_registry.json"
 MODELS_DIR_ENV = "GFVC_MODELS_DIR"
@@ -417,17 +417,6 @@ def status(weights_dir: Path | None = None, codecs: list[str] | None = None) -> 
     return [check_entry(e, weights_dir) for e in registry().entries if not codecs or e.codec in codecs]
 
 
-def _copy_atomic(src: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 Inspect = Callable[[CheckpointEntry, Path], str]
 
 
@@ -468,7 +457,7 @@ def install(src_dir: Path, dest: Path | None = None, inspect: Inspect | None = N
             out.append(CheckpointStatus(e, src, "source", state, f"not installed: {why}", sha or None))
             continue
         target = dest / e.codec / e.filename
-        _copy_atomic(src, target)
+        atomic_copy(src, target)
         out.append(CheckpointStatus(e, target, "models-dir", state, f"installed from {src}: {why}", sha))
     return out
 

@@ -11,8 +11,9 @@ options computed in float with rounding (never truncation).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -287,13 +288,12 @@ def refuse_viewing_copy(path: str | Path, what: str) -> None:
                          f"(gfvc decode BITSTREAM -o out.yuv) and use that")
 
 
-def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video container (mp4, mkv, ...) to RGB with PyAV; returns (frames, fps)."""
+def iter_container(path: str | Path) -> Iterator[tuple[Any, float]]:
+    """Yield (PyAV frame, fps) of a container's first video stream; decoder errors become InputError."""
     av = _av()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such video file")
-    out = []
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -301,11 +301,21 @@ def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndar
             st = c.streams.video[0]
             fps = float(st.average_rate or st.guessed_rate or 25)
             for fr in c.decode(st):
-                out.append(fr.to_ndarray(format="rgb24"))
-                if frames is not None and len(out) >= frames:
-                    break
+                yield fr, fps
     except av.error.FFmpegError as e:
         raise InputError(f"{path}: cannot decode video: {e}") from None
+
+
+def read_container(path: str | Path, frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video container (mp4, mkv, ...) to RGB with PyAV; returns (frames, fps)."""
+    path = Path(path)
+    out = []
+    fps = 25.0
+    for fr, rate in iter_container(path):
+        out.append(fr.to_ndarray(format="rgb24"))
+        fps = rate
+        if frames is not None and len(out) >= frames:
+            break
     if not out:
         raise InputError(f"{path}: no video frames")
     if frames is not None and len(out) < frames:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gfvc.errors import GfvcError, ModelMismatch, NotAvailable
+from gfvc.fileio import atomic_open
 
 META_KEY = "gfvc"
 META_FORMAT = "gfvc-baseline-v1"
@@ -241,8 +242,6 @@ def save_checkpoint(path: Path, modules: Mapping[str, Any], meta: Mapping[str, A
     ``fp16`` stores floating tensors as float16 (demo checkpoints under 10 MB;
     loaders convert back to float32).
     """
-    import os
-
     import torch
 
     obj: dict[str, Any] = {}
@@ -253,14 +252,8 @@ def save_checkpoint(path: Path, modules: Mapping[str, Any], meta: Mapping[str, A
     obj.update(dict(extra or {}))
     obj[META_KEY] = {"format": META_FORMAT, **dict(meta), "dtype": "float16" if fp16 else "float32"}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
     return path
 
 

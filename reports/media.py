@@ -27,7 +27,7 @@ import numpy as np
 
 from gfvc.errors import InputError, NotAvailable, OutputError
 from gfvc.records import current_records_filter, iter_records
-from gfvc.video import VIEWING_COPY_MARK
+from gfvc.video import VIEWING_COPY_MARK, iter_container
 
 # VP9 settings of the viewer: CRF 10 is visually transparent on the CTC's talking-head content
 # (the source is already a CRF-12 H.264 viewing copy); one key frame, no alt-ref/lag so each
@@ -65,19 +65,7 @@ def container_info(path: Path) -> tuple[int, int, int, float]:
 
 
 def _decode(path: Path) -> Iterator[tuple[Any, float]]:
-    av = _av()
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such video file")
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise InputError(f"{path}: no video stream")
-            st = c.streams.video[0]
-            fps = float(st.average_rate or st.guessed_rate or 25)
-            for fr in c.decode(st):
-                yield fr, fps
-    except av.error.FFmpegError as e:
-        raise InputError(f"{path}: cannot decode video: {e}") from None
+    return iter_container(path)
 
 
 def container_frames(path: Path) -> Iterator[Any]:

@@ -83,7 +83,10 @@ def test_checkpoint_is_written_atomically(data, tmp_path, monkeypatch):
     before = (out / TRAIN_CHECKPOINT).read_bytes()
 
     def broken_save(obj, f, *a, **k):  # a crash while writing (disk full, kill): half a file, then an error
-        Path(f).write_bytes(b"PK\x03\x04 half")
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half")
+        else:
+            Path(f).write_bytes(b"PK\x03\x04 half")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
