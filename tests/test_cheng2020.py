@@ -182,6 +182,16 @@ def test_table_coder_round_trip_with_escapes():
 
 
 # ---------------------------------------------------------------------------------------------- conformance
+def _close(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """|ours - theirs| <= 1e-5 + 1e-5 |theirs| everywhere.
+
+    float32 convolutions sum in another order on another oneDNN kernel: under ONEDNN_MAX_CPU_ISA=AVX2
+    the q6 latent y (values up to about 2.5) differs from CompressAI's AVX-512 run by 1.05e-5, so an
+    absolute 1e-5 alone would make the test depend on the CPU. A real porting error is orders larger.
+    """
+    return bool(torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5))
+
+
 @pytest.mark.parametrize("case", sorted(META["cases"]))
 def test_conformance_with_compressai(case, vector_data):
     """Forward, tables, encoder-side y_hat, decoded x_hat and bits against CompressAI 1.2.4's own outputs."""
@@ -207,11 +217,11 @@ def test_conformance_with_compressai(case, vector_data):
     out = net(x)
     for k in FORWARD_KEYS:
         assert out[k].shape == d[k].shape, k
-        assert float((out[k] - d[k]).abs().max()) <= 1e-5, k
+        assert _close(out[k], d[k]), (k, float((out[k] - d[k]).abs().max()))
 
     enc = constriction.stream.queue.RangeEncoder()
     lat = net.encode_latents(x, enc)
-    assert float((lat.y_hat - d["y_hat_enc"]).abs().max()) <= 1e-5
+    assert _close(lat.y_hat, d["y_hat_enc"])
     code_bytes = 4 * enc.num_words()
     official = c["compress"]["y_string_bytes"] + c["compress"]["z_string_bytes"]
     assert abs(code_bytes - official) <= 0.03 * official, (code_bytes, official)
@@ -219,7 +229,7 @@ def test_conformance_with_compressai(case, vector_data):
     assert torch.equal(y_hat, lat.y_hat)
     x_hat = net.synthesis(y_hat)
     if c["x_hat_dec_stored"]:
-        assert float((x_hat - d["x_hat_dec"]).abs().max()) <= 1e-5
+        assert _close(x_hat, d["x_hat_dec"])
 
 
 # ---------------------------------------------------------------------------------------------- coder API

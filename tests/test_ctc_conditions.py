@@ -75,8 +75,28 @@ def test_the_demo_still_runs_all_its_codecs(capsys):
 def test_conformance_tables_in_the_docs_are_the_tools_output():
     from tools import conformance_docs
 
-    assert conformance_docs.current() == conformance_docs.generated(), \
-        "docs/baselines.md: run `python -m tools.conformance_docs --write`"
+    why = conformance_docs.stale(conformance_docs.current(), conformance_docs.generated())
+    assert why is None, f"docs/baselines.md: {why}: run `python -m tools.conformance_docs --write`"
+
+
+def test_conformance_docs_check_is_exact_on_the_pages_machine_and_structural_elsewhere():
+    from tools.conformance_docs import stale
+
+    made = ("Measured with torch 2.14.1, oneDNN 3.12.0 at ISA `avx2`, one torch thread.\n\n"
+            "| model | official code | outputs | result | worst output (max \\|diff\\| / atol) "
+            "| max \\|diff\\| | atol |\n"
+            "|---|---|---:|---|---|---:|---:|\n"
+            "| tpsm | yoyo-nb/TPSM@c6168788 | 22 | PASS | dense_motion.x | 3.5e-06 | 1e-05 |\n\n"
+            "| output | shape | max \\|diff\\| | atol | result |\n|---|---|---:|---:|---|\n"
+            "| dense_motion.x | (1,3) | 3.5e-06 | 1e-05 | PASS |")
+    assert stale(made, made) is None
+    other_isa = made.replace("`avx2`", "`avx512_core`")
+    assert stale(made.replace("3.5e-06", "3.4e-06"), made) is not None       # same machine: every digit
+    assert stale(made.replace("3.5e-06", "0").replace("dense_motion.x | 0", "(all outputs) | 0"), other_isa) is None
+    assert "differ" in stale(made.replace("| 1e-05 | PASS", "| 1e-05 | FAIL"), other_isa)
+    assert "differ" in stale(made.replace("(1,3)", "(1,4)"), other_isa)
+    assert "differ" in stale(made.replace("| 22 |", "| 21 |"), other_isa)
+    assert "where it was measured" in stale(made.split("\n", 2)[2], other_isa)
 
 
 def test_dry_run_lists_the_jobs_that_can_run_and_exits_1_for_the_rest(tmp_path, capsys):
