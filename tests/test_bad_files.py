@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error
 from test_s2d_networks import write_tiny_config, write_tiny_data
 
 from gfvc.video import write_container, write_png_folder, write_video
@@ -41,15 +42,10 @@ FOREIGN_ADVICE = ("weights_only", "allow_pickle", "PyTorch", "Unsupported operan
 
 
 def one_line(capsys, rc, *words: str, code: int = 2) -> str:
-    err = capsys.readouterr().err
-    assert rc == code, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("gfvc: error: "), err
-    assert not any(a in err for a in FOREIGN_ADVICE), err
-    for w in words:
-        assert w in err, err
-    return lines[0]
+    """One line in the suite's words, and none of the foreign libraries' advice."""
+    line = one_line_error(capsys, rc, *words, code=code)
+    assert not any(a in line for a in FOREIGN_ADVICE), line
+    return line
 
 
 class Foreign:

@@ -6,16 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 
 from gfvc.video import read_video, write_video
 from suite.cli.main import main
 from test_conditions.demo import demo_frames
-
-
-def _one_line_error(capsys, rc: int, words: str) -> None:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert words in err and "Traceback" not in err and err.strip().count("\n") == 0, err
 
 
 def test_version_and_help():
@@ -70,12 +65,12 @@ def test_encode_decode_keyframe_repeat(tmp_path, clip):
 
 def test_yuv_size_mismatch(tmp_path, clip, capsys):
     rc = main(["encode", "--codec", "vvenc", "--qp", "32", str(clip), "-o", str(tmp_path / "x"), "--size", "100x128"])
-    _one_line_error(capsys, rc, "not a whole number of 100x128")
+    one_line_error(capsys, rc, "not a whole number of 100x128")
 
 
 def test_negative_qp(tmp_path, clip, capsys):
     rc = main(["encode", "--codec", "vvenc", "--qp", "-3", str(clip), "-o", str(tmp_path / "x"), "--size", "128x128"])
-    _one_line_error(capsys, rc, "QP must be an integer in 0..63")
+    one_line_error(capsys, rc, "QP must be an integer in 0..63")
 
 
 def test_missing_vtm_binary(tmp_path, clip, capsys, monkeypatch):
@@ -83,17 +78,17 @@ def test_missing_vtm_binary(tmp_path, clip, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     rc = main(["encode", "--codec", "vtm", "--qp", "37", str(clip), "-o", str(tmp_path / "x"), "--size", "128x128",
                "--vtm-dir", str(tmp_path / "empty")])
-    _one_line_error(capsys, rc, "EncoderApp")
+    one_line_error(capsys, rc, "EncoderApp")
     rc = main(["encode", "--codec", "vtm", "--qp", "37", str(clip), "-o", str(tmp_path / "x"), "--size", "128x128",
                "--vtm-dir", str(tmp_path / "nowhere")])
-    _one_line_error(capsys, rc, "--vtm-dir")
+    one_line_error(capsys, rc, "--vtm-dir")
 
 
 def test_decode_garbage(tmp_path, capsys):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world, not a bitstream")
-    _one_line_error(capsys, main(["decode", str(junk), "-o", str(tmp_path / "o.yuv")]), "junk.bin")
+    one_line_error(capsys, main(["decode", str(junk), "-o", str(tmp_path / "o.yuv")]), "junk.bin")
 
 
 def test_unknown_condition(capsys):
-    _one_line_error(capsys, main(["run", "--condition", "gfvc-humna"]), "did you mean gfvc-human")
+    one_line_error(capsys, main(["run", "--condition", "gfvc-humna"]), "did you mean gfvc-human")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 from PIL import Image
 
 from gfvc.errors import InputError
@@ -30,15 +31,6 @@ from suite.cli.main import main
 from test_conditions.demo import demo_frames
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _one_line(capsys, rc: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and err.strip().count("\n") == 0, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def write_named(folder: Path, frames: np.ndarray, names: list[str]) -> Path:
@@ -81,7 +73,7 @@ def test_names_with_one_frame_number_are_refused(names, tmp_path, twelve, capsys
     folder = write_named(tmp_path / "amb", twelve[:2], names)
     with pytest.raises(InputError, match="ambiguous"):
         list_frame_files(folder)
-    _one_line(capsys, main(["metrics", str(folder), str(folder), "--metrics", "psnr"]), "ambiguous",
+    one_line_error(capsys, main(["metrics", str(folder), str(folder), "--metrics", "psnr"]), "ambiguous",
               *sorted(names)[:1])
 
 
@@ -334,11 +326,11 @@ CASES = ["empty", "sizes", "jpeg-among-pngs", "corrupt-png", "truncated-png"]
 @pytest.mark.parametrize("case", CASES)
 def test_bad_folders_are_one_line_in_encode_metrics_and_prepare(case, tmp_path, twelve, capsys):
     folder, words = _folder_case(case, tmp_path, twelve)
-    _one_line(capsys, main(["encode", "--codec", "keyframe-repeat", "--qp", "42", str(folder), "-o",
+    one_line_error(capsys, main(["encode", "--codec", "keyframe-repeat", "--qp", "42", str(folder), "-o",
                             str(tmp_path / "o.gfvc")]), words)
-    _one_line(capsys, main(["metrics", str(folder), str(folder), "--metrics", "psnr"]), words)
+    one_line_error(capsys, main(["metrics", str(folder), str(folder), "--metrics", "psnr"]), words)
     # an empty folder given to prepare is an empty split folder: no videos in it
-    _one_line(capsys, main(["sequences", "prepare", str(folder), "--out", str(tmp_path / "seq"), "--size", "64",
+    one_line_error(capsys, main(["sequences", "prepare", str(folder), "--out", str(tmp_path / "seq"), "--size", "64",
                             "--frames", "4"]), "no videos or PNG frame folders" if case == "empty" else words)
 
 
@@ -359,5 +351,5 @@ def test_a_video_folder_of_other_pictures_is_refused_not_skipped(tmp_path, twelv
     Image.fromarray(twelve[0]).save(tmp_path / "train" / "b" / "0.jpg")
     with pytest.raises(InputError, match="a folder of .jpg pictures"):
         list_videos(tmp_path)
-    _one_line(capsys, main(["sequences", "prepare", str(tmp_path / "train"), "--out", str(tmp_path / "seq"),
+    one_line_error(capsys, main(["sequences", "prepare", str(tmp_path / "train"), "--out", str(tmp_path / "seq"),
                             "--size", "64", "--frames", "2"]), "a folder of .jpg pictures")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_errors import one_line_error
 
 from gfvc.errors import ConfigError, ExternalToolError, ModelMismatch
 from gfvc.video import write_video
@@ -22,15 +23,6 @@ from test_conditions import load_condition
 from test_conditions.demo import demo_frames
 
 HERE = Path(__file__).resolve().parent
-
-
-def _one_line(capsys, rc: int, *words: str, code: int = 2) -> str:
-    err = capsys.readouterr().err
-    assert rc == code, err
-    assert "Traceback" not in err and err.strip().count("\n") == 0, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def _write_condition(tmp_path: Path, base, edit) -> Path:
@@ -56,13 +48,13 @@ def test_duplicate_list_values_are_refused_at_load(key, edit, value, tmp_path, c
     with pytest.raises(ConfigError) as e:
         load_condition(p)
     assert f"key '{key}'" in str(e.value) and f"{value} is listed twice" in str(e.value)
-    _one_line(capsys, main(["run", "--condition", str(p), "--dry-run"]), key, "listed twice")
+    one_line_error(capsys, main(["run", "--condition", str(p), "--dry-run"]), key, "listed twice")
 
 
 def test_duplicate_metric_on_the_command_line(tmp_path, capsys):
     clip = tmp_path / "c.yuv"
     write_video(clip, demo_frames(0, 1))
-    _one_line(capsys, main(["metrics", str(clip), str(clip), "--size", "128x128", "--metrics", "psnr,psnr"]),
+    one_line_error(capsys, main(["metrics", str(clip), str(clip), "--size", "128x128", "--metrics", "psnr,psnr"]),
               "'psnr' is listed twice")
 
 
@@ -96,7 +88,7 @@ def test_a_run_folder_of_another_condition_is_refused(small_condition, plugin_en
     base = ["run", "--condition", small_condition.source, "--workdir", str(run), "-j", "1", "--no-report"]
     assert main(base) == 0
     capsys.readouterr()
-    _one_line(capsys, main(base + ["--frames", "2"]), "holds results of condition", "another --workdir")
+    one_line_error(capsys, main(base + ["--frames", "2"]), "holds results of condition", "another --workdir")
 
 
 # --- 6: the gate must check something -------------------------------------------------------------
@@ -155,9 +147,9 @@ def test_gate_metrics_choose_what_is_gated_and_summary_says_what_was_compared(go
     out = capsys.readouterr().out
     assert "lpips" not in out and "gate compared" in out and "s2d dists" in out
     # only metrics without values: nothing compared, the gate fails
-    _one_line(capsys, main(["regress", str(golden_run), "--baseline", str(base), "--metrics", "fvd"]),
+    one_line_error(capsys, main(["regress", str(golden_run), "--baseline", str(base), "--metrics", "fvd"]),
               "none of the 2 values")
-    _one_line(capsys, main(["regress", str(golden_run), "--baseline", str(base), "--metrics", "vmaf"]),
+    one_line_error(capsys, main(["regress", str(golden_run), "--baseline", str(base), "--metrics", "vmaf"]),
               "--metrics vmaf")
     # --update-baseline --metrics writes only those
     sub = tmp_path / "sub.json"
@@ -176,7 +168,7 @@ def _fakevtm():
 
 def test_doctor_refuses_a_missing_vtm_dir_and_shows_the_one_found(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GFVC_VTM_DIR", raising=False)
-    _one_line(capsys, main(["doctor", "--vtm-dir", str(tmp_path / "nonexistent")]), "--vtm-dir", "no such folder")
+    one_line_error(capsys, main(["doctor", "--vtm-dir", str(tmp_path / "nonexistent")]), "--vtm-dir", "no such folder")
     vtm = _fakevtm().install(tmp_path / "VTM", layout="bin")
     assert main(["doctor", "--vtm-dir", str(vtm), "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -243,7 +235,7 @@ def test_run_fails_in_check_before_any_job(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("fps", ["0", "-5", "nan"])
 def test_fps_zero_or_negative_is_refused(cmd, fps, capsys):
     rc = main([*cmd, fps])
-    _one_line(capsys, rc, "--fps")
+    one_line_error(capsys, rc, "--fps")
 
 
 def test_failed_vtm_job_shows_the_cause_and_a_log_that_exists(tmp_path, monkeypatch):
@@ -283,10 +275,10 @@ def test_frame_count_mismatches_suggest_frames(tmp_path, capsys, small_condition
     a, b = tmp_path / "a.yuv", tmp_path / "b.yuv"
     write_video(a, demo_frames(0, 3))
     write_video(b, demo_frames(0, 2))
-    _one_line(capsys, main(["metrics", str(a), str(b), "--size", "128x128", "--metrics", "psnr"]),
+    one_line_error(capsys, main(["metrics", str(a), str(b), "--size", "128x128", "--metrics", "psnr"]),
               "--frames 2")
-    _one_line(capsys, main(["metrics", str(a), str(a), "--size", "128x128", "--frames", "5"]), "--frames 3")
-    _one_line(capsys, main(["run", "--condition", small_condition.source, "--frames", "500", "--dry-run"]),
+    one_line_error(capsys, main(["metrics", str(a), str(a), "--size", "128x128", "--frames", "5"]), "--frames 3")
+    one_line_error(capsys, main(["run", "--condition", small_condition.source, "--frames", "500", "--dry-run"]),
               "has 32 frames", "--frames 32")
 
 

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 from PIL import Image
 
 from gfvc import container
 from gfvc.errors import ConfigError, InputError, ModelMismatch
 from suite.cli.main import MAY_DOWNLOAD, build_parser, leaf_commands, main
-
-
-def _one_line(capsys, rc: int, code: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == code and err.count("\n") == 1 and err.startswith("gfvc: error: "), err
-    assert all(w in err for w in words), err
-    return err
-
 
 # ------------------------------------------------------------------ sizes: the side that differs is named
 
@@ -30,7 +23,7 @@ def test_encode_names_the_input_size_not_the_condition(tmp_path, capsys, codec):
     for i in range(2):
         Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(png / f"{i:03d}.png")
     rc = main(["encode", str(png), "-o", str(tmp_path / "o.bin"), "--codec", codec, "--qp", "32"])
-    err = _one_line(capsys, rc, 2, f"input {png} is 64x64", "works at 128x128", "condition 'demo' is 128x128")
+    err = one_line_error(capsys, rc, f"input {png} is 64x64", "works at 128x128", "condition 'demo' is 128x128")
     assert "condition 'demo' is 64x64" not in err
 
 
@@ -94,9 +87,10 @@ def test_train_export_records_a_derived_id(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ conformance
 
 def test_conformance_names_the_missing_file_itself(tmp_path, capsys):
-    _one_line(capsys, main(["conformance", str(tmp_path / "missing.pt")]), 2, "missing.pt: no such file or folder")
+    one_line_error(capsys, main(["conformance", str(tmp_path / "missing.pt")]), "missing.pt: no such file or folder")
     (tmp_path / "m.json").write_text("{}")
-    err = _one_line(capsys, main(["conformance", str(tmp_path / "m.json")]), 2, "m.pt: no such file", "m.json needs it")
+    err = one_line_error(capsys, main(["conformance", str(tmp_path / "m.json")]), "m.pt: no such file",
+                         "m.json needs it")
     assert "m.json: no such" not in err
 
 
@@ -112,7 +106,7 @@ def test_conformance_json_errors_are_json(tmp_path, capsys):
 # ------------------------------------------------------------------ models status
 
 def test_models_status_unknown_codec_is_exit_2_with_suggestions(capsys):
-    _one_line(capsys, main(["models", "status", "--codec", "fom"]), 2, "--codec 'fom'", "did you mean fomm")
+    one_line_error(capsys, main(["models", "status", "--codec", "fom"]), "--codec 'fom'", "did you mean fomm")
     assert main(["models", "status", "--codec", "fomm"]) == 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 
 from gfvc.errors import ConfigError, OutputError
 from gfvc.fileio import atomic_write_json, atomic_write_text, check_output_dir, check_output_file
@@ -26,15 +27,6 @@ from test_conditions.demo import demo_frames
 TESTS = Path(__file__).resolve().parent
 GOLDEN_RUN = TESTS / "data" / "reports" / "run"
 READ_ONLY = Path("/sys/gfvc-test")  # not writable even for root (sysfs)
-
-
-def _one_line(capsys, rc: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and err.strip().count("\n") == 0, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 @pytest.fixture
@@ -78,13 +70,13 @@ def test_encode_checks_its_output_before_encoding(case, clip, afile, capsys, mon
     monkeypatch.setattr(suite.runner.jobs, "make_codec", no_work)
     out, words = _bad_outputs(afile)[case]
     rc = main(["encode", "--codec", "vvenc", "--qp", "37", str(clip), "-o", out, "--size", "128x128"])
-    _one_line(capsys, rc, words)
+    one_line_error(capsys, rc, words)
 
 
 @pytest.mark.parametrize("case", ["under-a-file", "read-only", "dev-null", "webm"])
 def test_decode_checks_its_output_before_decoding(case, bitstream, afile, tmp_path, capsys):
     out, words = {**_bad_outputs(afile), "webm": (str(tmp_path / "x.webm"), "unsupported extension '.webm'")}[case]
-    _one_line(capsys, main(["decode", str(bitstream), "-o", out]), words)
+    one_line_error(capsys, main(["decode", str(bitstream), "-o", out]), words)
 
 
 def test_decode_creates_missing_parent_folders(bitstream, tmp_path, capsys):
@@ -100,22 +92,22 @@ def test_decode_creates_missing_parent_folders(bitstream, tmp_path, capsys):
 def test_run_checks_its_workdir_before_any_job(case, small_condition, plugin_env, afile, capsys):
     out = {"under-a-file": str(afile / "run"), "read-only": str(READ_ONLY / "run"), "dev-null": "/dev/null"}[case]
     rc = main(["run", "--condition", small_condition.source, "--workdir", out, "-j", "1"])
-    _one_line(capsys, rc, "run folder")
+    one_line_error(capsys, rc, "run folder")
 
 
 @pytest.mark.parametrize("case", ["under-a-file", "read-only", "dev-null"])
 def test_report_checks_out_before_building(case, afile, capsys):
     out = {"under-a-file": str(afile / "rep"), "read-only": str(READ_ONLY / "rep"), "dev-null": "/dev/null"}[case]
-    _one_line(capsys, main(["report", str(GOLDEN_RUN), "--out", out]), "--out")
+    one_line_error(capsys, main(["report", str(GOLDEN_RUN), "--out", out]), "--out")
 
 
 def test_regress_checks_junit_and_baseline_paths(afile, tmp_path, capsys):
     base = tmp_path / "b.json"
     assert main(["regress", str(GOLDEN_RUN), "--baseline", str(base), "--update-baseline"]) == 0
     capsys.readouterr()
-    _one_line(capsys, main(["regress", str(GOLDEN_RUN), "--baseline", str(base), "--junit", str(afile / "j.xml")]),
+    one_line_error(capsys, main(["regress", str(GOLDEN_RUN), "--baseline", str(base), "--junit", str(afile / "j.xml")]),
               "--junit", "is a file, not a folder")
-    _one_line(capsys, main(["regress", str(GOLDEN_RUN), "--baseline", "/dev/null", "--update-baseline"]),
+    one_line_error(capsys, main(["regress", str(GOLDEN_RUN), "--baseline", "/dev/null", "--update-baseline"]),
               "not a regular file")
     deep = tmp_path / "ci" / "out" / "junit.xml"  # parents are created
     assert main(["regress", str(GOLDEN_RUN), "--baseline", str(base), "--junit", str(deep)]) == 0
@@ -125,19 +117,19 @@ def test_regress_checks_junit_and_baseline_paths(afile, tmp_path, capsys):
 def test_sequences_prepare_checks_out_and_manifest(afile, tmp_path, capsys):
     src = tmp_path / "vid"
     src.mkdir()
-    _one_line(capsys, main(["sequences", "prepare", str(src), "--out", str(afile / "o")]), "--out")
-    _one_line(capsys, main(["sequences", "prepare", str(src), "--out", str(tmp_path / "o"),
+    one_line_error(capsys, main(["sequences", "prepare", str(src), "--out", str(afile / "o")]), "--out")
+    one_line_error(capsys, main(["sequences", "prepare", str(src), "--out", str(tmp_path / "o"),
                             "--manifest", str(tmp_path / "m.txt")]), "unsupported extension '.txt'")
 
 
 def test_metrics_cache_weights_train_and_overlay_outputs(afile, clip, tmp_path, capsys):
-    _one_line(capsys, main(["metrics", str(clip), str(clip), "--size", "128x128", "--cache-dir",
+    one_line_error(capsys, main(["metrics", str(clip), str(clip), "--size", "128x128", "--cache-dir",
                             str(afile / "c")]), "--cache-dir")
-    _one_line(capsys, main(["weights", "install", str(tmp_path), "--dest", "/dev/null"]), "--dest")
-    _one_line(capsys, main(["weights", "fetch", "--dest", str(afile / "w")]), "--dest")
-    _one_line(capsys, main(["train", "s2d", "--data", str(tmp_path), "--out", str(afile / "t")]), "--out")
+    one_line_error(capsys, main(["weights", "install", str(tmp_path), "--dest", "/dev/null"]), "--dest")
+    one_line_error(capsys, main(["weights", "fetch", "--dest", str(afile / "w")]), "--dest")
+    one_line_error(capsys, main(["train", "s2d", "--data", str(tmp_path), "--out", str(afile / "t")]), "--out")
     np.save(tmp_path / "v.npy", np.zeros((2, 10475, 2), np.float32))
-    _one_line(capsys, main(["s2d-overlay", "--video", str(clip), "--size", "128x128", "--vertices",
+    one_line_error(capsys, main(["s2d-overlay", "--video", str(clip), "--size", "128x128", "--vertices",
                             str(tmp_path / "v.npy"), "-o", str(tmp_path / "o.webm")]), "'.webm'")
 
 
@@ -174,7 +166,7 @@ def test_unreachable_dask_scheduler_is_one_line(small_condition, plugin_env, tmp
     monkeypatch.setenv("GFVC_DASK_CONNECT_TIMEOUT", "2")
     rc = main(["run", "--condition", small_condition.source, "--workdir", str(tmp_path / "r"),
                "--scheduler", f"tcp://127.0.0.1:{port}", "--no-report"])
-    _one_line(capsys, rc, f"tcp://127.0.0.1:{port}", "did not answer")
+    one_line_error(capsys, rc, f"tcp://127.0.0.1:{port}", "did not answer")
     from suite.runner.executors import connect_dask
 
     with pytest.raises(ConfigError, match="did not answer"):

@@ -16,21 +16,12 @@ from pathlib import Path
 import framework_codecs as fc
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 from PIL import Image
 
 from gfvc.video import write_png_folder
 from model_parts.training import TRAIN_CHECKPOINT
 from suite.cli.main import main
-
-
-def _one_line(capsys, rc: int, *words: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _data(root: Path) -> Path:
@@ -54,8 +45,8 @@ def test_a_frame_cut_mid_training_is_one_line_and_the_checkpoint_resumes(tmp_pat
     good = frame.read_bytes()
     frame.write_bytes(good[:-80])
     capsys.readouterr()
-    line = _one_line(capsys, main(_args(data, out, 3, "--resume", str(ck))), str(frame), "corrupt or truncated PNG",
-                     "training stopped at step 1", f"--resume {ck}")
+    line = one_line_error(capsys, main(_args(data, out, 3, "--resume", str(ck))), str(frame),
+                          "corrupt or truncated PNG", "training stopped at step 1", f"--resume {ck}")
     assert "the last checkpoint" in line and ck.read_bytes() == before
     frame.write_bytes(good)
     capsys.readouterr()
@@ -89,7 +80,7 @@ def test_bad_frame_folders_are_refused_before_training(damage, words, tmp_path, 
             raise AssertionError("models built before the data were checked")
 
     monkeypatch.setattr(suite.cli.models.RECIPES, "get", lambda name: NoBuild)
-    _one_line(capsys, main(_args(data, tmp_path / "t", 1)), *words)
+    one_line_error(capsys, main(_args(data, tmp_path / "t", 1)), *words)
 
 
 @pytest.mark.parametrize("option, value, words", [
@@ -107,4 +98,4 @@ def test_outputs_are_refused_before_training(option, value, words, tmp_path, cap
         args[args.index("--out") + 1] = str(afile)
     else:
         args += [option, value]
-    _one_line(capsys, main(args), *words)
+    one_line_error(capsys, main(args), *words)
