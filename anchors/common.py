@@ -10,9 +10,13 @@ intra picture, picture QPs, no CU-level QP changes.
 """
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import re
 import subprocess
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -306,6 +310,13 @@ class VvcStreamInfo:
 _TRACE_RE = re.compile(r"\]\s+\d+\s+(\w+)(?:\[[^\]]*\])?\s+[01]+\s+=\s+(-?\d+)\s*$")
 
 
+# Header traces by (sha256 of the stream's bytes, ffmpeg): a job parses the same bytes up to three times
+# (the encoder's check, its closed-loop decode of the key frame, the job's decode), one ffmpeg run each.
+_STREAM_INFO: OrderedDict[tuple[str, str], VvcStreamInfo] = OrderedDict()
+_STREAM_INFO_MAX = 64
+_STREAM_INFO_LOCK = threading.Lock()
+
+
 def vvc_stream_info(bitstream: Path, *, ffmpeg: Path | None = None, timeout: float = 600,
                     log: Path | None = None) -> VvcStreamInfo:
     """Read SPS/PPS/picture/slice headers with ffmpeg's trace_headers filter.
@@ -313,8 +324,34 @@ def vvc_stream_info(bitstream: Path, *, ffmpeg: Path | None = None, timeout: flo
     Slice QP = 26 + pps_init_qp_minus26 + ph_qp_delta/sh_qp_delta (first
     slice of each picture; one PPS assumed, which holds for VTM and VVenC
     with default settings). Display size applies the conformance window.
+    The same bytes read by the same ffmpeg are parsed once per process (the
+    result depends on nothing else); a failed parse is not remembered.
     """
     exe = ffmpeg or ffmpeg_exe()
+    try:
+        digest = hashlib.sha256(Path(bitstream).read_bytes()).hexdigest()
+    except OSError:
+        return _trace_stream_info(bitstream, exe, timeout, log)  # ffmpeg says what is wrong with the path
+    key = (digest, str(exe))
+    with _STREAM_INFO_LOCK:
+        hit = _STREAM_INFO.get(key)
+        if hit is not None:
+            _STREAM_INFO.move_to_end(key)
+    if hit is not None:
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as lf:
+                lf.write(f"[header trace of {bitstream}: the same bytes (sha256 {digest[:16]}...) were parsed "
+                         f"before in this process; reused]\n")
+        return copy.deepcopy(hit)
+    info = _trace_stream_info(bitstream, exe, timeout, log)
+    with _STREAM_INFO_LOCK:
+        _STREAM_INFO[key] = copy.deepcopy(info)
+        while len(_STREAM_INFO) > _STREAM_INFO_MAX:
+            _STREAM_INFO.popitem(last=False)
+    return info
+
+
+def _trace_stream_info(bitstream: Path, exe: Path | str, timeout: float, log: Path | None) -> VvcStreamInfo:
     argv = [str(exe), "-hide_banner", "-nostdin", "-loglevel", "trace", "-f", "vvc", "-i", str(bitstream),
             "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"]
     try:

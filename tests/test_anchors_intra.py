@@ -111,3 +111,39 @@ def test_vtm_round_trip_with_fake(tmp_path: Path) -> None:
     assert p["coder"] == "vtm" and p["vtm_version"] == "22.2" and len(p["cfg_sha256"]) == 64
     with pytest.raises(NotAvailable, match="--vtm-dir"):
         intra_provenance("vtm", COND, Environment(vtm_dir=tmp_path / "none"))
+
+
+def test_stream_headers_of_the_same_bytes_are_parsed_once(tmp_path: Path, monkeypatch) -> None:
+    """Encoder check, closed-loop key-frame decode and job decode read one stream: one ffmpeg trace, not three."""
+    import anchors.common as common
+
+    calls: list[Path] = []
+    real = common._trace_stream_info
+
+    def counting(bitstream, exe, timeout, log):
+        calls.append(Path(bitstream))
+        return real(bitstream, exe, timeout, log)
+
+    monkeypatch.setattr(common, "_trace_stream_info", counting)
+    monkeypatch.setattr(common, "_STREAM_INFO", type(common._STREAM_INFO)())
+    r = encode_intra(frame(), 37, coder="vvenc", chroma="420", condition=COND, env=Environment(),
+                     workdir=tmp_path / "enc")
+    assert len(calls) == 1                       # the encoder's own check
+    decode_intra(r.payload, width=64, height=48, coder="vvenc", chroma="420", condition=COND, env=Environment(),
+                 workdir=tmp_path / "dec")
+    assert len(calls) == 1                       # same bytes at another path: reused
+    copy_ = tmp_path / "copy.266"
+    copy_.write_bytes(r.payload)
+    info = vvc_stream_info(copy_, log=tmp_path / "log.txt")
+    info.pictures.clear()                        # a caller changing its result changes nobody else's
+    assert len(vvc_stream_info(copy_).pictures) == 1 and len(calls) == 1
+    assert "reused" in (tmp_path / "log.txt").read_text()
+    other = encode_intra(frame(), 47, coder="vvenc", chroma="420", condition=COND, env=Environment(),
+                         workdir=tmp_path / "enc2")
+    assert other.payload != r.payload and len(calls) == 2   # other bytes: parsed
+    damaged = tmp_path / "cut.266"
+    damaged.write_bytes(r.payload[:12])
+    for _ in range(2):                            # a failed parse is not remembered: it fails each time
+        with pytest.raises(BitstreamError):
+            vvc_stream_info(damaged)
+    assert len(calls) == 4
