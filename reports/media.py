@@ -57,20 +57,16 @@ class Chunk:
 def container_info(path: Path) -> tuple[int, int, int, float]:
     """(width, height, frames, fps) of a video container, frames counted by decoding."""
     n, w, h, fps = 0, 0, 0, 25.0
-    for f, rate in _decode(path):
+    for f, rate in iter_container(path):
         n, w, h, fps = n + 1, f.width, f.height, rate
     if n == 0:
         raise InputError(f"{path}: no video frames")
     return w, h, n, fps
 
 
-def _decode(path: Path) -> Iterator[tuple[Any, float]]:
-    return iter_container(path)
-
-
 def container_frames(path: Path) -> Iterator[Any]:
     """yuv420p frames of a video container (its own planes when it is yuv420p already)."""
-    for fr, _ in _decode(path):
+    for fr, _ in iter_container(path):
         yield fr if fr.format.name == "yuv420p" else fr.reformat(format="yuv420p")
 
 
