@@ -1,8 +1,8 @@
 """One assertion for "the CLI failed in one line": shared by every test of a command's error path.
 
-A user error must end as exactly one non-empty stderr line in the suite's words (``gfvc: error: ...``, ``gfvc SUBCOMMAND: error: ...`` for arguments),
-no traceback, and the exit code the CLI promises (2 for bad input, 1 for an incomplete run or a failed
-gate). Returns that line so a test can look at it further.
+A user error must end as exactly one non-empty stderr line in the suite's words (``gfvc: error: ...``;
+``gfvc SUBCOMMAND: error: ...`` for arguments), no traceback, and the exit code the CLI promises (2 for
+bad input, 1 for an incomplete run or a failed gate). Returns that line so a test can look at it further.
 """
 from __future__ import annotations
 
